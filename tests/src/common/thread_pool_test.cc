@@ -1,0 +1,64 @@
+#include "src/common/thread_pool.h"
+
+#include <atomic>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace crescent {
+namespace {
+
+TEST(ThreadPoolTest, RunCallsEveryThreadOnce) {
+  for (int n : {1, 2, 4}) {
+    ThreadPool pool(n);
+    std::vector<std::atomic<int>> calls(n);
+    for (int iter = 0; iter < 200; ++iter) {
+      pool.Run([&](int index, int count) {
+        ASSERT_EQ(count, n);
+        calls[index].fetch_add(1);
+      });
+    }
+    for (int i = 0; i < n; ++i) EXPECT_EQ(calls[i].load(), 200) << "thread " << i;
+  }
+}
+
+TEST(ThreadPoolTest, ParallelForCoversRangeExactlyOnce) {
+  ThreadPool pool(3);
+  for (int64_t n : {0, 1, 7, 1000, 12345}) {
+    std::vector<std::atomic<int>> hits(n);
+    pool.ParallelFor(n, 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+    });
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << i;
+  }
+}
+
+TEST(ThreadPoolTest, WakesAfterSleeping) {
+  ThreadPool pool(2);
+  std::atomic<int> sum{0};
+  pool.Run([&](int, int) { sum.fetch_add(1); });
+  // Long enough for the worker to stop spinning and block.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  pool.Run([&](int, int) { sum.fetch_add(1); });
+  EXPECT_EQ(sum.load(), 4);
+}
+
+TEST(ThreadPoolTest, ConcurrentCallersAreSerialized) {
+  ThreadPool pool(2);
+  std::atomic<int64_t> total{0};
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 3; ++c) {
+    callers.emplace_back([&] {
+      for (int i = 0; i < 100; ++i) {
+        pool.ParallelFor(100, 10, [&](int64_t b, int64_t e) { total.fetch_add(e - b); });
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(total.load(), 3 * 100 * 100);
+}
+
+}  // namespace
+}  // namespace crescent
