@@ -50,8 +50,9 @@ function(crescent_cc_binary)
 endfunction()
 
 # crescent_cc_test(NAME name SRCS ... DEPS ... [LABELS ...])
-# Registers a GoogleTest binary with CTest. Label "unit" (default) runs in the sanitizer builds;
-# "e2e" tests drive real processes; "slow" are left out of the sanitizer builds.
+# Registers a GoogleTest binary with CTest. Label "unit" (default) runs in the ASan/UBSan build
+# too; "tsan" ones also in the TSan build (target crescent_tsan_tests builds just those);
+# "e2e" tests drive real processes and run in the Release build only.
 function(crescent_cc_test)
   cmake_parse_arguments(A "" "NAME;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
   add_executable(${A_NAME} ${A_SRCS})
@@ -65,6 +66,12 @@ function(crescent_cc_test)
     set(A_TIMEOUT 300)
   endif()
   add_test(NAME ${A_NAME} COMMAND ${A_NAME})
+  if("tsan" IN_LIST A_LABELS)
+    if(NOT TARGET crescent_tsan_tests)
+      add_custom_target(crescent_tsan_tests)
+    endif()
+    add_dependencies(crescent_tsan_tests ${A_NAME})
+  endif()
   set_tests_properties(${A_NAME} PROPERTIES LABELS "${A_LABELS}" TIMEOUT ${A_TIMEOUT}
     ENVIRONMENT "CRESCENT_MODEL=${CRESCENT_MODEL};CRESCENT_SOURCE_DIR=${PROJECT_SOURCE_DIR};CRESCENT_BINARY_DIR=${PROJECT_BINARY_DIR}")
 endfunction()

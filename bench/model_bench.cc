@@ -1,0 +1,209 @@
+// model_bench: the CPU runtime's speed against the memory-bandwidth "speed of light".
+//
+// Prints, in one run: stream-copy DRAM bandwidth, weight bytes read per decode step, prefill
+// tokens/s for a 512-token prompt, decode tokens/s at batch 1 (128 tokens) and at batch 8 and
+// 32, and batch-1 decode's fraction of the bandwidth bound (bandwidth / bytes per token).
+//
+//   model_bench [--model PATH] [--threads N] [--json]
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "nlohmann/json.hpp"
+#include "src/common/clock.h"
+#include "src/common/status.h"
+#include "src/common/thread_pool.h"
+#include "src/engine/cpu_backend.h"
+#include "src/engine/kv_cache.h"
+#include "src/engine/loaded_model.h"
+
+namespace crescent {
+namespace {
+
+double Now() { return RealClock::Get()->NowSeconds(); }
+
+// STREAM-style copy over buffers far larger than the last-level cache; counts bytes read plus
+// bytes written, as STREAM does. Best of several runs.
+double CopyBandwidthGBs(ThreadPool* pool, size_t bytes) {
+  std::unique_ptr<char[]> a(new char[bytes]), b(new char[bytes]);
+  pool->ParallelFor(static_cast<int64_t>(bytes), 1 << 20, [&](int64_t lo, int64_t hi) {
+    std::memset(a.get() + lo, 1, hi - lo);
+    std::memset(b.get() + lo, 2, hi - lo);
+  });
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    double t0 = Now();
+    const int n = pool->num_threads();
+    pool->Run([&](int i, int) {
+      size_t chunk = bytes / n;
+      size_t lo = chunk * i, hi = i == n - 1 ? bytes : lo + chunk;
+      std::memcpy(b.get() + lo, a.get() + lo, hi - lo);
+    });
+    double t = Now() - t0;
+    best = std::max(best, 2.0 * static_cast<double>(bytes) / t / 1e9);
+  }
+  return best;
+}
+
+struct Seq {
+  std::vector<int32_t> tokens;
+  std::vector<engine::KvCache::BlockId> blocks;
+};
+
+absl::Status EnsureBlocks(engine::KvCache* cache, Seq* s, int64_t positions) {
+  int bt = cache->config().block_tokens;
+  while (static_cast<int64_t>(s->blocks.size()) * bt < positions) {
+    auto b = cache->Allocate();
+    if (b < 0) return absl::ResourceExhaustedError("KV cache too small for the benchmark");
+    s->blocks.push_back(b);
+  }
+  return absl::OkStatus();
+}
+
+// Prefills `batch` sequences of `prompt_len` random tokens, then decodes `steps` tokens for
+// all of them together; returns decode tokens/s (all sequences counted).
+absl::StatusOr<double> DecodeTokensPerSecond(engine::Backend* backend, engine::KvCache* cache,
+                                             int vocab, int batch, int prompt_len, int steps,
+                                             std::mt19937* rng) {
+  std::vector<Seq> seqs(batch);
+  std::vector<float> logits;
+  for (Seq& s : seqs) {
+    for (int i = 0; i < prompt_len; ++i) s.tokens.push_back(static_cast<int32_t>((*rng)() % vocab));
+    CRESCENT_RETURN_IF_ERROR(EnsureBlocks(cache, &s, prompt_len + steps));
+    engine::SequenceBatch sb{s.tokens, 0, s.blocks, engine::LogitsMode::kLast};
+    CRESCENT_RETURN_IF_ERROR(backend->Forward(std::span(&sb, 1), cache, nullptr, &logits));
+  }
+  std::vector<engine::SequenceBatch> step(batch);
+  std::vector<int32_t> next(batch);
+  double t0 = Now();
+  for (int t = 0; t < steps; ++t) {
+    for (int i = 0; i < batch; ++i) {
+      // Greedy from the previous logits keeps the run realistic without a sampler.
+      next[i] = t == 0 ? 1 : static_cast<int32_t>(
+          std::max_element(logits.begin() + static_cast<int64_t>(i) * vocab,
+                           logits.begin() + static_cast<int64_t>(i + 1) * vocab) -
+          (logits.begin() + static_cast<int64_t>(i) * vocab));
+      seqs[i].tokens.push_back(next[i]);
+      step[i] = engine::SequenceBatch{std::span<const int32_t>(&seqs[i].tokens.back(), 1),
+                                      static_cast<int64_t>(seqs[i].tokens.size() - 1),
+                                      seqs[i].blocks, engine::LogitsMode::kLast};
+    }
+    CRESCENT_RETURN_IF_ERROR(backend->Forward(step, cache, nullptr, &logits));
+  }
+  double dt = Now() - t0;
+  for (Seq& s : seqs) {
+    for (auto b : s.blocks) cache->Unref(b);
+  }
+  return static_cast<double>(batch) * steps / dt;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"Crescent CPU model benchmark"};
+  std::string model_path;
+  if (const char* env = std::getenv("CRESCENT_MODEL")) model_path = env;
+  if (model_path.empty()) {
+    model_path = std::string(std::getenv("HOME") ? std::getenv("HOME") : ".") +
+                 "/.cache/crescent/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  }
+  int threads = 0;
+  bool json = false;
+  int decode_steps = 128;
+  app.add_option("--model", model_path)->capture_default_str();
+  app.add_option("--threads", threads, "default: all CPUs");
+  app.add_option("--decode-steps", decode_steps)->capture_default_str();
+  app.add_flag("--json", json, "print one JSON object instead of a table");
+  CLI11_PARSE(app, argc, argv);
+  if (threads <= 0) threads = ThreadPool::DefaultThreadCount();
+
+  auto model = engine::LoadModel(model_path);
+  if (!model.ok()) {
+    std::fprintf(stderr, "model_bench: %s\n", std::string(model.status().message()).c_str());
+    return 1;
+  }
+  const model::ModelConfig& c = (*model)->config;
+  auto backend = engine::CpuBackend::Create(c, (*model)->weights, threads);
+  if (!backend.ok()) {
+    std::fprintf(stderr, "model_bench: %s\n", std::string(backend.status().message()).c_str());
+    return 1;
+  }
+  engine::KvCacheConfig kc{c.n_layers, c.n_kv_heads, c.head_dim, 16, 0};
+  kc.num_blocks = 32 * ((64 + decode_steps + 15) / 16) + (512 + 15) / 16 + 8;
+  auto cache = engine::KvCache::Create(kc);
+  if (!cache.ok()) return 1;
+
+  ThreadPool pool(threads);
+  double bw = CopyBandwidthGBs(&pool, size_t{512} << 20);
+  double weight_bytes = static_cast<double>((*model)->weights.WeightBytesPerToken());
+
+  std::mt19937 rng(1234);
+  // Prefill: one 512-token prompt, best of 3.
+  double prefill_tps = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    Seq s;
+    for (int i = 0; i < 512; ++i) s.tokens.push_back(static_cast<int32_t>(rng() % c.vocab_size));
+    if (!EnsureBlocks(cache->get(), &s, 512).ok()) return 1;
+    engine::SequenceBatch sb{s.tokens, 0, s.blocks, engine::LogitsMode::kLast};
+    std::vector<float> logits;
+    double t0 = Now();
+    if (!(*backend)->Forward(std::span(&sb, 1), cache->get(), nullptr, &logits).ok()) return 1;
+    prefill_tps = std::max(prefill_tps, 512.0 / (Now() - t0));
+    for (auto b : s.blocks) (*cache)->Unref(b);
+  }
+  double decode[3] = {0, 0, 0};
+  const int batches[3] = {1, 8, 32};
+  for (int i = 0; i < 3; ++i) {
+    auto tps = DecodeTokensPerSecond(backend->get(), cache->get(), c.vocab_size, batches[i], 64,
+                                     decode_steps, &rng);
+    if (!tps.ok()) {
+      std::fprintf(stderr, "model_bench: %s\n", std::string(tps.status().message()).c_str());
+      return 1;
+    }
+    decode[i] = *tps;
+  }
+  // KV bytes read per step at batch 1 (average context 64 + steps/2), f16 K and V.
+  double kv_bytes = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2 * (64 + decode_steps / 2.0);
+  double bound = bw * 1e9 / (weight_bytes + kv_bytes);
+  double fraction = decode[0] / bound;
+
+  if (json) {
+    nlohmann::json j = {{"model", (*model)->id},
+                        {"threads", threads},
+                        {"copy_bandwidth_gbs", bw},
+                        {"weight_bytes_per_token", weight_bytes},
+                        {"kv_bytes_per_token_b1", kv_bytes},
+                        {"prefill_512_tok_s", prefill_tps},
+                        {"decode_b1_tok_s", decode[0]},
+                        {"decode_b8_tok_s", decode[1]},
+                        {"decode_b32_tok_s", decode[2]},
+                        {"decode_b1_bound_tok_s", bound},
+                        {"decode_b1_fraction_of_bound", fraction}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("model                         %s (%s, %d layers, d=%d)\n", (*model)->id.c_str(),
+              c.arch.c_str(), c.n_layers, c.n_embd);
+  std::printf("threads                       %d\n", threads);
+  std::printf("stream-copy bandwidth         %.2f GB/s\n", bw);
+  std::printf("weight bytes per token        %.1f MB (+ %.2f MB KV at batch 1)\n",
+              weight_bytes / 1e6, kv_bytes / 1e6);
+  std::printf("prefill, 512-token prompt     %.1f tok/s\n", prefill_tps);
+  std::printf("decode batch 1 (%d tokens)   %.1f tok/s\n", decode_steps, decode[0]);
+  std::printf("decode batch 8                %.1f tok/s  (%.2fx batch 1)\n", decode[1],
+              decode[1] / decode[0]);
+  std::printf("decode batch 32               %.1f tok/s  (%.2fx batch 1)\n", decode[2],
+              decode[2] / decode[0]);
+  std::printf("bandwidth bound, batch 1      %.1f tok/s\n", bound);
+  std::printf("batch-1 fraction of bound     %.1f%%\n", fraction * 100);
+  return 0;
+}
+
+}  // namespace
+}  // namespace crescent
+
+int main(int argc, char** argv) { return crescent::Main(argc, argv); }

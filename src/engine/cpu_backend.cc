@@ -1,0 +1,293 @@
+#include "src/engine/cpu_backend.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/fp16.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/ops.h"
+
+namespace crescent::engine {
+namespace {
+
+kernels::MatrixView View(const model::TensorRef& t) {
+  return kernels::MatrixView{t.type, t.rows, t.cols, t.data, t.row_stride};
+}
+
+absl::Status CheckMatMul(const model::TensorRef& t, const std::string& name) {
+  if (!kernels::MatMulSupports(t.type)) {
+    return absl::UnimplementedError(absl::StrCat("tensor ", name, " has type ",
+                                                 kernels::GetTypeInfo(t.type).name,
+                                                 ", which has no CPU matmul kernel"));
+  }
+  return absl::OkStatus();
+}
+
+void AddBias(float* rows, int64_t n_rows, const model::TensorRef& bias, int64_t width,
+             std::vector<float>* scratch) {
+  if (!bias.present()) return;
+  scratch->resize(width);
+  kernels::GetRow(bias.type, bias.data, width, scratch->data());
+  for (int64_t r = 0; r < n_rows; ++r) {
+    float* row = rows + r * width;
+    for (int64_t i = 0; i < width; ++i) row[i] += (*scratch)[i];
+  }
+}
+
+// Rotates `n_heads` heads of one token with the angles of its position (cos/sin tables of
+// rot_dim/2 entries). Normal: pairs (2i, 2i+1); NeoX: pairs (i, i + rot_dim/2).
+void ApplyRope(float* x, int n_heads, int head_dim, int rot_dim, bool neox, const float* cos,
+               const float* sin) {
+  const int half = rot_dim / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    float* v = x + static_cast<int64_t>(h) * head_dim;
+    if (neox) {
+      for (int i = 0; i < half; ++i) {
+        float a = v[i], b = v[i + half];
+        v[i] = a * cos[i] - b * sin[i];
+        v[i + half] = a * sin[i] + b * cos[i];
+      }
+    } else {
+      for (int i = 0; i < half; ++i) {
+        float a = v[2 * i], b = v[2 * i + 1];
+        v[2 * i] = a * cos[i] - b * sin[i];
+        v[2 * i + 1] = a * sin[i] + b * cos[i];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(
+    const model::ModelConfig& config, const model::ModelWeights& weights, int num_threads) {
+  absl::Status s = CheckMatMul(weights.output, "output");
+  if (!s.ok()) return s;
+  for (size_t l = 0; l < weights.layers.size(); ++l) {
+    const model::LayerWeights& lw = weights.layers[l];
+    const std::pair<const model::TensorRef*, const char*> mats[] = {
+        {&lw.attn_q, "attn_q"},     {&lw.attn_k, "attn_k"},       {&lw.attn_v, "attn_v"},
+        {&lw.attn_output, "attn_output"}, {&lw.ffn_gate, "ffn_gate"}, {&lw.ffn_up, "ffn_up"},
+        {&lw.ffn_down, "ffn_down"}};
+    for (const auto& [t, n] : mats) {
+      s = CheckMatMul(*t, absl::StrCat("blk.", l, ".", n, ".weight"));
+      if (!s.ok()) return s;
+    }
+  }
+  if (num_threads <= 0) num_threads = ThreadPool::DefaultThreadCount();
+  return std::unique_ptr<CpuBackend>(new CpuBackend(config, weights, num_threads));
+}
+
+CpuBackend::CpuBackend(const model::ModelConfig& config, const model::ModelWeights& weights,
+                       int num_threads)
+    : config_(config), weights_(weights), pool_(num_threads) {}
+
+absl::Status CpuBackend::Validate(std::span<const SequenceBatch> seqs,
+                                  const KvCache& cache) const {
+  const KvCacheConfig& kc = cache.config();
+  if (kc.n_layers != config_.n_layers || kc.n_kv_heads != config_.n_kv_heads ||
+      kc.head_dim != config_.head_dim) {
+    return absl::InvalidArgumentError("KV cache shape does not match the model");
+  }
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const SequenceBatch& seq = seqs[s];
+    if (seq.tokens.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, " has no tokens"));
+    }
+    int64_t end = seq.pos0 + static_cast<int64_t>(seq.tokens.size());
+    if (seq.pos0 < 0 || end > config_.context_length) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, " spans positions [",
+                                                     seq.pos0, ", ", end,
+                                                     ") beyond the model context of ",
+                                                     config_.context_length));
+    }
+    int64_t blocks_needed = (end + kc.block_tokens - 1) / kc.block_tokens;
+    if (static_cast<int64_t>(seq.block_table.size()) < blocks_needed) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, " needs ", blocks_needed,
+                                                     " KV blocks, its table has ",
+                                                     seq.block_table.size()));
+    }
+    for (int64_t b = 0; b < blocks_needed; ++b) {
+      KvCache::BlockId id = seq.block_table[b];
+      if (id < 0 || id >= cache.num_blocks() || cache.RefCount(id) <= 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sequence ", s, " block ", b, " names unallocated block ", id));
+      }
+    }
+    for (int32_t t : seq.tokens) {
+      if (t < 0 || t >= config_.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sequence ", s, " has token id ", t, " outside the vocabulary"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* cache,
+                                 const LayerHook* hook, std::vector<float>* logits) {
+  logits->clear();
+  if (seqs.empty()) return absl::OkStatus();
+  absl::Status valid = Validate(seqs, *cache);
+  if (!valid.ok()) return valid;
+
+  const int d = config_.n_embd;
+  const int hd = config_.head_dim;
+  const int nh = config_.n_heads;
+  const int nkv = config_.n_kv_heads;
+  const int q_dim = nh * hd;
+  const int kv_dim = nkv * hd;
+  const int ff = config_.n_ff;
+  const int rot = config_.rope_dim;
+  const int half = rot / 2;
+  const bool neox = config_.rope_style == model::RopeStyle::kNeox;
+  const int bt = cache->config().block_tokens;
+
+  // Rows of the activation matrix: every new token of every sequence.
+  int64_t T = 0;
+  for (const SequenceBatch& s : seqs) T += static_cast<int64_t>(s.tokens.size());
+  x_.resize(T * d);
+  xn_.resize(T * d);
+  q_.resize(T * q_dim);
+  k_.resize(T * kv_dim);
+  v_.resize(T * kv_dim);
+  attn_.resize(T * q_dim);
+  gate_.resize(T * ff);
+  up_.resize(T * ff);
+  positions_.resize(T);
+  rope_cos_.resize(T * half);
+  rope_sin_.resize(T * half);
+
+  // Embeddings and rotary angles (shared by every layer). Llama 3.1-style files scale each
+  // frequency by a stored factor.
+  const float* freq_factors = weights_.rope_freqs.present()
+                                  ? static_cast<const float*>(weights_.rope_freqs.data)
+                                  : nullptr;
+  {
+    int64_t row = 0;
+    const model::TensorRef& emb = weights_.token_embd;
+    for (const SequenceBatch& s : seqs) {
+      for (size_t i = 0; i < s.tokens.size(); ++i, ++row) {
+        const uint8_t* src =
+            static_cast<const uint8_t*>(emb.data) + static_cast<size_t>(s.tokens[i]) * emb.row_stride;
+        kernels::GetRow(emb.type, src, d, &x_[row * d]);
+        int64_t pos = s.pos0 + static_cast<int64_t>(i);
+        positions_[row] = pos;
+        for (int j = 0; j < half; ++j) {
+          double inv_freq = std::pow(static_cast<double>(config_.rope_freq_base),
+                                     -2.0 * j / static_cast<double>(rot));
+          if (freq_factors != nullptr) inv_freq /= freq_factors[j];
+          double theta = static_cast<double>(pos) * config_.rope_freq_scale * inv_freq;
+          rope_cos_[row * half + j] = static_cast<float>(std::cos(theta));
+          rope_sin_[row * half + j] = static_cast<float>(std::sin(theta));
+        }
+      }
+    }
+  }
+
+  // Page pointer tables per sequence, rebuilt per layer.
+  std::vector<std::vector<const uint16_t*>> k_pages(seqs.size()), v_pages(seqs.size());
+  std::vector<kernels::AttentionSeq> attn_seqs(seqs.size());
+  std::vector<float> bias_scratch;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  for (int l = 0; l < config_.n_layers; ++l) {
+    const model::LayerWeights& lw = weights_.layers[l];
+    const float* attn_norm = static_cast<const float*>(lw.attn_norm.data);
+    for (int64_t r = 0; r < T; ++r) {
+      kernels::RmsNorm(&x_[r * d], attn_norm, d, config_.rms_eps, &xn_[r * d]);
+    }
+    kernels::MatMul(&pool_, View(lw.attn_q), xn_.data(), T, q_.data());
+    kernels::MatMul(&pool_, View(lw.attn_k), xn_.data(), T, k_.data());
+    kernels::MatMul(&pool_, View(lw.attn_v), xn_.data(), T, v_.data());
+    AddBias(q_.data(), T, lw.attn_q_bias, q_dim, &bias_scratch);
+    AddBias(k_.data(), T, lw.attn_k_bias, kv_dim, &bias_scratch);
+    AddBias(v_.data(), T, lw.attn_v_bias, kv_dim, &bias_scratch);
+
+    // RoPE, then this layer's new K/V into the cache pages (f16).
+    int64_t row = 0;
+    for (size_t si = 0; si < seqs.size(); ++si) {
+      const SequenceBatch& s = seqs[si];
+      for (size_t i = 0; i < s.tokens.size(); ++i, ++row) {
+        const float* c = &rope_cos_[row * half];
+        const float* sn = &rope_sin_[row * half];
+        ApplyRope(&q_[row * q_dim], nh, hd, rot, neox, c, sn);
+        ApplyRope(&k_[row * kv_dim], nkv, hd, rot, neox, c, sn);
+        int64_t pos = positions_[row];
+        KvCache::BlockId block = s.block_table[pos / bt];
+        size_t slot = static_cast<size_t>(pos % bt) * kv_dim;
+        kernels::F32ToF16Row(&k_[row * kv_dim], cache->KPage(block, l) + slot, kv_dim);
+        kernels::F32ToF16Row(&v_[row * kv_dim], cache->VPage(block, l) + slot, kv_dim);
+      }
+    }
+
+    // Attention per sequence over its pages.
+    row = 0;
+    for (size_t si = 0; si < seqs.size(); ++si) {
+      const SequenceBatch& s = seqs[si];
+      int64_t end = s.pos0 + static_cast<int64_t>(s.tokens.size());
+      int64_t nblocks = (end + bt - 1) / bt;
+      k_pages[si].resize(nblocks);
+      v_pages[si].resize(nblocks);
+      for (int64_t b = 0; b < nblocks; ++b) {
+        k_pages[si][b] = cache->KPage(s.block_table[b], l);
+        v_pages[si][b] = cache->VPage(s.block_table[b], l);
+      }
+      kernels::AttentionSeq& as = attn_seqs[si];
+      as.q = &q_[row * q_dim];
+      as.n_q = static_cast<int>(s.tokens.size());
+      as.q_pos0 = s.pos0;
+      as.k_blocks = k_pages[si].data();
+      as.v_blocks = v_pages[si].data();
+      as.out = &attn_[row * q_dim];
+      row += static_cast<int64_t>(s.tokens.size());
+    }
+    kernels::Attention(&pool_, attn_seqs.data(), static_cast<int>(attn_seqs.size()), nh, nkv, hd,
+                       bt, scale);
+
+    // Output projection + residual (xn_ reused as the projection's output).
+    kernels::MatMul(&pool_, View(lw.attn_output), attn_.data(), T, xn_.data());
+    for (int64_t i = 0; i < T * d; ++i) x_[i] += xn_[i];
+
+    // Feed-forward: SwiGLU.
+    const float* ffn_norm = static_cast<const float*>(lw.ffn_norm.data);
+    for (int64_t r = 0; r < T; ++r) {
+      kernels::RmsNorm(&x_[r * d], ffn_norm, d, config_.rms_eps, &xn_[r * d]);
+    }
+    kernels::MatMul(&pool_, View(lw.ffn_gate), xn_.data(), T, gate_.data());
+    kernels::MatMul(&pool_, View(lw.ffn_up), xn_.data(), T, up_.data());
+    kernels::SwiGLU(gate_.data(), up_.data(), gate_.data(), T * ff);
+    kernels::MatMul(&pool_, View(lw.ffn_down), gate_.data(), T, xn_.data());
+    for (int64_t i = 0; i < T * d; ++i) x_[i] += xn_[i];
+
+    if (hook != nullptr && *hook) (*hook)(l);
+  }
+
+  // Final norm and the output projection for the rows that want logits.
+  int64_t n_out = 0;
+  {
+    int64_t row = 0;
+    for (const SequenceBatch& s : seqs) {
+      int64_t n = static_cast<int64_t>(s.tokens.size());
+      if (s.logits == LogitsMode::kAll) {
+        for (int64_t i = 0; i < n; ++i) std::memcpy(&xn_[(n_out++) * d], &x_[(row + i) * d], d * sizeof(float));
+      } else if (s.logits == LogitsMode::kLast) {
+        std::memcpy(&xn_[(n_out++) * d], &x_[(row + n - 1) * d], d * sizeof(float));
+      }
+      row += n;
+    }
+  }
+  if (n_out == 0) return absl::OkStatus();
+  const float* out_norm = static_cast<const float*>(weights_.output_norm.data);
+  out_rows_.resize(n_out * d);
+  for (int64_t r = 0; r < n_out; ++r) {
+    kernels::RmsNorm(&xn_[r * d], out_norm, d, config_.rms_eps, &out_rows_[r * d]);
+  }
+  logits->resize(static_cast<size_t>(n_out) * config_.vocab_size);
+  kernels::MatMul(&pool_, View(weights_.output), out_rows_.data(), n_out, logits->data());
+  return absl::OkStatus();
+}
+
+}  // namespace crescent::engine

@@ -1,0 +1,60 @@
+#include "src/engine/kv_cache.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace crescent::engine {
+
+void KvCache::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheConfig& config) {
+  if (config.n_layers <= 0 || config.n_kv_heads <= 0 || config.head_dim <= 0 ||
+      config.block_tokens <= 0 || config.num_blocks <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV cache config needs positive n_layers, n_kv_heads, head_dim, block_tokens and "
+        "num_blocks; got ",
+        config.n_layers, ", ", config.n_kv_heads, ", ", config.head_dim, ", ",
+        config.block_tokens, ", ", config.num_blocks));
+  }
+  if (config.num_blocks > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError(absl::StrCat("num_blocks ", config.num_blocks, " too large"));
+  }
+  size_t bytes = config.BlockBytes() * static_cast<size_t>(config.num_blocks);
+  // 64-byte alignment: pages are read with full-width vector loads.
+  size_t rounded = (bytes + 63) / 64 * 64;
+  void* data = std::aligned_alloc(64, rounded);
+  if (data == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate ", bytes, " bytes for ", config.num_blocks, " KV blocks"));
+  }
+  std::memset(data, 0, rounded);
+  return std::unique_ptr<KvCache>(new KvCache(config, static_cast<uint8_t*>(data)));
+}
+
+KvCache::KvCache(const KvCacheConfig& config, uint8_t* data)
+    : config_(config),
+      page_bytes_(config.PageBytes()),
+      block_bytes_(config.BlockBytes()),
+      data_(data),
+      ref_counts_(config.num_blocks, 0) {
+  free_.reserve(config.num_blocks);
+  for (int64_t i = config.num_blocks - 1; i >= 0; --i) free_.push_back(static_cast<BlockId>(i));
+}
+
+KvCache::BlockId KvCache::Allocate() {
+  if (free_.empty()) return -1;
+  BlockId id = free_.back();
+  free_.pop_back();
+  ref_counts_[id] = 1;
+  return id;
+}
+
+void KvCache::Ref(BlockId id) { ++ref_counts_[id]; }
+
+void KvCache::Unref(BlockId id) {
+  if (--ref_counts_[id] == 0) free_.push_back(id);
+}
+
+}  // namespace crescent::engine
