@@ -38,6 +38,7 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::WorkerLoop(int index) {
+  (void)index;
   uint64_t seen = 0;
   for (;;) {
     uint64_t gen;
@@ -55,8 +56,19 @@ void ThreadPool::WorkerLoop(int index) {
     }
     seen = gen;
     if (stop_.load(std::memory_order_acquire)) return;
-    (*job_)(index, num_threads_);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    // Join the job only while it is open. The caller closes it and then waits for active_ to
+    // drain; with both sides sequentially consistent, either the caller sees this worker in
+    // active_ and waits for it, or this worker sees the job closed and leaves it alone.
+    active_.fetch_add(1, std::memory_order_seq_cst);
+    if (open_.load(std::memory_order_seq_cst)) {
+      const std::function<void(int, int)>* job = job_.load(std::memory_order_acquire);
+      for (;;) {
+        int share = next_share_.fetch_add(1, std::memory_order_acq_rel);
+        if (share >= num_threads_) break;
+        (*job)(share, num_threads_);
+      }
+    }
+    active_.fetch_sub(1, std::memory_order_seq_cst);
   }
 }
 
@@ -66,23 +78,29 @@ void ThreadPool::Run(const std::function<void(int, int)>& fn) {
     return;
   }
   std::lock_guard<std::mutex> run_lock(run_mu_);
-  job_ = &fn;
-  pending_.store(num_threads_ - 1, std::memory_order_relaxed);
+  job_.store(&fn, std::memory_order_release);
+  next_share_.store(0, std::memory_order_release);
+  open_.store(true, std::memory_order_seq_cst);
   generation_.fetch_add(1, std::memory_order_seq_cst);
   if (sleepers_.load(std::memory_order_seq_cst) > 0) {
     std::lock_guard<std::mutex> lock(sleep_mu_);
     sleep_cv_.notify_all();
   }
-  fn(0, num_threads_);
+  for (;;) {
+    int share = next_share_.fetch_add(1, std::memory_order_acq_rel);
+    if (share >= num_threads_) break;
+    fn(share, num_threads_);
+  }
+  open_.store(false, std::memory_order_seq_cst);
   int spins = 0;
-  while (pending_.load(std::memory_order_acquire) != 0) {
+  while (active_.load(std::memory_order_seq_cst) != 0) {
     if (++spins < kSpinIterations) {
       CRESCENT_CPU_RELAX();
     } else {
       std::this_thread::yield();
     }
   }
-  job_ = nullptr;
+  job_.store(nullptr, std::memory_order_release);
 }
 
 void ThreadPool::ParallelFor(int64_t n, int64_t grain,

@@ -29,9 +29,13 @@ class ThreadPool {
 
   int num_threads() const { return num_threads_; }
 
-  // Calls fn(thread_index, num_threads) once on each of the pool's threads (index 0 is the
-  // caller) and returns when all calls have returned. Thread-safe: concurrent callers are
-  // serialized. REQUIRES: fn does not call Run() on this pool.
+  // Calls fn(share, num_threads) exactly once for each share in [0, num_threads) and returns
+  // when all calls have returned. Shares are claimed dynamically: the caller takes shares too,
+  // and any share a worker has not claimed by then (e.g. because it is descheduled on an
+  // oversubscribed machine) runs on the caller, so Run() never waits for a thread that has
+  // not started — only for shares already running. A share never runs on two threads at
+  // once, so per-share scratch indexed by `share` is safe. Thread-safe: concurrent callers
+  // are serialized. REQUIRES: fn does not call Run() on this pool.
   void Run(const std::function<void(int thread_index, int num_threads)>& fn);
 
   // Splits [0, n) into chunks of at least `grain` items, handed out dynamically, and calls
@@ -48,9 +52,12 @@ class ThreadPool {
   std::vector<std::thread> workers_;
 
   std::mutex run_mu_;  // serializes Run() callers.
-  const std::function<void(int, int)>* job_ = nullptr;  // valid while a Run() is in progress.
+  // The job in progress: valid while open_ is true or a worker counted in active_ runs it.
+  std::atomic<const std::function<void(int, int)>*> job_{nullptr};
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<int> next_share_{0};  // next share index to claim
+  std::atomic<bool> open_{false};   // the job still accepts workers
+  std::atomic<int> active_{0};      // workers that joined the job and have not left it
   std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
 

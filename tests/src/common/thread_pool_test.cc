@@ -62,3 +62,28 @@ TEST(ThreadPoolTest, ConcurrentCallersAreSerialized) {
 
 }  // namespace
 }  // namespace crescent
+
+namespace crescent {
+namespace {
+
+// Far more threads than cores: workers are often descheduled, and the caller must pick up
+// their shares instead of waiting for them. Every share still runs exactly once per Run().
+TEST(ThreadPoolTest, OversubscribedPoolRunsEveryShareOnce) {
+  ThreadPool pool(8);
+  std::vector<std::atomic<int>> calls(8);
+  std::atomic<int> overlap{0};
+  std::vector<std::atomic<int>> running(8);
+  for (int iter = 0; iter < 2000; ++iter) {
+    pool.Run([&](int share, int n) {
+      ASSERT_EQ(n, 8);
+      if (running[share].fetch_add(1) != 0) overlap.fetch_add(1);
+      calls[share].fetch_add(1);
+      running[share].fetch_sub(1);
+    });
+  }
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(calls[i].load(), 2000) << "share " << i;
+  EXPECT_EQ(overlap.load(), 0) << "a share ran on two threads at once";
+}
+
+}  // namespace
+}  // namespace crescent
