@@ -1,0 +1,251 @@
+// kernels_bench: the CPU matmul kernels against the memory-bandwidth "speed of light".
+//
+// Prints the machine's stream-copy and read bandwidth (buffers far larger than the last-level
+// cache), then, for the reference model's matrix shapes and the weight types Q4_1, Q8_0, Q4_K
+// and F16 at batch m = 1, 8 and 32: time per MatMul call, effective weight bandwidth (weight
+// bytes / time) and its fraction of the copy bandwidth, and the cost of a batch relative to
+// batch 1. Each measurement cycles over enough distinct copies of the matrix (>= 512 MiB in all)
+// that the weights come from DRAM, as in decode, never from cache.
+//
+// Each figure is taken over whole passes (all copies once, or all 512 MiB once): "best" is the
+// fastest pass, "median" the middle one. On a machine shared with other work the best pass is
+// the closest to the uncontended speed and the median shows the interference; the "of copy"
+// column compares best with best, so both sides are measured the same way.
+//
+//   kernels_bench [--threads N] [--isa scalar|avx2|avx512] [--types q4_1,q8_0,...]
+//                 [--batches 1,8,32] [--quick]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/quants.h"
+#include "src/common/thread_pool.h"
+
+namespace crescent::kernels {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+struct AlignedBuffer {
+  explicit AlignedBuffer(size_t n)
+      : size(n), data(static_cast<uint8_t*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))) {}
+  ~AlignedBuffer() { std::free(data); }
+  size_t size;
+  uint8_t* data;
+};
+
+// Touches every page on the pool's threads (first touch places pages near them).
+void Fill(ThreadPool* pool, uint8_t* p, size_t n, int value) {
+  pool->ParallelFor(static_cast<int64_t>(n), 1 << 22, [&](int64_t lo, int64_t hi) {
+    std::memset(p + lo, value, static_cast<size_t>(hi - lo));
+  });
+}
+
+struct Rate {
+  double best;
+  double median;
+};
+
+Rate Summarize(std::vector<double> rates) {
+  std::sort(rates.begin(), rates.end());
+  return {rates.back(), rates[rates.size() / 2]};
+}
+
+// STREAM-style copy of n bytes split over the pool: bytes read + bytes written per second.
+Rate CopyBandwidth(ThreadPool* pool, uint8_t* a, uint8_t* b, size_t n, int passes) {
+  std::vector<double> rates;
+  for (int rep = 0; rep < passes; ++rep) {
+    const double t0 = Now();
+    pool->Run([&](int t, int nt) {
+      const size_t lo = n / nt * t, hi = t == nt - 1 ? n : n / nt * (t + 1);
+      std::memcpy(b + lo, a + lo, hi - lo);
+    });
+    rates.push_back(2.0 * static_cast<double>(n) / (Now() - t0) / 1e9);
+  }
+  return Summarize(std::move(rates));
+}
+
+// Bytes read per second by a summing loop over n bytes split over the pool.
+Rate ReadBandwidth(ThreadPool* pool, const uint8_t* a, size_t n, int passes) {
+  std::vector<double> rates;
+  std::vector<uint64_t> sink(pool->num_threads() * 8);
+  for (int rep = 0; rep < passes; ++rep) {
+    const double t0 = Now();
+    pool->Run([&](int t, int nt) {
+      const size_t lo = n / nt * t / 64 * 64, hi = t == nt - 1 ? n : n / nt * (t + 1) / 64 * 64;
+      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (size_t i = lo; i + 64 <= hi; i += 64) {
+        uint64_t v[8];
+        std::memcpy(v, a + i, 64);
+        s0 += v[0] ^ v[4];
+        s1 += v[1] ^ v[5];
+        s2 += v[2] ^ v[6];
+        s3 += v[3] ^ v[7];
+      }
+      sink[t * 8] = s0 + s1 + s2 + s3;
+    });
+    rates.push_back(static_cast<double>(n) / (Now() - t0) / 1e9);
+  }
+  return Summarize(std::move(rates));
+}
+
+struct Shape {
+  int64_t rows, cols;
+};
+
+struct Result {
+  double best_us, median_us;
+  double best_gbs;
+};
+
+Result TimeMatMul(ThreadPool* pool, uint8_t* arena, size_t arena_bytes, GgmlType type,
+                  const Shape& shape, int64_t m, int passes) {
+  const int64_t cols = shape.cols;
+  const size_t row_bytes = RowBytes(type, cols);
+  const size_t mat_bytes = (row_bytes * shape.rows + 4095) / 4096 * 4096;
+  const int64_t copies = std::max<int64_t>(1, static_cast<int64_t>(arena_bytes / mat_bytes));
+
+  // One random matrix, quantized, replicated over the arena.
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> dist(-0.1f, 0.1f);
+  std::vector<float> row(cols);
+  for (int64_t r = 0; r < shape.rows; ++r) {
+    for (float& v : row) v = dist(rng);
+    QuantizeRow(type, row.data(), arena + r * row_bytes, cols);
+  }
+  pool->ParallelFor(copies - 1, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t c = lo + 1; c <= hi; ++c) std::memcpy(arena + c * mat_bytes, arena, mat_bytes);
+  });
+
+  std::vector<float> x(m * cols), y(m * shape.rows);
+  for (float& v : x) v = dist(rng) * 10;
+  MatMul(pool, DenseMatrix(type, shape.rows, cols, arena), x.data(), m, y.data());  // warm-up
+  std::vector<double> times;  // seconds per call, one entry per pass
+  for (int pass = 0; pass < passes; ++pass) {
+    const double t0 = Now();
+    for (int64_t c = 0; c < copies; ++c) {
+      MatMul(pool, DenseMatrix(type, shape.rows, cols, arena + c * mat_bytes), x.data(), m,
+             y.data());
+    }
+    times.push_back((Now() - t0) / static_cast<double>(copies));
+  }
+  std::sort(times.begin(), times.end());
+  const double best = times.front(), median = times[times.size() / 2];
+  return {best * 1e6, median * 1e6, static_cast<double>(row_bytes * shape.rows) / best / 1e9};
+}
+
+// Splits "a,b,c".
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t comma = s.find(',', start);
+    const size_t end = comma == std::string::npos ? s.size() : comma;
+    if (end > start) out.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+int Main(int argc, char** argv) {
+  int threads = 2;
+  bool quick = false;
+  std::vector<GgmlType> types = {GgmlType::kQ4_1, GgmlType::kQ8_0, GgmlType::kQ4_K, GgmlType::kF16};
+  std::vector<int64_t> batches = {1, 8, 32};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--threads" && i + 1 < argc) {
+      threads = std::atoi(argv[++i]);
+    } else if (a == "--isa" && i + 1 < argc) {
+      Isa isa;
+      if (!ParseIsa(argv[++i], &isa)) {
+        std::fprintf(stderr, "unknown ISA %s\n", argv[i]);
+        return 2;
+      }
+      SetIsaForTesting(isa);
+    } else if (a == "--types" && i + 1 < argc) {
+      types.clear();
+      for (const std::string& name : SplitList(argv[++i])) {
+        bool found = false;
+        for (GgmlType t :
+             {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0, GgmlType::kQ4_1,
+              GgmlType::kQ8_0, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+          if (name == GetTypeInfo(t).name) {
+            types.push_back(t);
+            found = true;
+          }
+        }
+        if (!found) {
+          std::fprintf(stderr, "unknown or unsupported type %s\n", name.c_str());
+          return 2;
+        }
+      }
+    } else if (a == "--batches" && i + 1 < argc) {
+      batches.clear();
+      for (const std::string& b : SplitList(argv[++i])) batches.push_back(std::atoll(b.c_str()));
+    } else if (a == "--quick") {
+      quick = true;
+    } else {
+      std::fprintf(stderr,
+                   "usage: kernels_bench [--threads N] [--isa scalar|avx2|avx512] "
+                   "[--types q4_1,q8_0,...] [--batches 1,8,32] [--quick]\n");
+      return 2;
+    }
+  }
+  ThreadPool pool(threads);
+  const size_t arena_bytes = size_t{512} << 20;
+  AlignedBuffer a(arena_bytes), b(arena_bytes);
+  Fill(&pool, a.data, arena_bytes, 1);
+  Fill(&pool, b.data, arena_bytes, 2);
+  const Rate copy = CopyBandwidth(&pool, a.data, b.data, arena_bytes, 7);
+  const Rate read = ReadBandwidth(&pool, a.data, arena_bytes, 7);
+  const double copy_gbs = copy.best;
+  std::printf("kernels_bench: isa=%s threads=%d\n", IsaName(ActiveIsa()), threads);
+  std::printf(
+      "DRAM bandwidth over 512 MiB: copy best %.2f / median %.2f GB/s (read+write, STREAM "
+      "convention); read-only best %.2f / median %.2f GB/s\n\n",
+      copy.best, copy.median, read.best, read.median);
+
+  // The reference model's matrices: attn_q / attn_output, attn_k / attn_v, ffn_gate / ffn_up,
+  // ffn_down, and the (tied) output projection.
+  const Shape shapes[] = {{576, 576}, {192, 576}, {1536, 576}, {576, 1536}, {49152, 576}};
+  const int passes = quick ? 3 : 7;
+  std::printf("%-6s %-12s %3s %10s %11s %8s %12s %8s\n", "type", "rows x K", "m", "best us",
+              "weight GB/s", "of copy", "median us", "vs m=1");
+  for (GgmlType type : types) {
+    for (const Shape& s0 : shapes) {
+      Shape s = s0;
+      // K-quants need K % 256 == 0: 576 becomes 768 for Q4_K.
+      if (GetTypeInfo(type).block_size == 256 && s.cols % 256 != 0)
+        s.cols = (s.cols + 255) / 256 * 256;
+      double t1 = 0;
+      for (int64_t m : batches) {
+        const Result r = TimeMatMul(&pool, a.data, arena_bytes, type, s, m, passes);
+        if (m == 1) t1 = r.best_us;
+        char shape_text[64];
+        std::snprintf(shape_text, sizeof(shape_text), "%lldx%lld", static_cast<long long>(s.rows),
+                      static_cast<long long>(s.cols));
+        std::printf("%-6s %-12s %3lld %10.1f %11.2f %7.0f%% %12.1f %7.2fx\n",
+                    GetTypeInfo(type).name, shape_text, static_cast<long long>(m), r.best_us,
+                    r.best_gbs, 100.0 * r.best_gbs / copy_gbs, r.median_us, r.best_us / t1);
+        std::fflush(stdout);
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace crescent::kernels
+
+int main(int argc, char** argv) { return crescent::kernels::Main(argc, argv); }

@@ -1,0 +1,207 @@
+#include "kernels/cpu/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/internal/vec_internal.h"
+
+namespace crescent::kernels {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// Queries x heads of one KV head handled together (they share every K/V load).
+constexpr int kMaxRows = 48;
+// Positions scored at once: the score tile stays in L1.
+constexpr int kWindow = 64;
+// A position range of one piece, when decode is split over positions, is at least this long.
+constexpr int64_t kMinSplitPositions = 256;
+
+struct Item {
+  int seq;
+  int kv_head;
+  int j0, j1;              // queries [j0, j1) of the sequence.
+  int64_t p_begin, p_end;  // positions [p_begin, p_end) this piece covers.
+  int64_t partial;         // index of its first row in the partial buffers, or -1 (final).
+};
+
+struct Scratch {
+  std::vector<float> q, scores, acc, m, l;
+};
+
+Scratch& ThreadScratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+struct Shape {
+  int n_heads, n_kv_heads, head_dim, block_tokens, group;
+  float scale;
+};
+
+// Runs one item: online softmax over its positions for its rows (query j, head of the group).
+// Writes the normalized output, or (m, l, unnormalized acc) into the partial buffers.
+void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
+             const internal::VecKernels& vk, float* part_m, float* part_l, float* part_acc) {
+  const int hd = sh.head_dim, group = sh.group;
+  const int nr = (it.j1 - it.j0) * group;
+  Scratch& s = ThreadScratch();
+  s.q.resize(static_cast<size_t>(nr) * hd);
+  s.acc.assign(static_cast<size_t>(nr) * hd, 0.0f);
+  s.scores.resize(static_cast<size_t>(nr) * kWindow);
+  s.m.assign(nr, kNegInf);
+  s.l.assign(nr, 0.0f);
+  for (int r = 0; r < nr; ++r) {
+    const int j = it.j0 + r / group, h = it.kv_head * group + r % group;
+    const float* src = seq.q + (static_cast<int64_t>(j) * sh.n_heads + h) * hd;
+    for (int d = 0; d < hd; ++d) s.q[r * hd + d] = src[d] * sh.scale;
+  }
+  const size_t kv_stride = static_cast<size_t>(sh.n_kv_heads) * hd;
+  const int64_t bt = sh.block_tokens;
+  for (int64_t t0 = it.p_begin; t0 < it.p_end;) {
+    const int64_t page = t0 / bt;
+    const int64_t t1 = std::min({it.p_end, (page + 1) * bt, t0 + kWindow});
+    const int nt = static_cast<int>(t1 - t0);
+    const size_t offset =
+        static_cast<size_t>(t0 - page * bt) * kv_stride + static_cast<size_t>(it.kv_head) * hd;
+    vk.scores_f16(s.q.data(), nr, hd, seq.k_blocks[page] + offset, kv_stride, nt, s.scores.data(),
+                  kWindow);
+    for (int r = 0; r < nr; ++r) {
+      float* row = s.scores.data() + r * kWindow;
+      const int64_t limit = seq.q_pos0 + it.j0 + r / group;  // last position this row sees.
+      const int valid = static_cast<int>(std::clamp<int64_t>(limit - t0 + 1, 0, nt));
+      std::fill(row + valid, row + nt, 0.0f);
+      if (valid == 0) continue;
+      const float m_new = std::max(s.m[r], vk.max(row, valid));
+      const float sum = vk.exp_shift_sum(row, row, valid, m_new);
+      if (s.m[r] != kNegInf && s.m[r] != m_new) {
+        const float corr = std::exp(s.m[r] - m_new);
+        s.l[r] *= corr;
+        float* a = s.acc.data() + r * hd;
+        for (int d = 0; d < hd; ++d) a[d] *= corr;
+      }
+      s.l[r] += sum;
+      s.m[r] = m_new;
+    }
+    vk.accum_f16(s.scores.data(), kWindow, nr, seq.v_blocks[page] + offset, kv_stride, nt, hd,
+                 s.acc.data());
+    t0 = t1;
+  }
+  for (int r = 0; r < nr; ++r) {
+    const float* a = s.acc.data() + r * hd;
+    if (it.partial >= 0) {
+      part_m[it.partial + r] = s.m[r];
+      part_l[it.partial + r] = s.l[r];
+      std::copy(a, a + hd, part_acc + (it.partial + r) * hd);
+    } else {
+      const int j = it.j0 + r / group, h = it.kv_head * group + r % group;
+      float* dst = seq.out + (static_cast<int64_t>(j) * sh.n_heads + h) * hd;
+      const float inv = 1.0f / s.l[r];
+      for (int d = 0; d < hd; ++d) dst[d] = a[d] * inv;
+    }
+  }
+}
+
+}  // namespace
+
+void Attention(ThreadPool* pool, const AttentionSeq* seqs, int n_seqs, int n_heads, int n_kv_heads,
+               int head_dim, int block_tokens, float scale) {
+  const Shape sh{n_heads, n_kv_heads, head_dim, block_tokens, n_heads / n_kv_heads, scale};
+  const int q_chunk = std::max(1, kMaxRows / sh.group);
+  const int threads = pool != nullptr ? pool->num_threads() : 1;
+
+  // Pieces of (sequence, KV head, query chunk); position splits when these are too few.
+  int64_t base_items = 0;
+  for (int s = 0; s < n_seqs; ++s) {
+    base_items += static_cast<int64_t>(n_kv_heads) * ((seqs[s].n_q + q_chunk - 1) / q_chunk);
+  }
+  const int64_t want = 4 * static_cast<int64_t>(threads);
+
+  thread_local std::vector<Item> items;
+  items.clear();
+  int64_t partial_rows = 0;
+  struct Merge {
+    int seq, kv_head, j0, j1, splits;
+    int64_t first_row;  // partial row of split 0; split i's rows follow at i * rows.
+  };
+  thread_local std::vector<Merge> merges;
+  merges.clear();
+  for (int s = 0; s < n_seqs; ++s) {
+    const AttentionSeq& seq = seqs[s];
+    for (int g = 0; g < n_kv_heads; ++g) {
+      for (int j0 = 0; j0 < seq.n_q; j0 += q_chunk) {
+        const int j1 = std::min(seq.n_q, j0 + q_chunk);
+        const int64_t n_pos = seq.q_pos0 + j1;  // positions [0, n_pos).
+        int splits = 1;
+        if (threads > 1 && base_items < want) {
+          const int64_t by_need = (want + base_items - 1) / base_items;
+          const int64_t by_size = n_pos / kMinSplitPositions;
+          splits = static_cast<int>(std::clamp<int64_t>(std::min(by_need, by_size), 1, 64));
+        }
+        if (splits == 1) {
+          items.push_back({s, g, j0, j1, 0, n_pos, -1});
+          continue;
+        }
+        const int rows = (j1 - j0) * sh.group;
+        merges.push_back({s, g, j0, j1, splits, partial_rows});
+        // Page-aligned boundaries so that pieces never share a page window.
+        const int64_t pages = (n_pos + block_tokens - 1) / block_tokens;
+        for (int i = 0; i < splits; ++i) {
+          const int64_t b = std::min(n_pos, pages * i / splits * block_tokens);
+          const int64_t e = std::min(n_pos, pages * (i + 1) / splits * block_tokens);
+          items.push_back({s, g, j0, j1, b, e, partial_rows});
+          partial_rows += rows;
+        }
+      }
+    }
+  }
+
+  thread_local std::vector<float> part_m, part_l, part_acc;
+  part_m.resize(partial_rows);
+  part_l.resize(partial_rows);
+  part_acc.resize(static_cast<size_t>(partial_rows) * head_dim);
+  const internal::VecKernels& vk = internal::ActiveVecKernels();
+  float* pm = part_m.data();
+  float* pl = part_l.data();
+  float* pa = part_acc.data();
+  const Item* item_data = items.data();
+  auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Item& it = item_data[i];
+      RunItem(seqs[it.seq], it, sh, vk, pm, pl, pa);
+    }
+  };
+  const int64_t n_items = static_cast<int64_t>(items.size());
+  if (pool != nullptr && threads > 1 && n_items > 1) {
+    pool->ParallelFor(n_items, 1, run);
+  } else {
+    run(0, n_items);
+  }
+
+  // Combine position splits: out = sum_i acc_i e^(m_i - M) / sum_i l_i e^(m_i - M).
+  for (const Merge& mg : merges) {
+    const AttentionSeq& seq = seqs[mg.seq];
+    const int rows = (mg.j1 - mg.j0) * sh.group;
+    for (int r = 0; r < rows; ++r) {
+      float big = kNegInf;
+      for (int i = 0; i < mg.splits; ++i) big = std::max(big, pm[mg.first_row + i * rows + r]);
+      const int j = mg.j0 + r / sh.group, h = mg.kv_head * sh.group + r % sh.group;
+      float* dst = seq.out + (static_cast<int64_t>(j) * n_heads + h) * head_dim;
+      std::fill(dst, dst + head_dim, 0.0f);
+      float denom = 0;
+      for (int i = 0; i < mg.splits; ++i) {
+        const int64_t pr = mg.first_row + i * rows + r;
+        if (pm[pr] == kNegInf) continue;  // this piece lay wholly after the row's position.
+        const float w = std::exp(pm[pr] - big);
+        denom += pl[pr] * w;
+        const float* a = pa + pr * head_dim;
+        for (int d = 0; d < head_dim; ++d) dst[d] += a[d] * w;
+      }
+      const float inv = 1.0f / denom;
+      for (int d = 0; d < head_dim; ++d) dst[d] *= inv;
+    }
+  }
+}
+
+}  // namespace crescent::kernels

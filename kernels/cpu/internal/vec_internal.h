@@ -1,0 +1,49 @@
+// Private to kernels/cpu: per-ISA vector primitives behind ops, attention and the fp16 row
+// converters. Not part of the library's API.
+#ifndef CRESCENT_KERNELS_CPU_INTERNAL_VEC_INTERNAL_H_
+#define CRESCENT_KERNELS_CPU_INTERNAL_VEC_INTERNAL_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu/cpu_features.h"
+
+namespace crescent::kernels::internal {
+
+struct VecKernels {
+  void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  void (*f32_to_f16)(const float* src, uint16_t* dst, int64_t n);
+  void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  void (*f32_to_bf16)(const float* src, uint16_t* dst, int64_t n);
+
+  // out[i] = exp(x[i] - shift) for i < n (out may equal x); returns the sum of out. exp of
+  // -inf is 0.
+  float (*exp_shift_sum)(const float* x, float* out, int64_t n, float shift);
+  // Largest x[i] (-inf for n == 0).
+  float (*max)(const float* x, int64_t n);
+  // out[i] = silu(gate[i]) * up[i]; out may equal gate or up.
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
+  // Sum of x[i]^2.
+  float (*sum_squares)(const float* x, int64_t n);
+
+  // Attention pieces. q: nr rows of hd floats, contiguous. k: nt key rows of hd f16 values, row
+  // t at k + t * k_stride (elements). out[r * out_stride + t] = q_r . k_t.
+  void (*scores_f16)(const float* q, int nr, int hd, const uint16_t* k, size_t k_stride, int nt,
+                     float* out, int out_stride);
+  // acc[r * hd + j] += sum_t p[r * p_stride + t] * v_t[j], v_t at v + t * v_stride (elements).
+  void (*accum_f16)(const float* p, int p_stride, int nr, const uint16_t* v, size_t v_stride,
+                    int nt, int hd, float* acc);
+};
+
+const VecKernels& VecKernelsScalar();
+#if defined(CRESCENT_KERNELS_X86)
+const VecKernels& VecKernelsAvx2();
+const VecKernels& VecKernelsAvx512();
+#endif
+
+// The table for ActiveIsa().
+const VecKernels& ActiveVecKernels();
+
+}  // namespace crescent::kernels::internal
+
+#endif  // CRESCENT_KERNELS_CPU_INTERNAL_VEC_INTERNAL_H_

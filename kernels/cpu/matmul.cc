@@ -1,0 +1,267 @@
+#include "kernels/cpu/matmul.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/internal/matmul_internal.h"
+#include "kernels/cpu/quants.h"
+
+namespace crescent::kernels {
+namespace {
+
+using internal::QuantizedX;
+using internal::XBlockK;
+using internal::XGroup8;
+
+// Per-thread scratch for the quantized activations; grows to the largest call and is reused,
+// so steady-state decode allocates nothing.
+class Workspace {
+ public:
+  // Returns 64-byte aligned storage of at least `bytes`; invalidates earlier results.
+  void* Get(size_t bytes) {
+    if (bytes > capacity_) {
+      capacity_ = std::max(bytes, capacity_ * 3 / 2);
+      buffer_.reset(static_cast<std::byte*>(::operator new[](capacity_, std::align_val_t{64})));
+    }
+    return buffer_.get();
+  }
+
+ private:
+  struct AlignedDelete {
+    void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<std::byte[], AlignedDelete> buffer_;
+  size_t capacity_ = 0;
+};
+
+Workspace& ThreadWorkspace() {
+  thread_local Workspace ws;
+  return ws;
+}
+
+size_t AlignUp(size_t v) { return (v + 63) & ~size_t{63}; }
+
+// Round to nearest, ties to even, for |v| < 2^22 (a pure float trick that the compiler can
+// vectorize, unlike lrintf without -ffast-math).
+inline float RoundNearest(float v) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  return (v + kMagic) - kMagic;
+}
+
+void QuantizeRows32(const float* x, int64_t k, int64_t row_begin, int64_t row_end,
+                    const QuantizedX& q) {
+  const int64_t nb = q.nb;
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    const float* xr = x + i * k;
+    int8_t* qs = const_cast<int8_t*>(q.qs) + i * nb * kQK;
+    float* d = const_cast<float*>(q.d) + i * nb;
+    float* ds = const_cast<float*>(q.ds) + i * nb;
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* v = xr + b * kQK;
+      float amax = 0;
+      for (int l = 0; l < kQK; ++l) amax = std::max(amax, std::fabs(v[l]));
+      const float db = amax / 127.0f;
+      const float id = db != 0 ? 127.0f / amax : 0.0f;
+      int sum = 0;
+      for (int l = 0; l < kQK; ++l) {
+        const int c = static_cast<int>(RoundNearest(v[l] * id));
+        qs[b * kQK + l] = static_cast<int8_t>(c);
+        sum += c;
+      }
+      d[b] = db;
+      ds[b] = db * static_cast<float>(sum);
+    }
+  }
+}
+
+void QuantizeRowsK(const float* x, int64_t k, int64_t row_begin, int64_t row_end,
+                   const QuantizedX& q) {
+  const int64_t nb = q.nb;
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    XBlockK* out = const_cast<XBlockK*>(q.xk) + i * nb;
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* v = x + i * k + b * kQKK;
+      float amax = 0;
+      for (int l = 0; l < kQKK; ++l) amax = std::max(amax, std::fabs(v[l]));
+      const float id = amax != 0 ? 127.0f / amax : 0.0f;
+      for (int l = 0; l < kQKK; ++l) {
+        out[b].qs[l] = static_cast<int8_t>(static_cast<int>(RoundNearest(v[l] * id)));
+      }
+      for (int j = 0; j < 16; ++j) {
+        int s = 0;
+        for (int l = 0; l < 16; ++l) s += out[b].qs[16 * j + l];
+        out[b].bsum16[j] = static_cast<int16_t>(s);
+      }
+      for (int j = 0; j < 8; ++j) {
+        out[b].bsum32[j] = static_cast<int16_t>(out[b].bsum16[2 * j] + out[b].bsum16[2 * j + 1]);
+      }
+      out[b].d = amax / 127.0f;
+    }
+  }
+}
+
+enum class Family { kQ32, kK, kFloat };
+
+Family FamilyOf(GgmlType t) {
+  switch (t) {
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ8_0:
+      return Family::kQ32;
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K:
+      return Family::kK;
+    default:
+      return Family::kFloat;
+  }
+}
+
+internal::QuantizeGroupedFn QuantizeGroupedFor(Isa isa) {
+#if defined(CRESCENT_KERNELS_X86)
+  if (isa == Isa::kAvx512Vnni) return internal::QuantizeGroupedAvx512;
+  return internal::QuantizeGroupedAvx2;
+#else
+  (void)isa;
+  return nullptr;  // the scalar kernels use the natural layouts
+#endif
+}
+
+// Lays out the workspace for `w`'s family (natural layouts for the scalar kernels, the grouped
+// one for the SIMD kernels) and quantizes x into it, in parallel on `pool` when there is enough.
+QuantizedX PrepareX(ThreadPool* pool, const MatrixView& w, const float* x, int64_t m, Isa isa) {
+  QuantizedX q;
+  q.wtype = w.type;
+  q.m = m;
+  q.k = w.cols;
+  const Family family = FamilyOf(w.type);
+  if (family == Family::kFloat) {
+    q.xf = x;
+    return q;
+  }
+  Workspace& ws = ThreadWorkspace();
+  q.nb = w.cols / (family == Family::kQ32 ? kQK : kQKK);
+  const bool grouped = isa != Isa::kScalar;
+  if (grouped) {
+    q.ng = family == Family::kQ32 ? (q.nb + 7) / 8 : q.nb;
+    q.xg = static_cast<const XGroup8*>(ws.Get(static_cast<size_t>(m * q.ng) * sizeof(XGroup8)));
+  } else if (family == Family::kQ32) {
+    const size_t nblk = static_cast<size_t>(m * q.nb);
+    const size_t qs_bytes = AlignUp(nblk * kQK), f_bytes = AlignUp(nblk * 4);
+    auto* base = static_cast<std::byte*>(ws.Get(qs_bytes + 2 * f_bytes));
+    q.qs = reinterpret_cast<const int8_t*>(base);
+    q.d = reinterpret_cast<const float*>(base + qs_bytes);
+    q.ds = reinterpret_cast<const float*>(base + qs_bytes + f_bytes);
+  } else {
+    q.xk = static_cast<const XBlockK*>(ws.Get(static_cast<size_t>(m * q.nb) * sizeof(XBlockK)));
+  }
+  const internal::QuantizeGroupedFn quantize_grouped = QuantizeGroupedFor(isa);
+  auto quantize = [&](int64_t begin, int64_t end) {
+    if (grouped) {
+      quantize_grouped(x, begin, end, q);
+    } else if (family == Family::kQ32) {
+      QuantizeRows32(x, w.cols, begin, end, q);
+    } else {
+      QuantizeRowsK(x, w.cols, begin, end, q);
+    }
+  };
+  constexpr int64_t kParallelValues = 1 << 16;
+  if (pool != nullptr && pool->num_threads() > 1 && m > 1 && m * w.cols >= kParallelValues) {
+    pool->ParallelFor(m, std::max<int64_t>(1, kParallelValues / 4 / w.cols), quantize);
+  } else {
+    quantize(0, m);
+  }
+  return q;
+}
+
+internal::GemmFn GemmFor(Isa isa) {
+#if defined(CRESCENT_KERNELS_X86)
+  switch (isa) {
+    case Isa::kAvx512Vnni:
+      return internal::GemmAvx512;
+    case Isa::kAvx2:
+      return internal::GemmAvx2;
+    case Isa::kScalar:
+      break;
+  }
+#else
+  (void)isa;
+#endif
+  return internal::GemmScalar;
+}
+
+}  // namespace
+
+bool MatMulSupports(GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32:
+    case GgmlType::kF16:
+    case GgmlType::kBF16:
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ8_0:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void MatMul(ThreadPool* pool, const MatrixView& w, const float* x, int64_t m, float* y) {
+  MatMulShared(pool, &w, &y, 1, x, m);
+}
+
+void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int count,
+                  const float* x, int64_t m) {
+  if (m <= 0 || count <= 0) return;
+  const Isa isa = ActiveIsa();
+  const QuantizedX q = PrepareX(pool, ws[0], x, m, isa);
+  const internal::GemmFn gemm = GemmFor(isa);
+  int64_t total_rows = 0, total_tiles = 0;
+  size_t work = 0;
+  for (int j = 0; j < count; ++j) {
+    total_rows += ws[j].rows;
+    total_tiles += (ws[j].rows + 3) / 4;
+    work += static_cast<size_t>(ws[j].rows) * RowBytes(ws[j].type, ws[j].cols);
+  }
+  work *= static_cast<size_t>(std::max<int64_t>(1, m / 4));
+  const int threads = pool != nullptr ? pool->num_threads() : 1;
+  // Below this much work a second thread costs more in wake-up than it saves.
+  constexpr size_t kMinParallelBytes = 16 << 10;
+  if (threads == 1 || work < kMinParallelBytes || total_rows < 8) {
+    for (int j = 0; j < count; ++j) {
+      if (ws[j].rows > 0) gemm(ws[j], q, ys[j], 0, ws[j].rows);
+    }
+    return;
+  }
+  // Tiles of 4 rows numbered across the matrices; each thread takes a contiguous range and
+  // walks the matrices it overlaps.
+  pool->Run([&](int t, int nt) {
+    const int64_t tile_begin = total_tiles * t / nt, tile_end = total_tiles * (t + 1) / nt;
+    int64_t first_tile = 0;  // global index of matrix j's first tile
+    for (int j = 0; j < count && first_tile < tile_end; ++j) {
+      const int64_t tiles = (ws[j].rows + 3) / 4;
+      const int64_t b = std::max(tile_begin, first_tile),
+                    e = std::min(tile_end, first_tile + tiles);
+      if (b < e) {
+        gemm(ws[j], q, ys[j], (b - first_tile) * 4, std::min(ws[j].rows, (e - first_tile) * 4));
+      }
+      first_tile += tiles;
+    }
+  });
+}
+
+void MatMulRows(const MatrixView& w, const float* x, int64_t m, float* y, int64_t row_begin,
+                int64_t row_end) {
+  if (m <= 0 || row_begin >= row_end) return;
+  const Isa isa = ActiveIsa();
+  const QuantizedX q = PrepareX(nullptr, w, x, m, isa);
+  GemmFor(isa)(w, q, y, row_begin, row_end);
+}
+
+}  // namespace crescent::kernels

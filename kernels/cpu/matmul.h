@@ -1,0 +1,65 @@
+// Matrix multiplication against weights kept in their GGUF encoding.
+//
+// The weights stay quantized: activations are quantized once per call into the integer partner
+// of the weight type (8-bit blocks of 32 for Q4_0/Q4_1/Q8_0, 8-bit super-blocks of 256 with
+// partial sums for the K-quants) and the kernels take integer dot products (AVX-512 VNNI
+// vpdpbusd, AVX2 maddubs/madd, or scalar code, chosen at run time from ActiveIsa()). F32, F16
+// and BF16 weights take a float FMA path with x left in f32. With m > 1, each weight block read
+// from memory is decoded once and applied to several rows of x.
+#ifndef CRESCENT_KERNELS_CPU_MATMUL_H_
+#define CRESCENT_KERNELS_CPU_MATMUL_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu/types.h"
+#include "src/common/thread_pool.h"
+
+namespace crescent::kernels {
+
+// A weight matrix as GGUF stores it: `rows` output features, each a row of `cols` input
+// features (K) encoded as `type`. Row r starts at data + r * row_stride. Not owning.
+struct MatrixView {
+  GgmlType type = GgmlType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const void* data = nullptr;
+  size_t row_stride = 0;  // bytes; >= RowBytes(type, cols).
+};
+
+// A view of a contiguous matrix (row_stride = RowBytes(type, cols)).
+inline MatrixView DenseMatrix(GgmlType type, int64_t rows, int64_t cols, const void* data) {
+  return MatrixView{type, rows, cols, data, RowBytes(type, cols)};
+}
+
+// True for F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K.
+bool MatMulSupports(GgmlType type);
+
+// y[i][n] = sum_k x[i][k] * W[n][k] for i < m, n < w.rows: x is m x w.cols f32 row-major, y is
+// m x w.rows f32 row-major. The rows of y are split into contiguous chunks, one per thread of
+// `pool` (nullptr: the calling thread alone). Quantized weight types quantize x to 8 bits per
+// block first, so y carries that error (relative ~0.4% of each block's largest |x| per term).
+//
+// Thread-safety: calls may run concurrently (each calling thread has its own scratch for the
+// quantized x) as long as their y do not overlap; a pool serializes concurrent users itself.
+// REQUIRES: MatMulSupports(w.type); w.cols % block_size(w.type) == 0; m >= 0; y does not
+// overlap x or the weights; the weight data meets the alignment stated in quants.h.
+void MatMul(ThreadPool* pool, const MatrixView& w, const float* x, int64_t m, float* y);
+
+// Several products that share x, in one parallel pass: ys[j] = MatMul(ws[j], x) for j < count.
+// x is quantized once and the rows of all matrices are split into contiguous chunks across the
+// pool, so e.g. a layer's Q, K and V projections (or gate and up) cost one pool wake-up instead
+// of three (two). Same contract as MatMul for each j, plus REQUIRES: every ws[j] has the same type
+// and cols; the ys[j] do not overlap each other.
+void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int count,
+                  const float* x, int64_t m);
+
+// As MatMul, but computes only output features [row_begin, row_end) of every row of y (the
+// others are not written), on the calling thread. For callers that schedule their own work.
+// REQUIRES: as MatMul, 0 <= row_begin <= row_end <= w.rows.
+void MatMulRows(const MatrixView& w, const float* x, int64_t m, float* y, int64_t row_begin,
+                int64_t row_end);
+
+}  // namespace crescent::kernels
+
+#endif  // CRESCENT_KERNELS_CPU_MATMUL_H_
