@@ -1,0 +1,140 @@
+// CompletionService: the one boundary between the HTTP front (src/server) and whatever produces
+// tokens (the colocated engine in `crescent serve`, the Conductor's relay to decode nodes).
+// The front parses and validates OpenAI requests into CompletionRequest, calls Start(), and turns
+// the chunks it gets back into JSON or SSE. Nothing here knows about HTTP.
+#ifndef CRESCENT_SRC_SERVER_COMPLETION_SERVICE_H_
+#define CRESCENT_SRC_SERVER_COMPLETION_SERVICE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace crescent::server {
+
+enum class RequestKind { kChat, kCompletion };
+
+// One chat message. `content` is the text: string content as sent, or the text parts of an
+// array content joined with "\n".
+struct ChatMessage {
+  std::string role;  // "system", "developer", "user", "assistant" or "tool".
+  std::string content;
+  std::optional<std::string> name;
+  std::optional<std::string> tool_call_id;
+};
+
+struct SamplingParams {
+  double temperature = 1.0;  // [0, 2]; 0 means greedy.
+  double top_p = 1.0;        // (0, 1].
+  int top_k = -1;            // -1 (or 0) disables.
+  double min_p = 0.0;        // [0, 1].
+  std::optional<uint64_t> seed;
+  double presence_penalty = 0.0;                       // [-2, 2].
+  double frequency_penalty = 0.0;                      // [-2, 2].
+  std::vector<std::pair<int32_t, double>> logit_bias;  // token id -> bias in [-100, 100].
+};
+
+struct CompletionRequest {
+  RequestKind kind = RequestKind::kChat;
+  std::string request_id;  // "chatcmpl-..." or "cmpl-..."; set by the front, unique.
+  std::string model;       // As the client sent it; may be empty (the service picks its default).
+  // kChat: the conversation. kCompletion: empty.
+  std::vector<ChatMessage> messages;
+  // kCompletion: the prompt, either text or token ids (exactly one of them is used).
+  std::string prompt;
+  std::optional<std::vector<int32_t>> prompt_tokens;
+  SamplingParams sampling;
+  std::optional<int> max_tokens;  // Unset: up to the context length.
+  std::vector<std::string> stop;  // At most 4 non-empty strings.
+  int n = 1;                      // Choices to generate, each with its own choice_index.
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage.
+  bool logprobs = false;
+  int top_logprobs = 0;  // [0, 20]; only with logprobs.
+  std::string user;
+  int64_t arrival_unix_seconds = 0;  // The "created" field of the response.
+};
+
+struct TopLogprob {
+  std::string token;
+  double logprob = 0.0;
+};
+
+struct TokenLogprob {
+  std::string token;
+  double logprob = 0.0;
+  std::vector<TopLogprob> top_logprobs;
+};
+
+// A piece of one choice's output. The last chunk of a choice carries finish_reason ("stop" or
+// "length"); after it no more chunks come for that choice_index.
+struct CompletionChunk {
+  int choice_index = 0;
+  std::string text;
+  std::optional<std::string> finish_reason;
+  std::vector<TokenLogprob> logprobs;  // One per token in `text` when logprobs was asked for.
+};
+
+struct Usage {
+  int prompt_tokens = 0;
+  int completion_tokens = 0;  // Over all choices.
+  int cached_tokens = 0;      // Prompt tokens served from the prefix cache.
+  // Seconds the request waited before it was scheduled, if the service knows; the front records
+  // it as crescent:request_queue_time_seconds.
+  std::optional<double> queue_seconds;
+};
+
+// Called zero or more times per request, in order, never concurrently for one request.
+using ChunkCallback = std::function<void(CompletionChunk chunk)>;
+// Called exactly once, after the last chunk, also after Cancel() (then with a CANCELLED status
+// or OK). A non-OK status ends the request with an error; Usage is meaningful when OK. The
+// service drops both callbacks after calling this.
+using DoneCallback = std::function<void(absl::Status status, Usage usage)>;
+
+// A request in flight. Thread-safe.
+class CompletionHandle {
+ public:
+  virtual ~CompletionHandle() = default;
+  // Asks the service to stop generating (the client went away). Idempotent; on_done still comes.
+  virtual void Cancel() = 0;
+};
+
+struct ModelInfo {
+  std::string id;
+  int64_t created = 0;  // Unix seconds.
+  std::string owned_by = "crescent";
+  int max_model_len = 0;
+};
+
+// Implemented by the engine (serve) and the Conductor. All methods are thread-safe and must not
+// block for long: they are called on the HTTP front's I/O threads.
+class CompletionService {
+ public:
+  virtual ~CompletionService() = default;
+
+  // Checks what only the service can check, before any work is done. Errors:
+  // InvalidArgument / OutOfRange (e.g. prompt + max_tokens beyond the context) -> HTTP 400,
+  // NotFound (unknown model) -> 404, ResourceExhausted -> 429, Unavailable -> 503.
+  virtual absl::Status Validate(const CompletionRequest& request) = 0;
+
+  // Starts generating. Callbacks may run on any thread, also before Start() returns. Errors go
+  // to on_done (same codes as Validate). The returned handle may be destroyed before on_done;
+  // that does not cancel the request.
+  virtual std::unique_ptr<CompletionHandle> Start(CompletionRequest request, ChunkCallback on_chunk,
+                                                  DoneCallback on_done) = 0;
+
+  // The models served, for GET /v1/models.
+  virtual std::vector<ModelInfo> Models() = 0;
+
+  // True when the service can take requests (GET /ready).
+  virtual bool Ready() = 0;
+};
+
+}  // namespace crescent::server
+
+#endif  // CRESCENT_SRC_SERVER_COMPLETION_SERVICE_H_

@@ -1,0 +1,585 @@
+#include "src/server/openai_protocol.h"
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <random>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "nlohmann/json.hpp"
+#include "src/common/status.h"
+
+namespace crescent::server {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr char kParamPayloadUrl[] = "crescent/openai-param";
+
+std::string Str(std::string_view s) { return std::string(s); }
+
+// Typed field readers: absent or null -> nullopt; wrong type -> InvalidParam.
+absl::StatusOr<std::optional<double>> GetNumber(const json& obj, const char* key,
+                                                const std::string& param) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return std::optional<double>();
+  if (!it->is_number()) return InvalidParam(param, absl::StrCat("'", param, "' must be a number"));
+  return std::optional<double>(it->get<double>());
+}
+
+absl::StatusOr<std::optional<int64_t>> GetInt(const json& obj, const char* key,
+                                              const std::string& param) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return std::optional<int64_t>();
+  if (it->is_number_integer()) {
+    if (it->is_number_unsigned() &&
+        it->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return InvalidParam(param, absl::StrCat("'", param, "' is too large"));
+    }
+    return std::optional<int64_t>(it->get<int64_t>());
+  }
+  if (it->is_number_float()) {
+    double v = it->get<double>();
+    if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9.0e15) {
+      return std::optional<int64_t>(static_cast<int64_t>(v));
+    }
+  }
+  return InvalidParam(param, absl::StrCat("'", param, "' must be an integer"));
+}
+
+absl::StatusOr<std::optional<bool>> GetBool(const json& obj, const char* key,
+                                            const std::string& param) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return std::optional<bool>();
+  if (!it->is_boolean())
+    return InvalidParam(param, absl::StrCat("'", param, "' must be a boolean"));
+  return std::optional<bool>(it->get<bool>());
+}
+
+absl::StatusOr<std::optional<std::string>> GetString(const json& obj, const char* key,
+                                                     const std::string& param) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return std::optional<std::string>();
+  if (!it->is_string()) return InvalidParam(param, absl::StrCat("'", param, "' must be a string"));
+  return std::optional<std::string>(it->get<std::string>());
+}
+
+absl::Status CheckRange(double v, double lo, double hi, const char* param) {
+  if (!(v >= lo && v <= hi)) {
+    return InvalidParam(
+        param, absl::StrCat("'", param, "' must be between ", lo, " and ", hi, ", got ", v));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<json> ParseBody(std::string_view body) {
+  json root = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) {
+    return absl::InvalidArgumentError("request body is not valid JSON");
+  }
+  if (!root.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
+  return root;
+}
+
+// Fields shared by both endpoints.
+absl::Status ParseCommon(const json& root, CompletionRequest& req) {
+  CRESCENT_ASSIGN_OR_RETURN(auto model, GetString(root, "model", "model"));
+  req.model = model.value_or("");
+
+  SamplingParams& s = req.sampling;
+  CRESCENT_ASSIGN_OR_RETURN(auto temperature, GetNumber(root, "temperature", "temperature"));
+  if (temperature) {
+    CRESCENT_RETURN_IF_ERROR(CheckRange(*temperature, 0.0, 2.0, "temperature"));
+    s.temperature = *temperature;
+  }
+  CRESCENT_ASSIGN_OR_RETURN(auto top_p, GetNumber(root, "top_p", "top_p"));
+  if (top_p) {
+    if (!(*top_p > 0.0 && *top_p <= 1.0)) {
+      return InvalidParam("top_p", absl::StrCat("'top_p' must be in (0, 1], got ", *top_p));
+    }
+    s.top_p = *top_p;
+  }
+  CRESCENT_ASSIGN_OR_RETURN(auto top_k, GetInt(root, "top_k", "top_k"));
+  if (top_k) {
+    if (*top_k < -1 || *top_k > 1'000'000) {
+      return InvalidParam("top_k",
+                          absl::StrCat("'top_k' must be -1 (disabled) or >= 0, got ", *top_k));
+    }
+    s.top_k = static_cast<int>(*top_k);
+  }
+  CRESCENT_ASSIGN_OR_RETURN(auto min_p, GetNumber(root, "min_p", "min_p"));
+  if (min_p) {
+    CRESCENT_RETURN_IF_ERROR(CheckRange(*min_p, 0.0, 1.0, "min_p"));
+    s.min_p = *min_p;
+  }
+  CRESCENT_ASSIGN_OR_RETURN(auto seed, GetInt(root, "seed", "seed"));
+  if (seed) s.seed = static_cast<uint64_t>(*seed);
+  CRESCENT_ASSIGN_OR_RETURN(auto presence, GetNumber(root, "presence_penalty", "presence_penalty"));
+  if (presence) {
+    CRESCENT_RETURN_IF_ERROR(CheckRange(*presence, -2.0, 2.0, "presence_penalty"));
+    s.presence_penalty = *presence;
+  }
+  CRESCENT_ASSIGN_OR_RETURN(auto frequency,
+                            GetNumber(root, "frequency_penalty", "frequency_penalty"));
+  if (frequency) {
+    CRESCENT_RETURN_IF_ERROR(CheckRange(*frequency, -2.0, 2.0, "frequency_penalty"));
+    s.frequency_penalty = *frequency;
+  }
+  if (auto it = root.find("logit_bias"); it != root.end() && !it->is_null()) {
+    if (!it->is_object()) return InvalidParam("logit_bias", "'logit_bias' must be an object");
+    for (const auto& [key, value] : it->items()) {
+      std::string param = absl::StrCat("logit_bias.", key);
+      int32_t token = 0;
+      if (!absl::SimpleAtoi(key, &token) || token < 0) {
+        return InvalidParam(
+            param, absl::StrCat("logit_bias key '", key, "' must be a non-negative token id"));
+      }
+      if (!value.is_number()) return InvalidParam(param, "logit_bias values must be numbers");
+      double bias = value.get<double>();
+      if (!(bias >= -100.0 && bias <= 100.0)) {
+        return InvalidParam(param, absl::StrCat("logit_bias values must be between -100 and "
+                                                "100, got ",
+                                                bias));
+      }
+      s.logit_bias.emplace_back(token, bias);
+    }
+  }
+
+  // max_completion_tokens (the newer name) wins over max_tokens when both are set.
+  CRESCENT_ASSIGN_OR_RETURN(auto max_tokens, GetInt(root, "max_tokens", "max_tokens"));
+  CRESCENT_ASSIGN_OR_RETURN(auto max_completion_tokens,
+                            GetInt(root, "max_completion_tokens", "max_completion_tokens"));
+  const char* max_param = max_completion_tokens ? "max_completion_tokens" : "max_tokens";
+  if (max_completion_tokens) max_tokens = max_completion_tokens;
+  if (max_tokens) {
+    if (*max_tokens < 1 || *max_tokens > std::numeric_limits<int32_t>::max()) {
+      return InvalidParam(max_param,
+                          absl::StrCat("'", max_param, "' must be at least 1, got ", *max_tokens));
+    }
+    req.max_tokens = static_cast<int>(*max_tokens);
+  }
+
+  if (auto it = root.find("stop"); it != root.end() && !it->is_null()) {
+    if (it->is_string()) {
+      if (it->get_ref<const std::string&>().empty()) {
+        return InvalidParam("stop", "'stop' must not be empty");
+      }
+      req.stop.push_back(it->get<std::string>());
+    } else if (it->is_array()) {
+      if (it->size() > static_cast<size_t>(kMaxStopSequences)) {
+        return InvalidParam("stop", absl::StrCat("'stop' may hold at most ", kMaxStopSequences,
+                                                 " sequences, got ", it->size()));
+      }
+      for (size_t i = 0; i < it->size(); ++i) {
+        const json& item = (*it)[i];
+        std::string param = absl::StrCat("stop[", i, "]");
+        if (!item.is_string() || item.get_ref<const std::string&>().empty()) {
+          return InvalidParam(param, absl::StrCat("'", param, "' must be a non-empty string"));
+        }
+        req.stop.push_back(item.get<std::string>());
+      }
+    } else {
+      return InvalidParam("stop", "'stop' must be a string or an array of strings");
+    }
+  }
+
+  CRESCENT_ASSIGN_OR_RETURN(auto n, GetInt(root, "n", "n"));
+  if (n) {
+    if (*n < 1 || *n > kMaxChoices) {
+      return InvalidParam("n",
+                          absl::StrCat("'n' must be between 1 and ", kMaxChoices, ", got ", *n));
+    }
+    req.n = static_cast<int>(*n);
+  }
+  CRESCENT_ASSIGN_OR_RETURN(auto stream, GetBool(root, "stream", "stream"));
+  req.stream = stream.value_or(false);
+  if (auto it = root.find("stream_options"); it != root.end() && !it->is_null()) {
+    if (!it->is_object())
+      return InvalidParam("stream_options", "'stream_options' must be an object");
+    CRESCENT_ASSIGN_OR_RETURN(auto include_usage,
+                              GetBool(*it, "include_usage", "stream_options.include_usage"));
+    req.include_usage = include_usage.value_or(false);
+  }
+  CRESCENT_ASSIGN_OR_RETURN(auto user, GetString(root, "user", "user"));
+  req.user = user.value_or("");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ParseContent(const json& content, const std::string& param,
+                                         const std::string& role) {
+  if (content.is_string()) return content.get<std::string>();
+  if (content.is_null()) {
+    // An assistant turn that only made tool calls has no content.
+    if (role == "assistant") return std::string();
+    return InvalidParam(param, absl::StrCat("'", param, "' must not be null"));
+  }
+  if (!content.is_array()) {
+    return InvalidParam(param, absl::StrCat("'", param,
+                                            "' must be a string or an array of "
+                                            "content parts"));
+  }
+  std::string text;
+  for (size_t i = 0; i < content.size(); ++i) {
+    const json& part = content[i];
+    std::string part_param = absl::StrCat(param, "[", i, "]");
+    if (!part.is_object()) {
+      return InvalidParam(part_param, absl::StrCat("'", part_param, "' must be an object"));
+    }
+    CRESCENT_ASSIGN_OR_RETURN(auto type, GetString(part, "type", part_param + ".type"));
+    if (!type) {
+      return InvalidParam(part_param + ".type", absl::StrCat("'", part_param, ".type' is missing"));
+    }
+    if (*type != "text") {
+      return InvalidParam(part_param + ".type", absl::StrCat("content part type '", *type,
+                                                             "' is not supported; only 'text' is"));
+    }
+    CRESCENT_ASSIGN_OR_RETURN(auto part_text, GetString(part, "text", part_param + ".text"));
+    if (!part_text) {
+      return InvalidParam(part_param + ".text", absl::StrCat("'", part_param, ".text' is missing"));
+    }
+    if (i > 0) text += '\n';
+    text += *part_text;
+  }
+  return text;
+}
+
+json LogprobsChatJson(const std::vector<TokenLogprob>& logprobs) {
+  json content = json::array();
+  for (const TokenLogprob& t : logprobs) {
+    json top = json::array();
+    for (const TopLogprob& tl : t.top_logprobs) {
+      std::vector<int> bytes(tl.token.begin(), tl.token.end());
+      for (int& b : bytes) b &= 0xff;
+      top.push_back({{"token", tl.token}, {"logprob", tl.logprob}, {"bytes", bytes}});
+    }
+    std::vector<int> bytes(t.token.begin(), t.token.end());
+    for (int& b : bytes) b &= 0xff;
+    content.push_back(
+        {{"token", t.token}, {"logprob", t.logprob}, {"bytes", bytes}, {"top_logprobs", top}});
+  }
+  return {{"content", content}};
+}
+
+json LogprobsCompletionJson(const std::vector<TokenLogprob>& logprobs, size_t text_offset) {
+  json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
+       offsets = json::array();
+  for (const TokenLogprob& t : logprobs) {
+    tokens.push_back(t.token);
+    token_logprobs.push_back(t.logprob);
+    json alternatives = json::object();
+    for (const TopLogprob& tl : t.top_logprobs) alternatives[tl.token] = tl.logprob;
+    top.push_back(alternatives);
+    offsets.push_back(text_offset);
+    text_offset += t.token.size();
+  }
+  return {{"tokens", tokens},
+          {"token_logprobs", token_logprobs},
+          {"top_logprobs", top},
+          {"text_offset", offsets}};
+}
+
+json UsageJson(const Usage& usage) {
+  return {{"prompt_tokens", usage.prompt_tokens},
+          {"completion_tokens", usage.completion_tokens},
+          {"total_tokens", usage.prompt_tokens + usage.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", usage.cached_tokens}}}};
+}
+
+json NullOr(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
+
+// Model output may end in the middle of a UTF-8 sequence; never fail the response for it.
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+}  // namespace
+
+absl::Status InvalidParam(std::string_view param, std::string_view message) {
+  absl::Status status =
+      absl::InvalidArgumentError(absl::string_view(message.data(), message.size()));
+  status.SetPayload(kParamPayloadUrl, absl::Cord(absl::string_view(param.data(), param.size())));
+  return status;
+}
+
+std::string ParamOf(const absl::Status& status) {
+  auto payload = status.GetPayload(kParamPayloadUrl);
+  return payload ? std::string(*payload) : std::string();
+}
+
+absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view body) {
+  CRESCENT_ASSIGN_OR_RETURN(json root, ParseBody(body));
+  CompletionRequest req;
+  req.kind = RequestKind::kChat;
+  CRESCENT_RETURN_IF_ERROR(ParseCommon(root, req));
+
+  auto messages = root.find("messages");
+  if (messages == root.end() || messages->is_null()) {
+    return InvalidParam("messages", "'messages' is required");
+  }
+  if (!messages->is_array()) return InvalidParam("messages", "'messages' must be an array");
+  if (messages->empty()) return InvalidParam("messages", "'messages' must not be empty");
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json& m = (*messages)[i];
+    std::string param = absl::StrCat("messages[", i, "]");
+    if (!m.is_object()) return InvalidParam(param, absl::StrCat("'", param, "' must be an object"));
+    ChatMessage message;
+    CRESCENT_ASSIGN_OR_RETURN(auto role, GetString(m, "role", param + ".role"));
+    if (!role) return InvalidParam(param + ".role", absl::StrCat("'", param, ".role' is missing"));
+    if (*role != "system" && *role != "developer" && *role != "user" && *role != "assistant" &&
+        *role != "tool") {
+      return InvalidParam(param + ".role", absl::StrCat("role '", *role,
+                                                        "' is not one of system, developer, "
+                                                        "user, assistant, tool"));
+    }
+    message.role = *role;
+    auto content = m.find("content");
+    if (content == m.end()) {
+      if (message.role != "assistant") {
+        return InvalidParam(param + ".content", absl::StrCat("'", param, ".content' is missing"));
+      }
+    } else {
+      CRESCENT_ASSIGN_OR_RETURN(message.content,
+                                ParseContent(*content, param + ".content", message.role));
+    }
+    CRESCENT_ASSIGN_OR_RETURN(message.name, GetString(m, "name", param + ".name"));
+    CRESCENT_ASSIGN_OR_RETURN(message.tool_call_id,
+                              GetString(m, "tool_call_id", param + ".tool_call_id"));
+    req.messages.push_back(std::move(message));
+  }
+
+  CRESCENT_ASSIGN_OR_RETURN(auto logprobs, GetBool(root, "logprobs", "logprobs"));
+  req.logprobs = logprobs.value_or(false);
+  CRESCENT_ASSIGN_OR_RETURN(auto top_logprobs, GetInt(root, "top_logprobs", "top_logprobs"));
+  if (top_logprobs) {
+    if (*top_logprobs < 0 || *top_logprobs > kMaxTopLogprobs) {
+      return InvalidParam("top_logprobs", absl::StrCat("'top_logprobs' must be between 0 and ",
+                                                       kMaxTopLogprobs, ", got ", *top_logprobs));
+    }
+    if (!req.logprobs && *top_logprobs > 0) {
+      return InvalidParam("top_logprobs", "'top_logprobs' requires 'logprobs' to be true");
+    }
+    req.top_logprobs = static_cast<int>(*top_logprobs);
+  }
+
+  if (auto tools = root.find("tools");
+      tools != root.end() && tools->is_array() && !tools->empty()) {
+    return InvalidParam("tools", "tool calling is not supported");
+  }
+  if (auto format = root.find("response_format"); format != root.end() && format->is_object()) {
+    auto type = format->find("type");
+    if (type != format->end() && type->is_string() && *type != "text") {
+      return InvalidParam("response_format.type",
+                          absl::StrCat("response_format type '", type->get<std::string>(),
+                                       "' is not supported; only 'text' is"));
+    }
+  }
+  return req;
+}
+
+absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body) {
+  CRESCENT_ASSIGN_OR_RETURN(json root, ParseBody(body));
+  CompletionRequest req;
+  req.kind = RequestKind::kCompletion;
+  CRESCENT_RETURN_IF_ERROR(ParseCommon(root, req));
+
+  auto prompt = root.find("prompt");
+  if (prompt == root.end() || prompt->is_null()) {
+    return InvalidParam("prompt", "'prompt' is required");
+  }
+  if (prompt->is_string()) {
+    req.prompt = prompt->get<std::string>();
+  } else if (prompt->is_array()) {
+    if (prompt->empty()) return InvalidParam("prompt", "'prompt' must not be empty");
+    if ((*prompt)[0].is_string()) {
+      if (prompt->size() != 1) {
+        return InvalidParam("prompt", "batched prompts (several strings) are not supported");
+      }
+      req.prompt = (*prompt)[0].get<std::string>();
+    } else {
+      std::vector<int32_t> tokens;
+      for (size_t i = 0; i < prompt->size(); ++i) {
+        const json& t = (*prompt)[i];
+        if (t.is_array()) {
+          return InvalidParam("prompt", "batched prompts (several token lists) are not supported");
+        }
+        if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
+            t.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+          return InvalidParam(absl::StrCat("prompt[", i, "]"),
+                              "'prompt' must be a string, or an array of token ids");
+        }
+        tokens.push_back(static_cast<int32_t>(t.get<int64_t>()));
+      }
+      req.prompt_tokens = std::move(tokens);
+    }
+  } else {
+    return InvalidParam("prompt", "'prompt' must be a string or an array");
+  }
+
+  // Legacy completions: logprobs is an integer count of alternatives (0..5).
+  CRESCENT_ASSIGN_OR_RETURN(auto logprobs, GetInt(root, "logprobs", "logprobs"));
+  if (logprobs) {
+    if (*logprobs < 0 || *logprobs > 5) {
+      return InvalidParam("logprobs",
+                          absl::StrCat("'logprobs' must be between 0 and 5, got ", *logprobs));
+    }
+    req.logprobs = true;
+    req.top_logprobs = static_cast<int>(*logprobs);
+  }
+  CRESCENT_ASSIGN_OR_RETURN(auto echo, GetBool(root, "echo", "echo"));
+  if (echo.value_or(false)) return InvalidParam("echo", "'echo' is not supported");
+  CRESCENT_ASSIGN_OR_RETURN(auto suffix, GetString(root, "suffix", "suffix"));
+  if (suffix && !suffix->empty()) return InvalidParam("suffix", "'suffix' is not supported");
+  CRESCENT_ASSIGN_OR_RETURN(auto best_of, GetInt(root, "best_of", "best_of"));
+  if (best_of && *best_of != req.n) {
+    return InvalidParam("best_of", "'best_of' other than n is not supported");
+  }
+  return req;
+}
+
+HttpError HttpErrorFromStatus(const absl::Status& status) {
+  HttpError e;
+  e.message = std::string(status.message());
+  e.param = ParamOf(status);
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+      e.http_status = 400;
+      e.type = "invalid_request_error";
+      break;
+    case absl::StatusCode::kNotFound:
+      e.http_status = 404;
+      e.type = "invalid_request_error";
+      e.code = "model_not_found";
+      break;
+    case absl::StatusCode::kResourceExhausted:
+      e.http_status = 429;
+      e.type = "rate_limit_error";
+      e.code = "rate_limit_exceeded";
+      break;
+    case absl::StatusCode::kUnavailable:
+      e.http_status = 503;
+      e.type = "service_unavailable_error";
+      break;
+    case absl::StatusCode::kUnauthenticated:
+      e.http_status = 401;
+      e.type = "authentication_error";
+      e.code = "invalid_api_key";
+      break;
+    case absl::StatusCode::kPermissionDenied:
+      e.http_status = 403;
+      e.type = "permission_error";
+      break;
+    default:
+      e.http_status = 500;
+      e.type = "server_error";
+      break;
+  }
+  if (e.message.empty()) e.message = absl::StatusCodeToString(status.code());
+  return e;
+}
+
+std::string ErrorJson(const HttpError& error) {
+  json j = {{"error",
+             {{"message", error.message},
+              {"type", error.type},
+              {"param", NullOr(error.param)},
+              {"code", NullOr(error.code)}}}};
+  return Dump(j);
+}
+
+std::string NewRequestId(RequestKind kind) {
+  static absl::Mutex mu(absl::kConstInit);
+  static std::mt19937_64* rng = nullptr;
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  std::string id = kind == RequestKind::kChat ? "chatcmpl-" : "cmpl-";
+  absl::MutexLock lock(&mu);
+  if (rng == nullptr) rng = new std::mt19937_64(std::random_device{}());
+  for (int i = 0; i < 24; ++i) id += kAlphabet[(*rng)() % (sizeof(kAlphabet) - 1)];
+  return id;
+}
+
+std::string CompletionResponseJson(const CompletionRequest& request, std::string_view model,
+                                   const std::vector<ChoiceResult>& choices, const Usage& usage) {
+  const bool chat = request.kind == RequestKind::kChat;
+  json out_choices = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const ChoiceResult& c = choices[i];
+    json choice = {{"index", i}};
+    json logprobs = nullptr;
+    if (request.logprobs) {
+      logprobs = chat ? LogprobsChatJson(c.logprobs) : LogprobsCompletionJson(c.logprobs, 0);
+    }
+    if (chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    } else {
+      choice["text"] = c.text;
+    }
+    choice["logprobs"] = logprobs;
+    choice["finish_reason"] = NullOr(c.finish_reason);
+    out_choices.push_back(std::move(choice));
+  }
+  json j = {{"id", request.request_id},
+            {"object", chat ? "chat.completion" : "text_completion"},
+            {"created", request.arrival_unix_seconds},
+            {"model", Str(model)},
+            {"choices", out_choices},
+            {"usage", UsageJson(usage)}};
+  return Dump(j);
+}
+
+std::string StreamChunkJson(const CompletionRequest& request, std::string_view model,
+                            const CompletionChunk& chunk, bool first_for_choice,
+                            size_t text_offset) {
+  const bool chat = request.kind == RequestKind::kChat;
+  json choice = {{"index", chunk.choice_index}};
+  if (chat) {
+    json delta = json::object();
+    if (first_for_choice) delta["role"] = "assistant";
+    if (!chunk.text.empty() || first_for_choice) delta["content"] = chunk.text;
+    choice["delta"] = std::move(delta);
+  } else {
+    choice["text"] = chunk.text;
+  }
+  json logprobs = nullptr;
+  if (request.logprobs && !chunk.logprobs.empty()) {
+    logprobs = chat ? LogprobsChatJson(chunk.logprobs)
+                    : LogprobsCompletionJson(chunk.logprobs, text_offset);
+  }
+  choice["logprobs"] = logprobs;
+  choice["finish_reason"] = chunk.finish_reason ? json(*chunk.finish_reason) : json(nullptr);
+  json j = {{"id", request.request_id},
+            {"object", chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", request.arrival_unix_seconds},
+            {"model", Str(model)},
+            {"choices", json::array({choice})}};
+  if (request.include_usage) j["usage"] = nullptr;
+  return Dump(j);
+}
+
+std::string StreamUsageChunkJson(const CompletionRequest& request, std::string_view model,
+                                 const Usage& usage) {
+  const bool chat = request.kind == RequestKind::kChat;
+  json j = {{"id", request.request_id},
+            {"object", chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", request.arrival_unix_seconds},
+            {"model", Str(model)},
+            {"choices", json::array()},
+            {"usage", UsageJson(usage)}};
+  return Dump(j);
+}
+
+std::string ModelsJson(const std::vector<ModelInfo>& models) {
+  json data = json::array();
+  for (const ModelInfo& m : models) {
+    json entry = {
+        {"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", m.owned_by}};
+    if (m.max_model_len > 0) entry["max_model_len"] = m.max_model_len;
+    data.push_back(std::move(entry));
+  }
+  return Dump(json{{"object", "list"}, {"data", data}});
+}
+
+}  // namespace crescent::server

@@ -1,0 +1,394 @@
+#include "src/server/openai_protocol.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace crescent::server {
+namespace {
+
+using json = nlohmann::json;
+using ::testing::HasSubstr;
+
+constexpr char kMinimalChat[] = R"({"model":"m","messages":[{"role":"user","content":"hi"}]})";
+
+// Parses a chat body built from the minimal one with `patch` merged in.
+absl::StatusOr<CompletionRequest> ChatWith(const json& patch) {
+  json body = json::parse(kMinimalChat);
+  body.merge_patch(patch);
+  return ParseChatCompletionRequest(body.dump());
+}
+
+absl::StatusOr<CompletionRequest> CompletionWith(const json& patch) {
+  json body = {{"model", "m"}, {"prompt", "Once upon"}};
+  body.merge_patch(patch);
+  return ParseCompletionRequest(body.dump());
+}
+
+// Expects a 400 naming `param`.
+void ExpectParamError(const absl::StatusOr<CompletionRequest>& r, const std::string& param) {
+  ASSERT_FALSE(r.ok()) << "expected an error for " << param;
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_EQ(ParamOf(r.status()), param) << r.status();
+  EXPECT_EQ(HttpErrorFromStatus(r.status()).http_status, 400);
+}
+
+TEST(ParseChatTest, MinimalHasDefaults) {
+  auto r = ParseChatCompletionRequest(kMinimalChat);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->kind, RequestKind::kChat);
+  EXPECT_EQ(r->model, "m");
+  ASSERT_EQ(r->messages.size(), 1u);
+  EXPECT_EQ(r->messages[0].role, "user");
+  EXPECT_EQ(r->messages[0].content, "hi");
+  EXPECT_EQ(r->n, 1);
+  EXPECT_FALSE(r->stream);
+  EXPECT_FALSE(r->include_usage);
+  EXPECT_FALSE(r->max_tokens.has_value());
+  EXPECT_DOUBLE_EQ(r->sampling.temperature, 1.0);
+  EXPECT_DOUBLE_EQ(r->sampling.top_p, 1.0);
+  EXPECT_EQ(r->sampling.top_k, -1);
+  EXPECT_FALSE(r->sampling.seed.has_value());
+  EXPECT_TRUE(r->stop.empty());
+  EXPECT_FALSE(r->logprobs);
+}
+
+TEST(ParseChatTest, EveryField) {
+  json patch = {
+      {"messages",
+       {{{"role", "system"}, {"content", "be brief"}},
+        {{"role", "developer"}, {"content", "dev"}},
+        {{"role", "user"},
+         {"content", {{{"type", "text"}, {"text", "a"}}, {{"type", "text"}, {"text", "b"}}}},
+         {"name", "bob"}},
+        {{"role", "assistant"}, {"content", nullptr}},
+        {{"role", "tool"}, {"content", "42"}, {"tool_call_id", "call_1"}}}},
+      {"stream", true},
+      {"stream_options", {{"include_usage", true}}},
+      {"max_tokens", 50},
+      {"temperature", 0.5},
+      {"top_p", 0.9},
+      {"top_k", 40},
+      {"min_p", 0.05},
+      {"seed", 1234},
+      {"stop", {"\n\n", "END"}},
+      {"n", 3},
+      {"presence_penalty", 0.5},
+      {"frequency_penalty", -0.5},
+      {"logit_bias", {{"50256", -100}, {"7", 2.5}}},
+      {"logprobs", true},
+      {"top_logprobs", 5},
+      {"user", "u-1"},
+      {"some_future_field", {{"x", 1}}}};
+  auto r = ChatWith(patch);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->messages.size(), 5u);
+  EXPECT_EQ(r->messages[1].role, "developer");
+  EXPECT_EQ(r->messages[2].content, "a\nb");
+  EXPECT_EQ(r->messages[2].name, "bob");
+  EXPECT_EQ(r->messages[3].content, "");
+  EXPECT_EQ(r->messages[4].tool_call_id, "call_1");
+  EXPECT_TRUE(r->stream);
+  EXPECT_TRUE(r->include_usage);
+  EXPECT_EQ(r->max_tokens, 50);
+  EXPECT_DOUBLE_EQ(r->sampling.temperature, 0.5);
+  EXPECT_DOUBLE_EQ(r->sampling.top_p, 0.9);
+  EXPECT_EQ(r->sampling.top_k, 40);
+  EXPECT_DOUBLE_EQ(r->sampling.min_p, 0.05);
+  EXPECT_EQ(r->sampling.seed, 1234u);
+  EXPECT_THAT(r->stop, ::testing::ElementsAre("\n\n", "END"));
+  EXPECT_EQ(r->n, 3);
+  EXPECT_DOUBLE_EQ(r->sampling.presence_penalty, 0.5);
+  EXPECT_DOUBLE_EQ(r->sampling.frequency_penalty, -0.5);
+  EXPECT_THAT(r->sampling.logit_bias,
+              ::testing::UnorderedElementsAre(std::pair<int32_t, double>(50256, -100.0),
+                                              std::pair<int32_t, double>(7, 2.5)));
+  EXPECT_TRUE(r->logprobs);
+  EXPECT_EQ(r->top_logprobs, 5);
+  EXPECT_EQ(r->user, "u-1");
+}
+
+TEST(ParseChatTest, MaxCompletionTokensWinsAndStopString) {
+  auto r = ChatWith({{"max_tokens", 10}, {"max_completion_tokens", 20}, {"stop", "###"}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->max_tokens, 20);
+  EXPECT_THAT(r->stop, ::testing::ElementsAre("###"));
+  // Integral floats are accepted where integers are expected.
+  r = ChatWith({{"max_tokens", 16.0}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->max_tokens, 16);
+  // Explicit nulls mean "default".
+  r = ChatWith({{"temperature", nullptr}});  // merge_patch drops nulls; send raw instead.
+  auto raw = ParseChatCompletionRequest(
+      R"({"messages":[{"role":"user","content":"x"}],"temperature":null,"stop":null,"n":null})");
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_DOUBLE_EQ(raw->sampling.temperature, 1.0);
+  EXPECT_EQ(raw->n, 1);
+}
+
+TEST(ParseChatTest, MalformedBodies) {
+  for (const char* body : {"", "{", "not json", "[1,2]", "\"str\"", "{\"messages\":[}"}) {
+    auto r = ParseChatCompletionRequest(body);
+    ASSERT_FALSE(r.ok()) << body;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(HttpErrorFromStatus(r.status()).http_status, 400);
+  }
+}
+
+TEST(ParseChatTest, MessageErrorsNameTheField) {
+  ExpectParamError(ParseChatCompletionRequest(R"({"model":"m"})"), "messages");
+  ExpectParamError(ChatWith({{"messages", "hi"}}), "messages");
+  ExpectParamError(ChatWith({{"messages", json::array()}}), "messages");
+  ExpectParamError(ChatWith({{"messages", {1}}}), "messages[0]");
+  ExpectParamError(ChatWith({{"messages", {{{"content", "x"}}}}}), "messages[0].role");
+  ExpectParamError(ChatWith({{"messages", {{{"role", "wizard"}, {"content", "x"}}}}}),
+                   "messages[0].role");
+  ExpectParamError(ChatWith({{"messages", {{{"role", 3}, {"content", "x"}}}}}), "messages[0].role");
+  ExpectParamError(ChatWith({{"messages", {{{"role", "user"}}}}}), "messages[0].content");
+  ExpectParamError(ChatWith({{"messages", {{{"role", "user"}, {"content", 5}}}}}),
+                   "messages[0].content");
+  ExpectParamError(
+      ChatWith({{"messages",
+                 {{{"role", "user"}, {"content", "ok"}},
+                  {{"role", "user"},
+                   {"content",
+                    {{{"type", "text"}, {"text", "a"}},
+                     {{"type", "image_url"}, {"image_url", {{"url", "http://x"}}}}}}}}}}),
+      "messages[1].content[1].type");
+  auto r = ChatWith({{"messages", {{{"role", "user"}, {"content", {{{"type", "input_audio"}}}}}}}});
+  ExpectParamError(r, "messages[0].content[0].type");
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("input_audio"));
+  ExpectParamError(ChatWith({{"messages", {{{"role", "user"}, {"content", {{{"text", "a"}}}}}}}}),
+                   "messages[0].content[0].type");
+  ExpectParamError(
+      ChatWith({{"messages", {{{"role", "user"}, {"content", {{{"type", "text"}}}}}}}}),
+      "messages[0].content[0].text");
+  ExpectParamError(ChatWith({{"messages", {{{"role", "user"}, {"content", {"str"}}}}}}),
+                   "messages[0].content[0]");
+}
+
+TEST(ParseChatTest, RangeAndTypeErrorsNameTheField) {
+  struct Case {
+    json patch;
+    std::string param;
+  };
+  const std::vector<Case> cases = {
+      {{{"model", 5}}, "model"},
+      {{{"temperature", 2.5}}, "temperature"},
+      {{{"temperature", -0.1}}, "temperature"},
+      {{{"temperature", "hot"}}, "temperature"},
+      {{{"top_p", 0}}, "top_p"},
+      {{{"top_p", 1.5}}, "top_p"},
+      {{{"top_k", -2}}, "top_k"},
+      {{{"top_k", 1.5}}, "top_k"},
+      {{{"min_p", 1.1}}, "min_p"},
+      {{{"seed", "x"}}, "seed"},
+      {{{"presence_penalty", 3}}, "presence_penalty"},
+      {{{"frequency_penalty", -2.5}}, "frequency_penalty"},
+      {{{"logit_bias", {1, 2}}}, "logit_bias"},
+      {{{"logit_bias", {{"abc", 1}}}}, "logit_bias.abc"},
+      {{{"logit_bias", {{"-3", 1}}}}, "logit_bias.-3"},
+      {{{"logit_bias", {{"12", 101}}}}, "logit_bias.12"},
+      {{{"logit_bias", {{"12", "x"}}}}, "logit_bias.12"},
+      {{{"max_tokens", 0}}, "max_tokens"},
+      {{{"max_tokens", -5}}, "max_tokens"},
+      {{{"max_tokens", "10"}}, "max_tokens"},
+      {{{"max_tokens", 1.5}}, "max_tokens"},
+      {{{"max_completion_tokens", 0}}, "max_completion_tokens"},
+      {{{"stop", {"a", "b", "c", "d", "e"}}}, "stop"},
+      {{{"stop", ""}}, "stop"},
+      {{{"stop", 5}}, "stop"},
+      {{{"stop", {"a", 3}}}, "stop[1]"},
+      {{{"stop", {"a", ""}}}, "stop[1]"},
+      {{{"n", 0}}, "n"},
+      {{{"n", 1000}}, "n"},
+      {{{"stream", "yes"}}, "stream"},
+      {{{"stream_options", 1}}, "stream_options"},
+      {{{"stream_options", {{"include_usage", 1}}}}, "stream_options.include_usage"},
+      {{{"logprobs", 1}}, "logprobs"},
+      {{{"logprobs", true}, {"top_logprobs", 21}}, "top_logprobs"},
+      {{{"logprobs", true}, {"top_logprobs", -1}}, "top_logprobs"},
+      {{{"top_logprobs", 3}}, "top_logprobs"},
+      {{{"user", 7}}, "user"},
+      {{{"tools", {{{"type", "function"}}}}}, "tools"},
+      {{{"response_format", {{"type", "json_schema"}}}}, "response_format.type"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.patch.dump());
+    ExpectParamError(ChatWith(c.patch), c.param);
+  }
+}
+
+TEST(ParseCompletionTest, PromptForms) {
+  auto r = CompletionWith(json::object());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->kind, RequestKind::kCompletion);
+  EXPECT_EQ(r->prompt, "Once upon");
+  EXPECT_TRUE(r->messages.empty());
+
+  r = CompletionWith({{"prompt", {"single"}}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->prompt, "single");
+
+  r = CompletionWith({{"prompt", {1, 2, 3}}, {"logprobs", 2}, {"echo", false}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->prompt_tokens.has_value());
+  EXPECT_THAT(*r->prompt_tokens, ::testing::ElementsAre(1, 2, 3));
+  EXPECT_TRUE(r->logprobs);
+  EXPECT_EQ(r->top_logprobs, 2);
+}
+
+TEST(ParseCompletionTest, ErrorsNameTheField) {
+  ExpectParamError(ParseCompletionRequest(R"({"model":"m"})"), "prompt");
+  ExpectParamError(CompletionWith({{"prompt", 5}}), "prompt");
+  ExpectParamError(CompletionWith({{"prompt", json::array()}}), "prompt");
+  ExpectParamError(CompletionWith({{"prompt", {"a", "b"}}}), "prompt");
+  ExpectParamError(CompletionWith({{"prompt", {{1, 2}, {3}}}}), "prompt");
+  ExpectParamError(CompletionWith({{"prompt", {1, -2}}}), "prompt[1]");
+  ExpectParamError(CompletionWith({{"logprobs", 6}}), "logprobs");
+  ExpectParamError(CompletionWith({{"echo", true}}), "echo");
+  ExpectParamError(CompletionWith({{"suffix", "end"}}), "suffix");
+  ExpectParamError(CompletionWith({{"best_of", 3}}), "best_of");
+  ExpectParamError(CompletionWith({{"temperature", 9}}), "temperature");
+}
+
+TEST(ErrorJsonTest, ShapesAndCodes) {
+  struct Case {
+    absl::Status status;
+    int http;
+    std::string type;
+  };
+  const std::vector<Case> cases = {
+      {absl::InvalidArgumentError("bad"), 400, "invalid_request_error"},
+      {absl::OutOfRangeError("too long"), 400, "invalid_request_error"},
+      {absl::NotFoundError("no model"), 404, "invalid_request_error"},
+      {absl::ResourceExhaustedError("busy"), 429, "rate_limit_error"},
+      {absl::UnavailableError("down"), 503, "service_unavailable_error"},
+      {absl::UnauthenticatedError("who"), 401, "authentication_error"},
+      {absl::InternalError("boom"), 500, "server_error"},
+      {absl::DataLossError("lost"), 500, "server_error"},
+  };
+  for (const Case& c : cases) {
+    HttpError e = HttpErrorFromStatus(c.status);
+    EXPECT_EQ(e.http_status, c.http) << c.status;
+    EXPECT_EQ(e.type, c.type) << c.status;
+    json j = json::parse(ErrorJson(e));
+    ASSERT_TRUE(j.contains("error"));
+    const json& err = j["error"];
+    EXPECT_EQ(err["message"], std::string(c.status.message()));
+    EXPECT_EQ(err["type"], c.type);
+    EXPECT_TRUE(err.contains("param"));
+    EXPECT_TRUE(err["param"].is_null());
+    EXPECT_TRUE(err.contains("code"));
+  }
+  HttpError e = HttpErrorFromStatus(InvalidParam("messages[0].role", "bad role"));
+  json j = json::parse(ErrorJson(e));
+  EXPECT_EQ(j["error"]["param"], "messages[0].role");
+  EXPECT_EQ(j["error"]["message"], "bad role");
+  EXPECT_EQ(HttpErrorFromStatus(absl::NotFoundError("x")).code, "model_not_found");
+}
+
+TEST(ResponseJsonTest, ChatCompletion) {
+  CompletionRequest req;
+  req.kind = RequestKind::kChat;
+  req.request_id = NewRequestId(RequestKind::kChat);
+  req.arrival_unix_seconds = 1700000000;
+  std::vector<ChoiceResult> choices = {{"Hi there", "stop", {}}, {"Yo", "length", {}}};
+  Usage usage{.prompt_tokens = 10, .completion_tokens = 5, .cached_tokens = 4};
+  json j = json::parse(CompletionResponseJson(req, "smollm2", choices, usage));
+  EXPECT_THAT(j["id"].get<std::string>(), ::testing::StartsWith("chatcmpl-"));
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["created"], 1700000000);
+  EXPECT_EQ(j["model"], "smollm2");
+  ASSERT_EQ(j["choices"].size(), 2u);
+  EXPECT_EQ(j["choices"][0]["index"], 0);
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], "Hi there");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  EXPECT_TRUE(j["choices"][0]["logprobs"].is_null());
+  EXPECT_EQ(j["choices"][1]["index"], 1);
+  EXPECT_EQ(j["choices"][1]["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 10);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 5);
+  EXPECT_EQ(j["usage"]["total_tokens"], 15);
+  EXPECT_EQ(j["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+}
+
+TEST(ResponseJsonTest, TextCompletionWithLogprobs) {
+  CompletionRequest req;
+  req.kind = RequestKind::kCompletion;
+  req.request_id = NewRequestId(RequestKind::kCompletion);
+  req.logprobs = true;
+  std::vector<ChoiceResult> choices = {
+      {"ab", "stop", {{"a", -0.5, {{"a", -0.5}, {"x", -1.5}}}, {"b", -0.25, {}}}}};
+  json j = json::parse(CompletionResponseJson(req, "m", choices, Usage{}));
+  EXPECT_THAT(j["id"].get<std::string>(), ::testing::StartsWith("cmpl-"));
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["choices"][0]["text"], "ab");
+  const json& lp = j["choices"][0]["logprobs"];
+  EXPECT_EQ(lp["tokens"], json({"a", "b"}));
+  EXPECT_EQ(lp["token_logprobs"], json({-0.5, -0.25}));
+  EXPECT_EQ(lp["top_logprobs"][0]["x"], -1.5);
+  EXPECT_EQ(lp["text_offset"], json({0, 1}));
+}
+
+TEST(ResponseJsonTest, StreamChunks) {
+  CompletionRequest req;
+  req.kind = RequestKind::kChat;
+  req.request_id = "chatcmpl-abc";
+  req.arrival_unix_seconds = 5;
+  req.include_usage = true;
+  req.logprobs = true;
+  CompletionChunk first{.choice_index = 1, .text = "He", .logprobs = {{"He", -0.1, {}}}};
+  json j = json::parse(StreamChunkJson(req, "m", first, /*first_for_choice=*/true, 0));
+  EXPECT_EQ(j["object"], "chat.completion.chunk");
+  EXPECT_EQ(j["id"], "chatcmpl-abc");
+  ASSERT_EQ(j["choices"].size(), 1u);
+  EXPECT_EQ(j["choices"][0]["index"], 1);
+  EXPECT_EQ(j["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(j["choices"][0]["delta"]["content"], "He");
+  EXPECT_TRUE(j["choices"][0]["finish_reason"].is_null());
+  EXPECT_EQ(j["choices"][0]["logprobs"]["content"][0]["token"], "He");
+  EXPECT_EQ(j["choices"][0]["logprobs"]["content"][0]["bytes"], json({72, 101}));
+  EXPECT_TRUE(j.contains("usage") && j["usage"].is_null());
+
+  CompletionChunk last{.choice_index = 1, .text = "", .finish_reason = "length"};
+  j = json::parse(StreamChunkJson(req, "m", last, /*first_for_choice=*/false, 2));
+  EXPECT_FALSE(j["choices"][0]["delta"].contains("role"));
+  EXPECT_FALSE(j["choices"][0]["delta"].contains("content"));
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+
+  j = json::parse(
+      StreamUsageChunkJson(req, "m", Usage{.prompt_tokens = 3, .completion_tokens = 4}));
+  EXPECT_TRUE(j["choices"].is_array() && j["choices"].empty());
+  EXPECT_EQ(j["usage"]["total_tokens"], 7);
+}
+
+TEST(ResponseJsonTest, InvalidUtf8InOutputDoesNotThrow) {
+  CompletionRequest req;
+  req.kind = RequestKind::kChat;
+  CompletionChunk chunk{.text = std::string("\xe2\x82", 2)};  // Half of a UTF-8 sequence.
+  std::string s = StreamChunkJson(req, "m", chunk, true, 0);
+  EXPECT_TRUE(json::accept(s)) << s;
+}
+
+TEST(ModelsJsonTest, List) {
+  json j = json::parse(ModelsJson({ModelInfo{.id = "a", .created = 1}, ModelInfo{.id = "b"}}));
+  EXPECT_EQ(j["object"], "list");
+  ASSERT_EQ(j["data"].size(), 2u);
+  EXPECT_EQ(j["data"][0]["id"], "a");
+  EXPECT_EQ(j["data"][0]["object"], "model");
+  EXPECT_EQ(j["data"][0]["created"], 1);
+  EXPECT_EQ(j["data"][0]["owned_by"], "crescent");
+}
+
+TEST(RequestIdTest, UniqueAndPrefixed) {
+  std::string a = NewRequestId(RequestKind::kChat), b = NewRequestId(RequestKind::kChat);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a.size(), std::string("chatcmpl-").size() + 24);
+}
+
+}  // namespace
+}  // namespace crescent::server
