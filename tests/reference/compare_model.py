@@ -339,6 +339,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # keep figures and stderr messages in order
     if not os.path.isfile(args.model):
         print(f"SKIP: model file {args.model} is absent (set CRESCENT_MODEL / run the setup "
               f"script)", file=sys.stderr)
@@ -346,6 +347,13 @@ def main(argv=None):
     if not os.access(args.crescent, os.X_OK):
         print(f"FAIL: --crescent {args.crescent} is not an executable file", file=sys.stderr)
         return EXIT_CONTRACT
+
+    prompts = [p for p in PROMPTS if args.only is None or p[0] in args.only]
+    if args.only:
+        unknown = set(args.only) - {p[0] for p in PROMPTS}
+        if unknown:
+            print(f"FAIL: unknown prompt names {sorted(unknown)}", file=sys.stderr)
+            return EXIT_CONTRACT
 
     t0 = time.perf_counter()
     ref_model = reference_model.load(args.model, np.dtype(args.ref_dtype))
@@ -372,13 +380,6 @@ def main(argv=None):
 
     def tok(i):
         return repr(tokenizer.id_to_token(int(i)))
-
-    prompts = [p for p in PROMPTS if args.only is None or p[0] in args.only]
-    if args.only:
-        unknown = set(args.only) - {p[0] for p in PROMPTS}
-        if unknown:
-            print(f"FAIL: unknown prompt names {sorted(unknown)}", file=sys.stderr)
-            return EXIT_CONTRACT
 
     failures, rows = [], []
     pooled = [0.0, 0.0]  # sum of squared diffs, sum of squared reference logits

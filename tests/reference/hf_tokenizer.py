@@ -101,7 +101,8 @@ def load_tokenizer(path):
         if t in (_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED):
             got = tokenizer.token_to_id(tokens[i])
             if got != i:
-                raise ValueError(f"hf_tokenizer: special token {tokens[i]!r} got id {got}, want {i}")
+                raise ValueError(f"hf_tokenizer: special token {tokens[i]!r} got id {got}, "
+                                 f"want {i}")
     return tokenizer
 
 

@@ -57,8 +57,10 @@ class HParams:
         scaling = _meta(reader, f"{a}.rope.scaling.type", "none")
         if scaling not in ("none", "linear"):
             raise ValueError(f"{a}.rope.scaling.type = {scaling!r}; only none/linear supported")
-        factor = float(_meta(reader, f"{a}.rope.scaling.factor", 1.0)) if scaling == "linear" else 1.0
-        self.rope_pos_scale = 1.0 / factor if factor else 1.0
+        factor = 1.0
+        if scaling == "linear":
+            factor = float(_meta(reader, f"{a}.rope.scaling.factor", 1.0)) or 1.0
+        self.rope_pos_scale = 1.0 / factor
         # llama: adjacent pairs ("normal" rope); qwen2: NeoX halves.
         self.rope_neox = self.arch == "qwen2"
         if self.n_head % self.n_head_kv:
@@ -127,7 +129,8 @@ class KVCache:
 
 
 class Model:
-    """A loaded model. Not thread-safe (numpy arrays are shared, but calls are independent)."""
+    """A loaded model: dequantized weights, read-only after construction. logits() and greedy()
+    keep their state in a per-call KVCache, so concurrent calls do not interfere."""
 
     def __init__(self, reader, dtype=np.float32):
         self.dtype = np.dtype(dtype)
@@ -182,7 +185,8 @@ class Model:
         return (x / np.sqrt(var + self.hp.rms_eps)).astype(self.dtype) * weight
 
     def _rope(self, x, positions):
-        """Rotates x [n, heads, head_dim] in place-free fashion for the given positions [n]."""
+        """Returns x [n, heads, head_dim] with RoPE applied for token positions [n]; dims past
+        n_rot pass through unchanged."""
         hp = self.hp
         angles = (positions.astype(np.float64) * hp.rope_pos_scale)[:, None] * self.inv_freq
         cos = np.cos(angles).astype(self.dtype)[:, None, :]  # [n, 1, n_rot/2]
@@ -333,7 +337,8 @@ def main(argv=None):
         print("generated: " + ",".join(str(i) for i in ids))
         if args.decode_text:
             from hf_tokenizer import load_tokenizer  # pylint: disable=import-outside-toplevel
-            print("text: " + repr(load_tokenizer(args.model).decode(ids, skip_special_tokens=False)))
+            text = load_tokenizer(args.model).decode(ids, skip_special_tokens=False)
+            print("text: " + repr(text))
     return 0
 
 
