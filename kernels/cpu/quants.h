@@ -105,10 +105,11 @@ bool CanDequantize(GgmlType type);
 // n % block_size == 0. Thread-safe.
 void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n);
 
-// Encodes src[0..n) as RowBytes(type, n) bytes at `dst`. Q8_0, Q8_1, Q8_K, Q4_0 and Q4_1 follow
-// ggml's reference rounding; Q4_K, Q5_K and Q6_K use a simple quantizer (no search for the
-// best scales) whose every value lies within half a quantization step of the input; F32, F16
-// and BF16 are converted. Returns false, writing nothing, for any other type.
+// Encodes src[0..n) as RowBytes(type, n) bytes at `dst`. Q8_0, Q8_1, Q4_0 and Q4_1 follow
+// ggml's reference quantizers (scale from the block's extreme values, its rounding); Q8_K uses
+// d = amax / 127 and bsums; Q4_K, Q5_K and Q6_K use a simple quantizer (no search for the best
+// scales) that rounds scales up so that every value lies within half a quantization step of the
+// input; F32, F16 and BF16 are converted. Returns false, writing nothing, for any other type.
 // REQUIRES: n % block_size == 0; finite inputs. Thread-safe.
 bool QuantizeRow(GgmlType type, const float* src, void* dst, int64_t n);
 

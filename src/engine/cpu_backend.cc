@@ -16,6 +16,28 @@ kernels::MatrixView View(const model::TensorRef& t) {
   return kernels::MatrixView{t.type, t.rows, t.cols, t.data, t.row_stride};
 }
 
+// y_i = x W_i^T for several weight matrices over the same x. When they share a type and width
+// the kernel quantizes x once and wakes the pool once; otherwise one MatMul each.
+void MatMulMany(ThreadPool* pool, std::initializer_list<const model::TensorRef*> ws,
+                std::initializer_list<float*> ys, const float* x, int64_t m) {
+  kernels::MatrixView views[4];
+  float* outs[4];
+  int n = 0;
+  bool same = true;
+  auto y = ys.begin();
+  for (const model::TensorRef* w : ws) {
+    views[n] = View(*w);
+    outs[n] = *y++;
+    same = same && views[n].type == views[0].type && views[n].cols == views[0].cols;
+    ++n;
+  }
+  if (same) {
+    kernels::MatMulShared(pool, views, outs, n, x, m);
+    return;
+  }
+  for (int i = 0; i < n; ++i) kernels::MatMul(pool, views[i], x, m, outs[i]);
+}
+
 absl::Status CheckMatMul(const model::TensorRef& t, const std::string& name) {
   if (!kernels::MatMulSupports(t.type)) {
     return absl::UnimplementedError(absl::StrCat("tensor ", name, " has type ",
@@ -199,9 +221,8 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
     for (int64_t r = 0; r < T; ++r) {
       kernels::RmsNorm(&x_[r * d], attn_norm, d, config_.rms_eps, &xn_[r * d]);
     }
-    kernels::MatMul(&pool_, View(lw.attn_q), xn_.data(), T, q_.data());
-    kernels::MatMul(&pool_, View(lw.attn_k), xn_.data(), T, k_.data());
-    kernels::MatMul(&pool_, View(lw.attn_v), xn_.data(), T, v_.data());
+    MatMulMany(&pool_, {&lw.attn_q, &lw.attn_k, &lw.attn_v}, {q_.data(), k_.data(), v_.data()},
+               xn_.data(), T);
     AddBias(q_.data(), T, lw.attn_q_bias, q_dim, &bias_scratch);
     AddBias(k_.data(), T, lw.attn_k_bias, kv_dim, &bias_scratch);
     AddBias(v_.data(), T, lw.attn_v_bias, kv_dim, &bias_scratch);
@@ -256,8 +277,7 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
     for (int64_t r = 0; r < T; ++r) {
       kernels::RmsNorm(&x_[r * d], ffn_norm, d, config_.rms_eps, &xn_[r * d]);
     }
-    kernels::MatMul(&pool_, View(lw.ffn_gate), xn_.data(), T, gate_.data());
-    kernels::MatMul(&pool_, View(lw.ffn_up), xn_.data(), T, up_.data());
+    MatMulMany(&pool_, {&lw.ffn_gate, &lw.ffn_up}, {gate_.data(), up_.data()}, xn_.data(), T);
     kernels::SwiGLU(gate_.data(), up_.data(), gate_.data(), T * ff);
     kernels::MatMul(&pool_, View(lw.ffn_down), gate_.data(), T, xn_.data());
     for (int64_t i = 0; i < T * d; ++i) x_[i] += xn_[i];
