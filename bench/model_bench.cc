@@ -57,13 +57,7 @@ struct Seq {
 };
 
 absl::Status EnsureBlocks(engine::KvCache* cache, Seq* s, int64_t positions) {
-  int bt = cache->config().block_tokens;
-  while (static_cast<int64_t>(s->blocks.size()) * bt < positions) {
-    auto b = cache->Allocate();
-    if (b < 0) return absl::ResourceExhaustedError("KV cache too small for the benchmark");
-    s->blocks.push_back(b);
-  }
-  return absl::OkStatus();
+  return cache->GrowTable(positions, &s->blocks);
 }
 
 // Prefills `batch` sequences of `prompt_len` random tokens, then decodes `steps` tokens for
@@ -105,12 +99,7 @@ absl::StatusOr<double> DecodeTokensPerSecond(engine::Backend* backend, engine::K
 
 int Main(int argc, char** argv) {
   CLI::App app{"Crescent CPU model benchmark"};
-  std::string model_path;
-  if (const char* env = std::getenv("CRESCENT_MODEL")) model_path = env;
-  if (model_path.empty()) {
-    model_path = std::string(std::getenv("HOME") ? std::getenv("HOME") : ".") +
-                 "/.cache/crescent/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-  }
+  std::string model_path = engine::DefaultModelPath();
   int threads = 0;
   bool json = false;
   int decode_steps = 128;

@@ -23,13 +23,6 @@
 namespace crescent {
 namespace {
 
-std::string DefaultModelPath() {
-  if (const char* env = std::getenv("CRESCENT_MODEL")) return env;
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : ".") +
-         "/.cache/crescent/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-
 int Fail(const absl::Status& status) {
   std::fprintf(stderr, "crescent: %s\n", std::string(status.ToString()).c_str());
   return 1;
@@ -56,7 +49,7 @@ struct Runtime {
 };
 
 struct RuntimeFlags {
-  std::string model = DefaultModelPath();
+  std::string model = engine::DefaultModelPath();
   std::string chat_template;
   int threads = 0;
   int64_t ctx = 0;  // KV capacity in tokens; 0 = the model's context length
@@ -242,12 +235,8 @@ int RunLogits(const RuntimeFlags& rf, const std::string& token_list, const std::
   auto rt = MakeRuntime(rf);
   if (!rt.ok()) return Fail(rt.status());
   std::vector<engine::KvCache::BlockId> blocks;
-  int64_t n = static_cast<int64_t>(tokens->size());
-  for (int64_t i = 0; i < (n + rf.block_tokens - 1) / rf.block_tokens; ++i) {
-    engine::KvCache::BlockId b = rt->cache->Allocate();
-    if (b < 0) return Fail(absl::ResourceExhaustedError("KV cache too small for the tokens"));
-    blocks.push_back(b);
-  }
+  absl::Status grown = rt->cache->GrowTable(static_cast<int64_t>(tokens->size()), &blocks);
+  if (!grown.ok()) return Fail(grown);
   engine::SequenceBatch seq;
   seq.tokens = *tokens;
   seq.block_table = blocks;

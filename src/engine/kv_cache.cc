@@ -51,6 +51,21 @@ KvCache::BlockId KvCache::Allocate() {
   return id;
 }
 
+absl::Status KvCache::GrowTable(int64_t positions, std::vector<BlockId>* table) {
+  const int bt = config_.block_tokens;
+  const int64_t need = (positions + bt - 1) / bt;
+  while (static_cast<int64_t>(table->size()) < need) {
+    BlockId b = Allocate();
+    if (b < 0) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "KV cache full: ", positions, " positions need ", need, " blocks of ", bt,
+          " tokens, the cache has ", config_.num_blocks, " in all"));
+    }
+    table->push_back(b);
+  }
+  return absl::OkStatus();
+}
+
 void KvCache::Ref(BlockId id) { ++ref_counts_[id]; }
 
 void KvCache::Unref(BlockId id) {

@@ -17,6 +17,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace crescent::engine {
@@ -55,6 +56,11 @@ class KvCache {
   // Drops a reference; the block returns to the free list at zero. REQUIRES: RefCount(id) > 0.
   void Unref(BlockId id);
   int RefCount(BlockId id) const { return ref_counts_[id]; }
+
+  // Appends newly allocated blocks to `table` until it covers `positions` positions. Errors:
+  // ResourceExhausted when the cache runs out; the blocks appended before that stay in `table`
+  // (the caller owns and releases them).
+  absl::Status GrowTable(int64_t positions, std::vector<BlockId>* table);
 
   // Start of a block's bytes (BlockBytes() long) and of one layer's K and V pages.
   uint8_t* BlockData(BlockId id) { return data_.get() + static_cast<size_t>(id) * block_bytes_; }

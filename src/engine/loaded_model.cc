@@ -1,5 +1,6 @@
 #include "src/engine/loaded_model.h"
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -29,6 +30,13 @@ void Prefault(const model::GgufFile& file, const std::function<void(double)>& pr
 }
 
 }  // namespace
+
+std::string DefaultModelPath() {
+  if (const char* env = std::getenv("CRESCENT_MODEL"); env != nullptr && *env != '\0') return env;
+  const char* home = std::getenv("HOME");
+  return std::string(home != nullptr ? home : ".") +
+         "/.cache/crescent/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
 
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& path,
                                                        const LoadOptions& options) {

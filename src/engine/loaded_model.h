@@ -39,6 +39,10 @@ struct LoadedModel {
   uint64_t fingerprint;    // hash of the tensor table: distinguishes models in block hashes
 };
 
+// The model a command uses when none is named: $CRESCENT_MODEL, else the reference model where
+// scripts/setup.sh puts it (~/.cache/crescent/models/SmolLM2-135M-Instruct.Q4_1.gguf).
+std::string DefaultModelPath();
+
 // Opens, validates and (optionally) pages in the model at `path`. Errors name the file and
 // what was wrong with it.
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& path,

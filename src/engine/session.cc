@@ -20,18 +20,7 @@ void Session::Reset() {
 }
 
 absl::Status Session::EnsureBlocks(int64_t positions) {
-  const int bt = cache_->config().block_tokens;
-  int64_t need = (positions + bt - 1) / bt;
-  while (static_cast<int64_t>(blocks_.size()) < need) {
-    KvCache::BlockId b = cache_->Allocate();
-    if (b < 0) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "KV cache full: ", positions, " positions need ", need, " blocks of ", bt,
-          " tokens, the cache has ", cache_->num_blocks(), " in all"));
-    }
-    blocks_.push_back(b);
-  }
-  return absl::OkStatus();
+  return cache_->GrowTable(positions, &blocks_);
 }
 
 absl::Status Session::Compute(size_t begin, size_t end, std::vector<float>* logits) {
