@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
+#include "src/cli/command.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
 #include "src/common/thread_pool.h"
@@ -349,6 +350,10 @@ int Main(int argc, char** argv) {
   auto* info = app.add_subcommand("info", "print the model's configuration");
   AddRuntimeFlags(info, &rf);
 
+  std::vector<cli::Command> commands;
+  cli::AddServeCommands(app, &commands);
+  cli::AddKvstoreCommands(app, &commands);
+
   CLI11_PARSE(app, argc, argv);
   if (!SetLogLevel(log_level)) {
     std::fprintf(stderr, "crescent: unknown --log-level %s\n", log_level.c_str());
@@ -365,6 +370,9 @@ int Main(int argc, char** argv) {
   if (*logits) return RunLogits(rf, token_list, out);
   if (*tok) return RunTokenize(rf, text, file, special);
   if (*info) return RunInfo(rf);
+  for (const cli::Command& command : commands) {
+    if (*command.subcommand) return command.run();
+  }
   return 2;
 }
 

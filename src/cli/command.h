@@ -1,0 +1,25 @@
+// One `crescent <role>` subcommand defined outside main.cc: the subcommand CLI11 parsed into,
+// and what runs when it was chosen (after parsing and after the log level is set).
+#ifndef CRESCENT_SRC_CLI_COMMAND_H_
+#define CRESCENT_SRC_CLI_COMMAND_H_
+
+#include <functional>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+
+namespace crescent::cli {
+
+struct Command {
+  CLI::App* subcommand = nullptr;
+  std::function<int()> run;  // The process exit status.
+};
+
+// Each file registers its subcommands on `app` and appends them to `commands`. Flag values live
+// in objects the run functions own (shared_ptr), so they outlive the call.
+void AddServeCommands(CLI::App& app, std::vector<Command>* commands);    // serve_command.cc
+void AddKvstoreCommands(CLI::App& app, std::vector<Command>* commands);  // kvstore_command.cc
+
+}  // namespace crescent::cli
+
+#endif  // CRESCENT_SRC_CLI_COMMAND_H_

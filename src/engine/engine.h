@@ -1,0 +1,182 @@
+// Engine: the serving loop over one Backend and one KvCache — continuous batching of many
+// sequences, chunked prefill mixed with decode under a per-step token budget, automatic prefix
+// caching by block hash, preemption by recompute when blocks run out, cancellation.
+//
+// Used by `crescent serve` (both roles in one process), and by the prefill and decode nodes
+// (PrefillOnly requests; Reserve + SubmitPrefilled). Text (detokenization, stop strings, chat
+// templates) is not its business: it takes token ids and gives token ids.
+//
+// Threading: one engine thread runs every step (Forward + sampling) and calls every callback.
+// Submit/Cancel/Reserve/Release/Stats are thread-safe and never wait for a step.
+#ifndef CRESCENT_SRC_ENGINE_ENGINE_H_
+#define CRESCENT_SRC_ENGINE_ENGINE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "src/common/clock.h"
+#include "src/engine/backend.h"
+#include "src/engine/kv_cache.h"
+#include "src/engine/loaded_model.h"
+#include "src/engine/sampler.h"
+
+namespace crescent::engine {
+
+struct EngineOptions {
+  int block_tokens = 16;             // Positions per KV block (paging, hashing, pool unit).
+  int64_t kv_cache_bytes = 256 << 20;  // KV memory; num_blocks = kv_cache_bytes / BlockBytes.
+  int64_t num_blocks = 0;            // When > 0, overrides kv_cache_bytes.
+  int max_step_tokens = 512;         // Token budget of one step: decode tokens + prefill chunks.
+  int max_running = 64;              // Sequences in the running batch at once.
+  int max_waiting = 4096;            // Submit beyond this many queued -> ResourceExhausted.
+  bool prefix_cache = true;          // Reuse KV of equal full blocks (by block hash).
+};
+
+// Why a request ended.
+enum class FinishReason {
+  kStop,         // end-of-generation token (not reported as a token), or on_token returned false
+  kLength,       // max_tokens generated
+  kPrefillDone,  // a PrefillOnly request: the prompt's KV is computed and the first token sampled
+  kCancelled,    // Cancel() or engine shutdown
+};
+
+enum class RequestMode {
+  kFull,         // prefill then decode (colocated serving)
+  kPrefillOnly,  // prefill, sample the first token, finish with kPrefillDone (prefill node)
+};
+
+struct EngineRequest {
+  std::vector<int32_t> prompt;  // Non-empty.
+  SamplingParams sampling;
+  // Tokens to generate at most (>= 1). prompt.size() + max_tokens must fit the context.
+  int max_tokens = 16;
+  bool ignore_eos = false;      // Keep going past end-of-generation tokens.
+  uint64_t cache_salt = 0;      // Tenant salt of the block hash chain (0 = shared cache).
+  RequestMode mode = RequestMode::kFull;
+  // Optional, PrefillOnly: after each layer of each step that computed positions of this
+  // request, called on the engine thread with this request's whole block table and the
+  // positions [begin, end) whose KV for `layer` is now in the cache (the prefill node sends
+  // them to the decode node from here; it must not keep the span).
+  std::function<void(int layer, std::span<const KvCache::BlockId> blocks, int64_t begin,
+                     int64_t end)>
+      on_layer;
+};
+
+struct RequestStats {
+  int64_t prompt_tokens = 0;
+  int64_t cached_tokens = 0;      // Prompt positions whose KV came from the prefix cache.
+  int64_t generated_tokens = 0;
+  int preemptions = 0;
+  double queue_seconds = 0;       // Submit -> first scheduled.
+  double first_token_seconds = 0; // Submit -> first token sampled.
+};
+
+// A sampled token; `result.logprob`/`top_logprobs` filled when sampling.logprobs.
+// Return false to stop the request (it finishes with kStop after this token).
+using TokenCallback = std::function<bool(const SampleResult& result)>;
+// Called exactly once per accepted request, last, on the engine thread. `blocks` is the
+// request's block table, still referenced while the callback runs (a prefill node publishes
+// the full blocks to the pool from here); not valid afterwards. Status is OK for every
+// FinishReason except failures inside the engine (e.g. Internal from the backend).
+using FinishCallback = std::function<void(absl::Status status, FinishReason reason,
+                                          const RequestStats& stats,
+                                          std::span<const KvCache::BlockId> blocks)>;
+
+struct EngineStats {
+  int64_t running = 0;           // sequences in the running batch
+  int64_t waiting = 0;           // submitted, not yet running (incl. preempted)
+  int64_t total_blocks = 0;
+  int64_t free_blocks = 0;       // free + cached-but-unreferenced (reusable)
+  int64_t cached_blocks = 0;     // unreferenced blocks kept for prefix hits (LRU)
+  int64_t prefix_queries = 0;    // prompt tokens looked up in the prefix cache (cumulative)
+  int64_t prefix_hits = 0;       // of which found (cumulative)
+  int64_t preemptions = 0;       // cumulative
+  int64_t prompt_tokens = 0;     // cumulative, computed or cached
+  int64_t generated_tokens = 0;  // cumulative
+  int64_t steps = 0;             // cumulative forward passes
+  double last_step_seconds = 0;  // duration of the last step
+  int64_t queued_prefill_tokens = 0;  // uncomputed prompt tokens of waiting + running requests
+};
+
+class Engine {
+ public:
+  using RequestId = uint64_t;
+
+  // Creates the KV cache and starts the engine thread. `model`, `backend` and `clock` are not
+  // owned and must outlive the engine. Errors: InvalidArgument for bad options (naming the
+  // field), ResourceExhausted when the KV memory cannot be had.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const LoadedModel* model,
+                                                        Backend* backend,
+                                                        const EngineOptions& options,
+                                                        const Clock* clock);
+
+  // Stops the thread; requests still in flight finish with kCancelled.
+  ~Engine();
+
+  // What Submit would reject, without submitting: InvalidArgument (empty prompt, token id out
+  // of the vocabulary, max_tokens < 1, bad sampling params), OutOfRange (prompt + max_tokens
+  // beyond the context length; the message gives both numbers), ResourceExhausted (the prompt
+  // needs more blocks than the whole cache has, or the queue is full).
+  absl::Status Validate(const EngineRequest& request) const;
+
+  // Queues a request. On error nothing is queued and no callback runs; otherwise on_finish
+  // runs exactly once. Errors: as Validate.
+  absl::StatusOr<RequestId> Submit(EngineRequest request, TokenCallback on_token,
+                                   FinishCallback on_finish);
+
+  // Cancels a request: it leaves the batch before the next step and finishes with kCancelled,
+  // freeing its blocks. Unknown or finished ids are ignored.
+  void Cancel(RequestId id);
+
+  // Decode node side of disaggregation. Reserve takes blocks for `positions` positions, whose
+  // KV someone else writes (the transfer engine, into cache()'s memory), and returns the block
+  // table. SubmitPrefilled then admits a request whose prompt KV, positions [0, prompt.size()),
+  // is in the reservation's blocks and whose first token was sampled elsewhere: on_token is
+  // not called for `first_token` (it counts toward max_tokens and the penalties), the engine
+  // computes its KV at position prompt.size() and decodes on. The reservation's blocks become
+  // the request's. Release frees a reservation that will not be used (timeout, failure).
+  // Errors: ResourceExhausted when there are not enough free blocks (after evicting cached
+  // ones), NotFound for an unknown reservation, InvalidArgument when the reservation does not
+  // cover prompt.size() + 1 positions or as Validate.
+  struct Reservation {
+    RequestId id = 0;
+    std::vector<KvCache::BlockId> blocks;
+  };
+  absl::StatusOr<Reservation> Reserve(int64_t positions);
+  absl::StatusOr<RequestId> SubmitPrefilled(RequestId reservation, EngineRequest request,
+                                            int32_t first_token, TokenCallback on_token,
+                                            FinishCallback on_finish);
+  void Release(RequestId reservation);
+
+  // The cache (its memory is registered with the transfer engine by the nodes). Its block
+  // allocation is the engine thread's: use Reserve/Release, never Allocate directly.
+  KvCache* cache() { return cache_.get(); }
+  const LoadedModel& model() const { return *model_; }
+  const EngineOptions& options() const { return options_; }
+  uint64_t hash_seed(uint64_t salt) const;
+
+  EngineStats Stats() const;
+
+  // Longest prefix of `hashes` (a prompt's block hash chain) whose blocks are in this engine's
+  // prefix cache, in blocks. Thread-safe; a hint (the answer can change right after).
+  int64_t CachedPrefixBlocks(std::span<const uint64_t> hashes) const;
+
+ private:
+  class Impl;
+  Engine(const LoadedModel* model, const EngineOptions& options,
+         std::unique_ptr<KvCache> cache);
+
+  const LoadedModel* model_;
+  EngineOptions options_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace crescent::engine
+
+#endif  // CRESCENT_SRC_ENGINE_ENGINE_H_
