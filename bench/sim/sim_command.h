@@ -1,4 +1,5 @@
-// `crescent-bench sim ...` subcommands.
+// `crescent-bench sim ...` subcommands: the discrete-event cluster simulator (policy comparison,
+// colocated vs disaggregated, capacity search).
 #ifndef CRESCENT_BENCH_SIM_SIM_COMMAND_H_
 #define CRESCENT_BENCH_SIM_SIM_COMMAND_H_
 

@@ -16,7 +16,10 @@ constexpr int kMaxRows = 48;
 // Positions scored at once: the score tile stays in L1.
 constexpr int kWindow = 64;
 // A position range of one piece, when decode is split over positions, is at least this long.
-constexpr int64_t kMinSplitPositions = 256;
+// Short enough that batch-1 decode of a model with few KV heads (3 for SmolLM2, which would
+// leave one of two threads idle a third of the time) splits from ~128 positions on; long
+// enough that the merge stays a small part of each piece.
+constexpr int64_t kMinSplitPositions = 64;
 
 struct Item {
   int seq;
@@ -40,6 +43,26 @@ struct Shape {
   float scale;
 };
 
+// Asks for positions [t0, t1) of one KV head's K and V rows (all on one page) ahead of use. At
+// batch 1 the KV rows come from DRAM (a decode step streams all weights through the caches in
+// between), and a strided walk with a few short rows per position leaves the hardware
+// prefetchers little to go on.
+void PrefetchKv(const AttentionSeq& seq, int64_t page, int64_t t0, int64_t t1, size_t kv_stride,
+                int64_t bt, int kv_head, int hd) {
+  const size_t offset =
+      static_cast<size_t>(t0 - page * bt) * kv_stride + static_cast<size_t>(kv_head) * hd;
+  const char* k = reinterpret_cast<const char*>(seq.k_blocks[page] + offset);
+  const char* v = reinterpret_cast<const char*>(seq.v_blocks[page] + offset);
+  const size_t row_bytes = static_cast<size_t>(hd) * sizeof(uint16_t);
+  const size_t stride_bytes = kv_stride * sizeof(uint16_t);
+  for (int64_t t = t0; t < t1; ++t, k += stride_bytes, v += stride_bytes) {
+    for (size_t off = 0; off < row_bytes; off += 64) {
+      __builtin_prefetch(k + off);
+      __builtin_prefetch(v + off);
+    }
+  }
+}
+
 // Runs one item: online softmax over its positions for its rows (query j, head of the group).
 // Writes the normalized output, or (m, l, unnormalized acc) into the partial buffers.
 void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
@@ -59,9 +82,25 @@ void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
   }
   const size_t kv_stride = static_cast<size_t>(sh.n_kv_heads) * hd;
   const int64_t bt = sh.block_tokens;
+  // The window that starts at t0: positions [t0, *t1), all on page *page. While one window is
+  // computed, the next one's K/V rows are prefetched.
+  auto window_at = [&](int64_t t0, int64_t* page, int64_t* t1) {
+    *page = t0 / bt;
+    *t1 = std::min({it.p_end, (*page + 1) * bt, t0 + kWindow});
+  };
+  if (it.p_begin < it.p_end) {
+    int64_t page, t1;
+    window_at(it.p_begin, &page, &t1);
+    PrefetchKv(seq, page, it.p_begin, t1, kv_stride, bt, it.kv_head, hd);
+  }
   for (int64_t t0 = it.p_begin; t0 < it.p_end;) {
-    const int64_t page = t0 / bt;
-    const int64_t t1 = std::min({it.p_end, (page + 1) * bt, t0 + kWindow});
+    int64_t page, t1;
+    window_at(t0, &page, &t1);
+    if (t1 < it.p_end) {
+      int64_t next_page, next_t1;
+      window_at(t1, &next_page, &next_t1);
+      PrefetchKv(seq, next_page, t1, next_t1, kv_stride, bt, it.kv_head, hd);
+    }
     const int nt = static_cast<int>(t1 - t0);
     const size_t offset =
         static_cast<size_t>(t0 - page * bt) * kv_stride + static_cast<size_t>(it.kv_head) * hd;

@@ -354,7 +354,12 @@ int Main(int argc, char** argv) {
   cli::AddServeCommands(app, &commands);
   cli::AddKvstoreCommands(app, &commands);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; every usage error (unknown flag, bad value type) exits 2.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   if (!SetLogLevel(log_level)) {
     std::fprintf(stderr, "crescent: unknown --log-level %s\n", log_level.c_str());
     return 2;

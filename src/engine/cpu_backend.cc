@@ -1,13 +1,16 @@
 #include "src/engine/cpu_backend.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/ops.h"
+#include "src/common/status.h"
 
 namespace crescent::engine {
 namespace {
@@ -83,14 +86,15 @@ void ApplyRope(float* x, int n_heads, int head_dim, int rot_dim, bool neox, cons
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(
-    const model::ModelConfig& config, const model::ModelWeights& weights, int num_threads) {
+absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const model::ModelConfig& config,
+                                                               const model::ModelWeights& weights,
+                                                               int num_threads) {
   absl::Status s = CheckMatMul(weights.output, "output");
   if (!s.ok()) return s;
   for (size_t l = 0; l < weights.layers.size(); ++l) {
     const model::LayerWeights& lw = weights.layers[l];
     const std::pair<const model::TensorRef*, const char*> mats[] = {
-        {&lw.attn_q, "attn_q"},     {&lw.attn_k, "attn_k"},       {&lw.attn_v, "attn_v"},
+        {&lw.attn_q, "attn_q"},           {&lw.attn_k, "attn_k"},     {&lw.attn_v, "attn_v"},
         {&lw.attn_output, "attn_output"}, {&lw.ffn_gate, "ffn_gate"}, {&lw.ffn_up, "ffn_up"},
         {&lw.ffn_down, "ffn_down"}};
     for (const auto& [t, n] : mats) {
@@ -99,15 +103,61 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(
     }
   }
   if (num_threads <= 0) num_threads = ThreadPool::DefaultThreadCount();
-  return std::unique_ptr<CpuBackend>(new CpuBackend(config, weights, num_threads));
+  std::unique_ptr<CpuBackend> backend(new CpuBackend(config, weights, num_threads));
+  if (const char* env = std::getenv("CRESCENT_HUGE_WEIGHTS"); env != nullptr && env[0] == '1') {
+    CRESCENT_RETURN_IF_ERROR(backend->CopyWeightsToHugePages());
+  }
+  return backend;
+}
+
+absl::Status CpuBackend::CopyWeightsToHugePages() {
+  copied_weights_ = *weights_;
+  std::vector<model::TensorRef*> mats;
+  for (model::LayerWeights& lw : copied_weights_.layers) {
+    for (model::TensorRef* t : {&lw.attn_q, &lw.attn_k, &lw.attn_v, &lw.attn_output, &lw.ffn_gate,
+                                &lw.ffn_up, &lw.ffn_down}) {
+      mats.push_back(t);
+    }
+  }
+  mats.push_back(&copied_weights_.output);
+  size_t total = 0;
+  for (const model::TensorRef* t : mats) total += (t->nbytes + 63) / 64 * 64;
+  CRESCENT_ASSIGN_OR_RETURN(weight_copy_, kernels::HugePageBuffer::Create(total));
+  auto* dst = static_cast<uint8_t*>(weight_copy_->data());
+  // Copied in parallel so that first touch spreads the pages over the pool's threads.
+  std::vector<std::pair<model::TensorRef*, uint8_t*>> jobs;
+  for (model::TensorRef* t : mats) {
+    jobs.emplace_back(t, dst);
+    dst += (t->nbytes + 63) / 64 * 64;
+  }
+  pool_.ParallelFor(static_cast<int64_t>(jobs.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      std::memcpy(jobs[i].second, jobs[i].first->data, jobs[i].first->nbytes);
+    }
+  });
+  for (auto& [t, p] : jobs) t->data = p;
+  weights_ = &copied_weights_;
+  return absl::OkStatus();
 }
 
 CpuBackend::CpuBackend(const model::ModelConfig& config, const model::ModelWeights& weights,
                        int num_threads)
-    : config_(config), weights_(weights), pool_(num_threads) {}
+    : config_(config), weights_(&weights), pool_(num_threads) {
+  // Llama 3.1-style files scale each frequency by a stored factor.
+  const float* freq_factors = weights_->rope_freqs.present()
+                                  ? static_cast<const float*>(weights_->rope_freqs.data)
+                                  : nullptr;
+  const int rot = config_.rope_dim;
+  inv_freq_.resize(rot / 2);
+  for (int j = 0; j < rot / 2; ++j) {
+    double inv_freq =
+        std::pow(static_cast<double>(config_.rope_freq_base), -2.0 * j / static_cast<double>(rot));
+    if (freq_factors != nullptr) inv_freq /= freq_factors[j];
+    inv_freq_[j] = static_cast<double>(config_.rope_freq_scale) * inv_freq;
+  }
+}
 
-absl::Status CpuBackend::Validate(std::span<const SequenceBatch> seqs,
-                                  const KvCache& cache) const {
+absl::Status CpuBackend::Validate(std::span<const SequenceBatch> seqs, const KvCache& cache) const {
   const KvCacheConfig& kc = cache.config();
   if (kc.n_layers != config_.n_layers || kc.n_kv_heads != config_.n_kv_heads ||
       kc.head_dim != config_.head_dim) {
@@ -120,9 +170,8 @@ absl::Status CpuBackend::Validate(std::span<const SequenceBatch> seqs,
     }
     int64_t end = seq.pos0 + static_cast<int64_t>(seq.tokens.size());
     if (seq.pos0 < 0 || end > config_.context_length) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, " spans positions [",
-                                                     seq.pos0, ", ", end,
-                                                     ") beyond the model context of ",
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, " spans positions [", seq.pos0,
+                                                     ", ", end, ") beyond the model context of ",
                                                      config_.context_length));
     }
     int64_t blocks_needed = (end + kc.block_tokens - 1) / kc.block_tokens;
@@ -182,26 +231,19 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
   rope_cos_.resize(T * half);
   rope_sin_.resize(T * half);
 
-  // Embeddings and rotary angles (shared by every layer). Llama 3.1-style files scale each
-  // frequency by a stored factor.
-  const float* freq_factors = weights_.rope_freqs.present()
-                                  ? static_cast<const float*>(weights_.rope_freqs.data)
-                                  : nullptr;
+  // Embeddings and rotary angles (shared by every layer).
   {
     int64_t row = 0;
-    const model::TensorRef& emb = weights_.token_embd;
+    const model::TensorRef& emb = weights_->token_embd;
     for (const SequenceBatch& s : seqs) {
       for (size_t i = 0; i < s.tokens.size(); ++i, ++row) {
-        const uint8_t* src =
-            static_cast<const uint8_t*>(emb.data) + static_cast<size_t>(s.tokens[i]) * emb.row_stride;
+        const uint8_t* src = static_cast<const uint8_t*>(emb.data) +
+                             static_cast<size_t>(s.tokens[i]) * emb.row_stride;
         kernels::GetRow(emb.type, src, d, &x_[row * d]);
         int64_t pos = s.pos0 + static_cast<int64_t>(i);
         positions_[row] = pos;
         for (int j = 0; j < half; ++j) {
-          double inv_freq = std::pow(static_cast<double>(config_.rope_freq_base),
-                                     -2.0 * j / static_cast<double>(rot));
-          if (freq_factors != nullptr) inv_freq /= freq_factors[j];
-          double theta = static_cast<double>(pos) * config_.rope_freq_scale * inv_freq;
+          const double theta = static_cast<double>(pos) * inv_freq_[j];
           rope_cos_[row * half + j] = static_cast<float>(std::cos(theta));
           rope_sin_[row * half + j] = static_cast<float>(std::sin(theta));
         }
@@ -216,7 +258,7 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
   for (int l = 0; l < config_.n_layers; ++l) {
-    const model::LayerWeights& lw = weights_.layers[l];
+    const model::LayerWeights& lw = weights_->layers[l];
     const float* attn_norm = static_cast<const float*>(lw.attn_norm.data);
     for (int64_t r = 0; r < T; ++r) {
       kernels::RmsNorm(&x_[r * d], attn_norm, d, config_.rms_eps, &xn_[r * d]);
@@ -292,7 +334,8 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
     for (const SequenceBatch& s : seqs) {
       int64_t n = static_cast<int64_t>(s.tokens.size());
       if (s.logits == LogitsMode::kAll) {
-        for (int64_t i = 0; i < n; ++i) std::memcpy(&xn_[(n_out++) * d], &x_[(row + i) * d], d * sizeof(float));
+        for (int64_t i = 0; i < n; ++i)
+          std::memcpy(&xn_[(n_out++) * d], &x_[(row + i) * d], d * sizeof(float));
       } else if (s.logits == LogitsMode::kLast) {
         std::memcpy(&xn_[(n_out++) * d], &x_[(row + n - 1) * d], d * sizeof(float));
       }
@@ -300,13 +343,13 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
     }
   }
   if (n_out == 0) return absl::OkStatus();
-  const float* out_norm = static_cast<const float*>(weights_.output_norm.data);
+  const float* out_norm = static_cast<const float*>(weights_->output_norm.data);
   out_rows_.resize(n_out * d);
   for (int64_t r = 0; r < n_out; ++r) {
     kernels::RmsNorm(&xn_[r * d], out_norm, d, config_.rms_eps, &out_rows_[r * d]);
   }
   logits->resize(static_cast<size_t>(n_out) * config_.vocab_size);
-  kernels::MatMul(&pool_, View(weights_.output), out_rows_.data(), n_out, logits->data());
+  kernels::MatMul(&pool_, View(weights_->output), out_rows_.data(), n_out, logits->data());
   return absl::OkStatus();
 }
 

@@ -28,13 +28,13 @@
 namespace crescent::engine {
 
 struct EngineOptions {
-  int block_tokens = 16;             // Positions per KV block (paging, hashing, pool unit).
+  int block_tokens = 16;               // Positions per KV block (paging, hashing, pool unit).
   int64_t kv_cache_bytes = 256 << 20;  // KV memory; num_blocks = kv_cache_bytes / BlockBytes.
-  int64_t num_blocks = 0;            // When > 0, overrides kv_cache_bytes.
-  int max_step_tokens = 512;         // Token budget of one step: decode tokens + prefill chunks.
-  int max_running = 64;              // Sequences in the running batch at once.
-  int max_waiting = 4096;            // Submit beyond this many queued -> ResourceExhausted.
-  bool prefix_cache = true;          // Reuse KV of equal full blocks (by block hash).
+  int64_t num_blocks = 0;              // When > 0, overrides kv_cache_bytes.
+  int max_step_tokens = 512;           // Token budget of one step: decode tokens + prefill chunks.
+  int max_running = 64;                // Sequences in the running batch at once.
+  int max_waiting = 4096;              // Submit beyond this many queued -> ResourceExhausted.
+  bool prefix_cache = true;            // Reuse KV of equal full blocks (by block hash).
 };
 
 // Why a request ended.
@@ -55,8 +55,8 @@ struct EngineRequest {
   SamplingParams sampling;
   // Tokens to generate at most (>= 1). prompt.size() + max_tokens must fit the context.
   int max_tokens = 16;
-  bool ignore_eos = false;      // Keep going past end-of-generation tokens.
-  uint64_t cache_salt = 0;      // Tenant salt of the block hash chain (0 = shared cache).
+  bool ignore_eos = false;  // Keep going past end-of-generation tokens.
+  uint64_t cache_salt = 0;  // Tenant salt of the block hash chain (0 = shared cache).
   RequestMode mode = RequestMode::kFull;
   // Optional, PrefillOnly: after each layer of each step that computed positions of this
   // request, called on the engine thread with this request's whole block table and the
@@ -69,11 +69,11 @@ struct EngineRequest {
 
 struct RequestStats {
   int64_t prompt_tokens = 0;
-  int64_t cached_tokens = 0;      // Prompt positions whose KV came from the prefix cache.
+  int64_t cached_tokens = 0;  // Prompt positions whose KV came from the prefix cache.
   int64_t generated_tokens = 0;
   int preemptions = 0;
-  double queue_seconds = 0;       // Submit -> first scheduled.
-  double first_token_seconds = 0; // Submit -> first token sampled.
+  double queue_seconds = 0;        // Submit -> first scheduled.
+  double first_token_seconds = 0;  // Submit -> first token sampled.
 };
 
 // A sampled token; `result.logprob`/`top_logprobs` filled when sampling.logprobs.
@@ -82,24 +82,25 @@ using TokenCallback = std::function<bool(const SampleResult& result)>;
 // Called exactly once per accepted request, last, on the engine thread. `blocks` is the
 // request's block table, still referenced while the callback runs (a prefill node publishes
 // the full blocks to the pool from here); not valid afterwards. Status is OK for every
-// FinishReason except failures inside the engine (e.g. Internal from the backend).
-using FinishCallback = std::function<void(absl::Status status, FinishReason reason,
-                                          const RequestStats& stats,
-                                          std::span<const KvCache::BlockId> blocks)>;
+// FinishReason except failures inside the engine (e.g. an error from the backend, or
+// ResourceExhausted for a sequence that outgrows the whole KV cache), which come with kCancelled.
+using FinishCallback =
+    std::function<void(absl::Status status, FinishReason reason, const RequestStats& stats,
+                       std::span<const KvCache::BlockId> blocks)>;
 
 struct EngineStats {
-  int64_t running = 0;           // sequences in the running batch
-  int64_t waiting = 0;           // submitted, not yet running (incl. preempted)
+  int64_t running = 0;  // sequences in the running batch
+  int64_t waiting = 0;  // submitted, not yet running (incl. preempted)
   int64_t total_blocks = 0;
-  int64_t free_blocks = 0;       // free + cached-but-unreferenced (reusable)
-  int64_t cached_blocks = 0;     // unreferenced blocks kept for prefix hits (LRU)
-  int64_t prefix_queries = 0;    // prompt tokens looked up in the prefix cache (cumulative)
-  int64_t prefix_hits = 0;       // of which found (cumulative)
-  int64_t preemptions = 0;       // cumulative
-  int64_t prompt_tokens = 0;     // cumulative, computed or cached
-  int64_t generated_tokens = 0;  // cumulative
-  int64_t steps = 0;             // cumulative forward passes
-  double last_step_seconds = 0;  // duration of the last step
+  int64_t free_blocks = 0;            // free + cached-but-unreferenced (reusable)
+  int64_t cached_blocks = 0;          // unreferenced blocks kept for prefix hits (LRU)
+  int64_t prefix_queries = 0;         // prompt tokens looked up in the prefix cache (cumulative)
+  int64_t prefix_hits = 0;            // of which found (cumulative)
+  int64_t preemptions = 0;            // cumulative
+  int64_t prompt_tokens = 0;          // cumulative, computed or cached
+  int64_t generated_tokens = 0;       // cumulative
+  int64_t steps = 0;                  // cumulative forward passes
+  double last_step_seconds = 0;       // duration of the last step
   int64_t queued_prefill_tokens = 0;  // uncomputed prompt tokens of waiting + running requests
 };
 
@@ -110,8 +111,7 @@ class Engine {
   // Creates the KV cache and starts the engine thread. `model`, `backend` and `clock` are not
   // owned and must outlive the engine. Errors: InvalidArgument for bad options (naming the
   // field), ResourceExhausted when the KV memory cannot be had.
-  static absl::StatusOr<std::unique_ptr<Engine>> Create(const LoadedModel* model,
-                                                        Backend* backend,
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const LoadedModel* model, Backend* backend,
                                                         const EngineOptions& options,
                                                         const Clock* clock);
 
@@ -154,7 +154,9 @@ class Engine {
   void Release(RequestId reservation);
 
   // The cache (its memory is registered with the transfer engine by the nodes). Its block
-  // allocation is the engine thread's: use Reserve/Release, never Allocate directly.
+  // allocation is the engine thread's: use Reserve/Release, never Allocate directly. (The
+  // engine holds one KvCache reference on every block for its whole life and accounts for
+  // sequences' references itself; see BlockRefCountsForTesting.)
   KvCache* cache() { return cache_.get(); }
   const LoadedModel& model() const { return *model_; }
   const EngineOptions& options() const { return options_; }
@@ -166,10 +168,15 @@ class Engine {
   // prefix cache, in blocks. Thread-safe; a hint (the answer can change right after).
   int64_t CachedPrefixBlocks(std::span<const uint64_t> hashes) const;
 
+  // The engine's reference count of every block (index = BlockId): the running sequences',
+  // reservations' and finish callbacks' references; cached and free blocks count 0. (The
+  // engine keeps its own counts: KvCache's Allocate/Ref/Unref are not used on its cache.)
+  // Thread-safe snapshot, for tests checking that nothing leaks.
+  std::vector<int> BlockRefCountsForTesting() const;
+
  private:
   class Impl;
-  Engine(const LoadedModel* model, const EngineOptions& options,
-         std::unique_ptr<KvCache> cache);
+  Engine(const LoadedModel* model, const EngineOptions& options, std::unique_ptr<KvCache> cache);
 
   const LoadedModel* model_;
   EngineOptions options_;

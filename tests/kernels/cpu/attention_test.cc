@@ -152,6 +152,20 @@ TEST(AttentionTest, LongDecodeSplitsPositionsAcrossThreads) {
   }
 }
 
+TEST(AttentionTest, ShortDecodeWithFewKvHeadsSplitsPositions) {
+  std::mt19937 rng(12);
+  ThreadPool pool2(2);
+  const Shape s{9, 3, 64, 16};  // the reference model's shape: 3 pieces for 2 threads
+  for (Isa isa : AvailableIsas()) {
+    ScopedIsa scoped(isa);
+    for (int64_t pos : {0, 15, 63, 64, 130, 191}) {
+      RunCase(rng, s, {{1, pos}}, &pool2, 1.0f,
+              std::string(IsaName(isa)) + " pos " + std::to_string(pos));
+    }
+    RunCase(rng, s, {{1, 130}, {1, 70}}, &pool2, 1.0f, std::string(IsaName(isa)) + " two seqs");
+  }
+}
+
 TEST(AttentionTest, ChunkedPrefillWithEarlierContext) {
   std::mt19937 rng(3);
   ThreadPool pool(2);

@@ -1,6 +1,7 @@
 #include "src/engine/cpu_backend.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -112,8 +113,9 @@ TEST_P(CpuBackendTest, BatchOfSequencesMatchesEachAlone) {
   o.weight_type = GetParam();
   Fixture f(o);
   const int vocab = f.config.vocab_size;
-  std::vector<std::vector<int32_t>> prompts = {RandomTokens(5, vocab, 1), RandomTokens(17, vocab, 2),
-                                               RandomTokens(1, vocab, 3), RandomTokens(9, vocab, 4)};
+  std::vector<std::vector<int32_t>> prompts = {
+      RandomTokens(5, vocab, 1), RandomTokens(17, vocab, 2), RandomTokens(1, vocab, 3),
+      RandomTokens(9, vocab, 4)};
   std::vector<std::vector<float>> alone;
   for (const auto& p : prompts) {
     auto all = f.AllLogits(p);
@@ -184,6 +186,19 @@ TEST(CpuBackendQwen2Test, BiasAndNeoxRopeAreConsistent) {
     ExpectClose(logits, std::span(all).subspan(static_cast<size_t>(i) * vocab, vocab), 2e-3f,
                 "position " + std::to_string(i));
   }
+}
+
+// CRESCENT_HUGE_WEIGHTS=1 makes the backend read copies of the matrices in huge pages: the
+// same bytes, so the same logits, bit for bit.
+TEST(CpuBackendHugePagesTest, CopiedWeightsGiveIdenticalLogits) {
+  testing::TinyModelOptions o;
+  o.weight_type = GgmlType::kQ4_1;
+  Fixture plain(o);
+  ASSERT_EQ(setenv("CRESCENT_HUGE_WEIGHTS", "1", 1), 0);
+  Fixture copied(o);
+  unsetenv("CRESCENT_HUGE_WEIGHTS");
+  auto tokens = RandomTokens(9, plain.config.vocab_size, 11);
+  EXPECT_EQ(plain.AllLogits(tokens), copied.AllLogits(tokens));
 }
 
 TEST(CpuBackendValidationTest, LayerHookRunsOncePerLayerInOrder) {

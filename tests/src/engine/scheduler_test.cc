@@ -1,0 +1,324 @@
+#include "src/engine/scheduler.h"
+
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "src/engine/prefix_cache.h"
+
+namespace crescent::engine {
+namespace {
+
+using ::testing::ElementsAre;
+
+constexpr int kBlock = 4;
+
+std::unique_ptr<Sequence> MakeSeq(uint64_t id, int n, int32_t first = 0, int64_t now = 0) {
+  auto s = std::make_unique<Sequence>();
+  s->id = id;
+  s->tokens.resize(n);
+  std::iota(s->tokens.begin(), s->tokens.end(), first);
+  s->prompt_len = n;
+  s->hash_seed = 1234;
+  s->arrival_ns = now;
+  return s;
+}
+
+// A scheduler over its own pool, with a helper that plays the engine's part of a step.
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void Init(int64_t blocks, int budget, int max_running = 64, bool prefix_cache = true) {
+    pool_ = std::make_unique<BlockPool>(blocks, prefix_cache);
+    sched_ =
+        std::make_unique<Scheduler>(SchedulerOptions{kBlock, budget, max_running}, pool_.get());
+  }
+  Sequence* Add(uint64_t id, int n, int32_t first = 0) {
+    auto s = MakeSeq(id, n, first);
+    Sequence* p = s.get();
+    sched_->Add(std::move(s));
+    return p;
+  }
+  // Schedules, "computes" and appends token 7 to every sampled sequence.
+  StepPlan Step(int64_t now = 0) {
+    StepPlan plan = sched_->Schedule(now);
+    for (const ScheduledChunk& c : plan.chunks) {
+      EXPECT_GE(static_cast<int64_t>(c.seq->blocks.size()) * kBlock, c.end) << c.seq->id;
+      sched_->Commit(c);
+      if (c.sample) sched_->AppendToken(c.seq, 7);
+    }
+    return plan;
+  }
+  static std::vector<uint64_t> Ids(const StepPlan& plan) {
+    std::vector<uint64_t> ids;
+    for (const ScheduledChunk& c : plan.chunks) ids.push_back(c.seq->id);
+    return ids;
+  }
+  static std::vector<int64_t> Sizes(const StepPlan& plan) {
+    std::vector<int64_t> n;
+    for (const ScheduledChunk& c : plan.chunks) n.push_back(c.end - c.begin);
+    return n;
+  }
+  void Finish(uint64_t id) {
+    std::unique_ptr<Sequence> s = sched_->Detach(id);
+    ASSERT_NE(s, nullptr);
+    sched_->Free(s.get());
+  }
+  int64_t Referenced() const {
+    int64_t n = 0;
+    for (int64_t i = 0; i < pool_->num_blocks(); ++i) n += pool_->RefCount(i) > 0;
+    return n;
+  }
+
+  std::unique_ptr<BlockPool> pool_;
+  std::unique_ptr<Scheduler> sched_;
+};
+
+TEST_F(SchedulerTest, LongPromptIsChunkedUnderTheBudget) {
+  Init(64, 32);
+  Sequence* s = Add(1, 100);
+  std::vector<int64_t> chunks;
+  std::vector<bool> samples;
+  for (int i = 0; i < 4; ++i) {
+    StepPlan plan = Step();
+    ASSERT_EQ(plan.chunks.size(), 1u);
+    chunks.push_back(plan.chunks[0].end - plan.chunks[0].begin);
+    samples.push_back(plan.chunks[0].sample);
+    EXPECT_LE(plan.num_tokens, 32);
+  }
+  EXPECT_THAT(chunks, ElementsAre(32, 32, 32, 4));
+  EXPECT_THAT(samples, ElementsAre(false, false, false, true));
+  EXPECT_EQ(s->num_computed, 100);
+  EXPECT_EQ(s->tokens.size(), 101u);
+  EXPECT_EQ(s->blocks.size(), 25u);
+  // Then one decode token per step.
+  StepPlan plan = Step();
+  EXPECT_THAT(Sizes(plan), ElementsAre(1));
+  EXPECT_TRUE(plan.chunks[0].sample);
+}
+
+TEST_F(SchedulerTest, DecodeGoesFirstThenPrefillWithWhatIsLeft) {
+  Init(128, 16);
+  Add(1, 5);
+  Add(2, 6);
+  Step();                      // both prefilled at once (11 tokens)
+  Add(3, 40, /*first=*/1000);  // shares no block with 1 (no prefix hit)
+  StepPlan plan = Step();
+  EXPECT_THAT(Ids(plan), ElementsAre(1, 2, 3));
+  EXPECT_THAT(Sizes(plan), ElementsAre(1, 1, 14));
+  EXPECT_EQ(plan.num_tokens, 16);
+  EXPECT_FALSE(plan.chunks[2].sample);
+  // A running prefill continues before anything new is admitted.
+  Add(4, 3);
+  plan = Step();
+  EXPECT_THAT(Ids(plan), ElementsAre(1, 2, 3));
+  EXPECT_THAT(Sizes(plan), ElementsAre(1, 1, 14));
+  plan = Step();
+  EXPECT_THAT(Ids(plan), ElementsAre(1, 2, 3, 4));
+  EXPECT_THAT(Sizes(plan), ElementsAre(1, 1, 12, 2));
+}
+
+TEST_F(SchedulerTest, BudgetBoundsEveryStep) {
+  Init(512, 24);
+  for (uint64_t id = 1; id <= 10; ++id) Add(id, 3 + 7 * static_cast<int>(id));
+  for (int i = 0; i < 40; ++i) {
+    StepPlan plan = Step();
+    int64_t sum = 0;
+    for (const ScheduledChunk& c : plan.chunks) sum += c.end - c.begin;
+    EXPECT_EQ(sum, plan.num_tokens);
+    EXPECT_LE(plan.num_tokens, 24);
+    EXPECT_GT(plan.num_tokens, 0);
+  }
+}
+
+TEST_F(SchedulerTest, MaxRunningLimitsAdmission) {
+  Init(128, 100, /*max_running=*/2);
+  Add(1, 4);
+  Add(2, 4);
+  Add(3, 4);
+  StepPlan plan = Step();
+  EXPECT_THAT(Ids(plan), ElementsAre(1, 2));
+  EXPECT_EQ(sched_->num_waiting(), 1);
+  Finish(1);
+  plan = Step();
+  EXPECT_THAT(Ids(plan), ElementsAre(2, 3));
+}
+
+TEST_F(SchedulerTest, AdmissionIsFcfsEvenWhenSmallerOnesWouldFit) {
+  Init(6, 100);  // 24 positions
+  Add(1, 12);    // 3 blocks
+  Add(2, 20);    // 5 blocks: does not fit beside 1
+  Add(3, 2);     // would fit, but must not overtake 2
+  StepPlan plan = Step();
+  EXPECT_THAT(Ids(plan), ElementsAre(1, 2));  // 2 gets a first chunk of what is left
+  EXPECT_THAT(Sizes(plan), ElementsAre(12, 12));
+  EXPECT_EQ(sched_->waiting().front()->id, 3u);
+  EXPECT_EQ(pool_->num_available(), 0);
+}
+
+TEST_F(SchedulerTest, NewestRunningIsPreemptedAndReadmittedFirst) {
+  Init(6, 100);  // 24 positions
+  Add(1, 7);     // 2 blocks each, 1 position of room left in each
+  Add(2, 7);
+  Add(3, 7);
+  StepPlan plan = Step();
+  EXPECT_THAT(Ids(plan), ElementsAre(1, 2, 3));
+  EXPECT_EQ(pool_->num_available(), 0);
+  // Each now has 8 tokens of which 7 computed: the decode fits in the second block.
+  plan = Step();
+  EXPECT_THAT(Ids(plan), ElementsAre(1, 2, 3));
+  Add(4, 2);  // newer than everything; must wait behind the preempted one
+  // Now 9 tokens each, 8 computed: everyone needs a third block; none is free.
+  plan = Step();
+  // 1 takes 3's blocks (3 is newest), 2 then has nobody newer left to preempt but
+  // 3's second block; and so on. What matters: 3 went first, and nothing was admitted.
+  ASSERT_FALSE(plan.preempted.empty());
+  EXPECT_EQ(plan.preempted[0], 3u);
+  EXPECT_EQ(sched_->waiting().front()->id, plan.preempted.back());
+  for (const ScheduledChunk& c : plan.chunks) EXPECT_NE(c.seq->id, 4u);
+  Sequence* three = sched_->Find(3);
+  EXPECT_EQ(three->preemptions, 1);
+  EXPECT_EQ(three->num_computed, 0);
+  EXPECT_TRUE(three->blocks.empty());
+  EXPECT_EQ(three->tokens.size(), 9u);  // keeps its generated tokens
+  EXPECT_EQ(sched_->preemptions(), static_cast<int64_t>(plan.preempted.size()));
+  // Waiting order: preempted ones (older first), then 4.
+  std::vector<uint64_t> waiting;
+  for (const Sequence* s : sched_->waiting()) waiting.push_back(s->id);
+  EXPECT_EQ(waiting.back(), 4u);
+  // Finish the survivors; the preempted are readmitted before 4 and recompute their tokens
+  // (their full blocks come back from the prefix cache).
+  std::vector<uint64_t> running;
+  for (const Sequence* s : sched_->running()) running.push_back(s->id);
+  for (uint64_t id : running) Finish(id);
+  plan = Step();
+  ASSERT_FALSE(plan.chunks.empty());
+  EXPECT_EQ(plan.chunks[0].seq->id, waiting.front());
+  EXPECT_TRUE(plan.chunks[0].sample);
+  EXPECT_GT(plan.chunks[0].begin, 0);  // prefix cache hit on its own released blocks
+}
+
+TEST_F(SchedulerTest, PreemptionWithoutPrefixCacheRecomputesEverything) {
+  Init(4, 100, 64, /*prefix_cache=*/false);
+  Add(1, 7);
+  Add(2, 7);
+  Step();
+  Step();
+  StepPlan plan = Step();  // both need a third block; 2 yields
+  EXPECT_THAT(plan.preempted, ElementsAre(2));
+  EXPECT_THAT(Ids(plan), ElementsAre(1));
+  Finish(1);
+  plan = Step();
+  EXPECT_THAT(Ids(plan), ElementsAre(2));
+  EXPECT_EQ(plan.chunks[0].begin, 0);
+  EXPECT_EQ(plan.chunks[0].end, 9);
+  EXPECT_TRUE(plan.chunks[0].sample);
+}
+
+TEST_F(SchedulerTest, PrefixHitSkipsComputeButNeverTheLastToken) {
+  Init(32, 100);
+  Add(1, 12, 100);
+  Step();
+  EXPECT_EQ(pool_->MatchPrefix(sched_->Find(1)->hashes), 3);
+  Finish(1);
+  EXPECT_EQ(pool_->num_cached(), 3);  // three full blocks; the partial fourth is free
+  // Same 12 tokens: only blocks 0..1 are reused; block 2 holds the last token.
+  Sequence* s2 = Add(2, 12, 100);
+  StepPlan plan = Step();
+  EXPECT_EQ(plan.chunks[0].begin, 8);
+  EXPECT_EQ(s2->cached_tokens, 8);
+  // A longer prompt sharing them reuses all three.
+  Sequence* s3 = Add(3, 15, 100);
+  plan = Step();
+  EXPECT_THAT(Ids(plan), ElementsAre(2, 3));
+  EXPECT_EQ(plan.chunks[1].begin, 12);
+  EXPECT_EQ(s3->cached_tokens, 12);
+  // Shared blocks are referenced by both.
+  EXPECT_EQ(pool_->RefCount(s3->blocks[0]), 2);
+  EXPECT_EQ(s2->blocks[0], s3->blocks[0]);
+  EXPECT_EQ(sched_->prefix_queries(), 12 + 12 + 15);
+  EXPECT_EQ(sched_->prefix_hits(), 8 + 12);
+  // A different seed (salt) shares nothing.
+  auto other = MakeSeq(4, 15, 100);
+  other->hash_seed = 99;
+  Sequence* s4 = other.get();
+  sched_->Add(std::move(other));
+  Step();
+  EXPECT_EQ(s4->cached_tokens, 0);
+}
+
+TEST_F(SchedulerTest, CancelReleasesBlocksFromAnywhere) {
+  Init(16, 8);
+  Add(1, 20);  // running, mid-prefill after one step
+  Add(2, 4);   // waiting
+  Step();
+  EXPECT_EQ(sched_->num_running(), 1);
+  EXPECT_EQ(sched_->num_waiting(), 1);
+  EXPECT_GT(Referenced(), 0);
+  Finish(1);
+  Finish(2);
+  EXPECT_EQ(sched_->Detach(1), nullptr);  // already gone
+  EXPECT_TRUE(sched_->idle());
+  EXPECT_EQ(Referenced(), 0);
+  EXPECT_EQ(pool_->num_available(), 16);
+}
+
+TEST_F(SchedulerTest, SequenceThatCannotFitAloneFails) {
+  Init(3, 100);  // 12 positions
+  Add(1, 11);
+  StepPlan plan = Step();
+  EXPECT_THAT(Ids(plan), ElementsAre(1));
+  plan = Step();  // decode of position 11 fits (12 positions)
+  EXPECT_THAT(Ids(plan), ElementsAre(1));
+  plan = Step();  // position 12 needs a fourth block that does not exist
+  ASSERT_EQ(plan.failed.size(), 1u);
+  EXPECT_EQ(plan.failed[0]->id, 1u);
+  EXPECT_TRUE(sched_->idle());
+  sched_->Free(plan.failed[0].get());
+  EXPECT_EQ(pool_->num_available(), 3);
+}
+
+TEST_F(SchedulerTest, PrefilledSequenceDecodesFromItsReservedBlocks) {
+  Init(8, 100);
+  auto s = MakeSeq(1, 9);
+  s->tokens.push_back(5);  // the first token, sampled elsewhere
+  s->num_computed = 9;
+  for (int i = 0; i < 3; ++i) s->blocks.push_back(pool_->Allocate());
+  s->admitted_once = true;
+  Sequence* p = s.get();
+  sched_->Add(std::move(s));
+  StepPlan plan = Step();
+  EXPECT_THAT(Sizes(plan), ElementsAre(1));
+  EXPECT_EQ(plan.chunks[0].begin, 9);
+  EXPECT_TRUE(plan.chunks[0].sample);
+  EXPECT_EQ(p->blocks.size(), 3u);
+  EXPECT_EQ(pool_->num_cached(), 0);
+  Finish(1);
+  EXPECT_EQ(pool_->num_cached(), 2);  // its two full blocks were registered after the step
+}
+
+TEST_F(SchedulerTest, QueuedPrefillTokensCountsPromptWorkOnly) {
+  Init(64, 8);
+  Add(1, 20);
+  Add(2, 5);
+  EXPECT_EQ(sched_->queued_prefill_tokens(), 25);
+  Step();  // 8 of 1's
+  EXPECT_EQ(sched_->queued_prefill_tokens(), 17);
+  Step();
+  Step();  // 1 done (sampled), 2 admitted with the leftover budget
+  EXPECT_LE(sched_->queued_prefill_tokens(), 5);
+}
+
+TEST_F(SchedulerTest, FirstScheduledTimeIsRecorded) {
+  Init(64, 8);
+  Sequence* s = Add(1, 4);
+  EXPECT_EQ(s->first_scheduled_ns, -1);
+  Step(/*now=*/12345);
+  EXPECT_EQ(s->first_scheduled_ns, 12345);
+  Step(/*now=*/99999);
+  EXPECT_EQ(s->first_scheduled_ns, 12345);
+}
+
+}  // namespace
+}  // namespace crescent::engine

@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""End-to-end checks of `crescent serve` on the reference model with the official `openai`
+client and with curl.
+
+  serve_api_e2e_test.py --crescent build/release/bin/crescent --model PATH
+
+Checks: chat, streaming with include_usage (role in the first delta, finish_reason only in the
+last, a final usage chunk with empty choices), stop strings, n=2, seed reproducibility,
+logprobs/top_logprobs, max_tokens -> "length", the completions endpoint (also streamed),
+/v1/models, errors (400 bad parameter and context overflow, 401 API key, 404 model, 413 body),
+cached_tokens on a shared long prefix, raw SSE framing through curl, bad flags (exit 2) and a
+graceful SIGTERM stop (exit 0). Exit 77 (CTest skip) without the model.
+"""
+import json
+import subprocess
+
+import openai
+
+from serve_common import Server, check, fail, main_wrapper
+
+KEY = "test-secret-key"
+MODEL = "smol"
+
+
+def greedy_chat(client, content, **kw):
+    return client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": content}], temperature=0, **kw)
+
+
+def check_chat(client):
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "system", "content": "You are a helpful assistant."},
+                  {"role": "user", "content": "What is the capital of France?"}],
+        temperature=0, max_tokens=40)
+    text = r.choices[0].message.content
+    print("chat:", repr(text))
+    check(r.choices[0].message.role == "assistant", "role is not assistant")
+    check("Paris" in text, f"greedy answer lacks 'Paris': {text!r}")
+    check(r.choices[0].finish_reason in ("stop", "length"), r.choices[0].finish_reason)
+    check(r.id.startswith("chatcmpl-"), r.id)
+    check(r.model == MODEL, r.model)
+    check(r.usage.prompt_tokens > 10 and r.usage.completion_tokens > 0, str(r.usage))
+    check(r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens,
+          str(r.usage))
+
+
+def check_stream(client):
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Name three colors."}],
+        temperature=0, max_tokens=30, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    check(len(chunks) >= 3, f"only {len(chunks)} chunks")
+    with_choices = [c for c in chunks if c.choices]
+    check(with_choices[0].choices[0].delta.role == "assistant", "no role in the first delta")
+    for c in with_choices[1:]:
+        check(c.choices[0].delta.role in (None, "assistant"), "role in a later delta")
+    for c in with_choices[:-1]:
+        check(c.choices[0].finish_reason is None, "finish_reason before the last chunk")
+    check(with_choices[-1].choices[0].finish_reason in ("stop", "length"),
+          "no finish_reason in the last chunk")
+    last = chunks[-1]
+    check(last.choices == [], "the usage chunk has choices")
+    check(last.usage is not None and last.usage.completion_tokens > 0, "no usage chunk")
+    for c in chunks[:-1]:
+        check(c.usage is None, "usage before the final chunk")
+    text = "".join(c.choices[0].delta.content or "" for c in with_choices)
+    print("stream:", repr(text))
+    check(len(text) > 0, "empty streamed text")
+    check(len({c.id for c in chunks}) == 1, "chunk ids differ")
+
+
+def check_stop_and_length(client):
+    prompt = "Count from one to twenty: one, two, three,"
+    greedy = dict(model=MODEL, prompt=prompt, temperature=0, max_tokens=24)
+    client.completions.create(**greedy)  # Warm the prefix cache: later runs compute alike.
+    free = client.completions.create(**greedy)
+    full = free.choices[0].text
+    print("completion:", repr(full))
+    check(free.object == "text_completion" and free.id.startswith("cmpl-"), free.id)
+    check(free.choices[0].finish_reason == "length", free.choices[0].finish_reason)
+    check(free.usage.completion_tokens == 24, str(free.usage))
+    check(len(full) > 12, f"short completion {full!r}")
+    stop = full[6:9]
+    at = full.find(stop)
+    r = client.completions.create(**greedy, stop=[stop, "\u00a7\u00a7"])
+    check(r.choices[0].finish_reason == "stop", f"stop: {r.choices[0].finish_reason}")
+    check(r.choices[0].text == full[:at], f"stop text {r.choices[0].text!r} != {full[:at]!r}")
+    # Streamed with a stop string: the same text, finish_reason "stop" in the last chunk.
+    s = list(client.completions.create(**greedy, stop=[stop], stream=True))
+    streamed = "".join(c.choices[0].text for c in s if c.choices)
+    check(streamed == full[:at], f"streamed stop text {streamed!r} != {full[:at]!r}")
+    check(s[-1].choices[0].finish_reason == "stop", "streamed stop finish_reason")
+    # Chat, max_tokens -> length.
+    r = greedy_chat(client, "Write a long story about a dragon.", max_tokens=5)
+    check(r.choices[0].finish_reason == "length", r.choices[0].finish_reason)
+    check(r.usage.completion_tokens == 5, str(r.usage))
+
+
+def check_n_and_seed(client):
+    args = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me a short joke."}],
+                temperature=0.8, max_tokens=20)
+    client.chat.completions.create(**args, seed=1)  # Warm the prefix cache.
+    a = client.chat.completions.create(**args, seed=1234)
+    b = client.chat.completions.create(**args, seed=1234)
+    print("seeded:", repr(a.choices[0].message.content))
+    check(a.choices[0].message.content == b.choices[0].message.content,
+          "same seed, different text")
+    two = client.chat.completions.create(**args, seed=1234, n=2)
+    check(len(two.choices) == 2, f"{len(two.choices)} choices")
+    check(sorted(c.index for c in two.choices) == [0, 1], "choice indices")
+    for c in two.choices:
+        check(c.finish_reason in ("stop", "length"), "choice without finish_reason")
+    # (Choice 0 of n=2 is not compared with the n=1 text: the two choices run as a batch of two,
+    # and the CPU kernels do not promise bit-identical logits across batch shapes.)
+    check(all(c.message.content for c in two.choices), "an empty choice")
+    check(two.usage.completion_tokens >= 2, str(two.usage))
+    # Streamed n=2: both indices, each with exactly one finish_reason.
+    chunks = list(client.chat.completions.create(**args, seed=9, n=2, stream=True))
+    finishes = [c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason]
+    check(sorted(finishes) == [0, 1], f"finish chunks per index: {finishes}")
+
+
+def check_logprobs(client):
+    r = greedy_chat(client, "Say hello.", max_tokens=8, logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    check(content is not None and len(content) > 0, "no logprobs")
+    check(len(content) <= r.usage.completion_tokens, "more logprobs than tokens")
+    for t in content:
+        check(t.logprob <= 0, f"logprob {t.logprob} > 0")
+        check(len(t.top_logprobs) == 3, f"{len(t.top_logprobs)} top_logprobs")
+        tops = [x.logprob for x in t.top_logprobs]
+        check(tops == sorted(tops, reverse=True), "top_logprobs not sorted")
+        # Greedy: the chosen token is the most likely one.
+        check(abs(t.logprob - tops[0]) < 1e-4, f"greedy token not the top one: {t}")
+    if r.choices[0].finish_reason == "length":
+        check("".join(t.token for t in content) == r.choices[0].message.content,
+              "logprob tokens do not spell the text")
+    c = client.completions.create(model=MODEL, prompt="The sky is", max_tokens=4, temperature=0,
+                                  logprobs=2)
+    lp = c.choices[0].logprobs
+    check(len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) > 0,
+          "completions logprobs")
+
+
+def check_models_and_errors(server, client):
+    models = client.models.list()
+    ids = [m.id for m in models.data]
+    check(ids == [MODEL], f"models {ids}")
+
+    def expect(exc_type, status, fn, what):
+        try:
+            fn()
+        except exc_type as e:
+            check(e.status_code == status, f"{what}: status {e.status_code}")
+            print(f"{what}: {status} {str(e)[:120]}")
+            return e
+        fail(f"{what}: no error")
+
+    expect(openai.BadRequestError, 400,
+           lambda: greedy_chat(client, "hi", max_tokens=4, extra_body={"temperature": 5}),
+           "bad temperature")
+    e = expect(openai.BadRequestError, 400, lambda: greedy_chat(client, "hi", max_tokens=100000),
+               "context overflow")
+    check("8192" in str(e), "overflow message does not give the context length")
+    expect(openai.BadRequestError, 400,
+           lambda: greedy_chat(client, "word " * 9000, max_tokens=4), "prompt beyond the context")
+    expect(openai.NotFoundError, 404,
+           lambda: client.chat.completions.create(
+               model="gpt-4", messages=[{"role": "user", "content": "hi"}], max_tokens=2),
+           "unknown model")
+    bad_key = openai.OpenAI(base_url=server.base + "/v1", api_key="wrong", max_retries=0)
+    expect(openai.AuthenticationError, 401, lambda: greedy_chat(bad_key, "hi", max_tokens=2),
+           "wrong API key")
+    status, _, _ = server.request("GET", "/v1/models")
+    check(status == 401, f"no API key: {status}")
+    expect(openai.APIStatusError, 413,
+           lambda: greedy_chat(client, "x" * 300000, max_tokens=2), "huge body")
+    # Bad requests leave the server healthy.
+    check(server.request("GET", "/health")[0] == 200, "not healthy after errors")
+
+
+def check_cached_prefix(client):
+    system = " ".join(f"Rule {i}: always answer politely and with care." for i in range(80))
+    def ask(q):
+        return client.chat.completions.create(
+            model=MODEL, messages=[{"role": "system", "content": system},
+                                   {"role": "user", "content": q}],
+            temperature=0, max_tokens=2)
+    first = ask("What is two plus two?")
+    second = ask("What colour is the sky?")
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    print(f"prompt {second.usage.prompt_tokens} tokens, cached {cached}")
+    check(first.usage.prompt_tokens > 500, str(first.usage))
+    check(cached > 0, "no cached tokens on a shared long prefix")
+    check(cached < second.usage.prompt_tokens, "all tokens cached")
+
+
+def check_curl_sse(server):
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hi!"}],
+                       "max_tokens": 8, "temperature": 0, "stream": True,
+                       "stream_options": {"include_usage": True}})
+    r = subprocess.run(["curl", "-sS", "-N", "--max-time", "60", "-D", "-",
+                        "-H", "Content-Type: application/json",
+                        "-H", f"Authorization: Bearer {KEY}", "-d", body,
+                        server.base + "/v1/chat/completions"],
+                       capture_output=True, timeout=90)
+    check(r.returncode == 0, f"curl failed: {r.stderr}")
+    head, _, events = r.stdout.decode().partition("\r\n\r\n")
+    check(head.startswith("HTTP/1.1 200"), head.splitlines()[0])
+    check("text/event-stream" in head.lower(), "no text/event-stream content type")
+    check(events.endswith("data: [DONE]\n\n"), f"stream does not end with [DONE]: {events[-60:]!r}")
+    blocks = events.split("\n\n")
+    check(blocks[-1] == "", "trailing bytes after the last event")
+    payloads = []
+    for block in blocks[:-1]:
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                continue  # keep-alive comment
+            check(line.startswith("data: "), f"not an SSE data line: {line!r}")
+            payloads.append(line[len("data: "):])
+    check(payloads[-1] == "[DONE]", "last payload is not [DONE]")
+    objs = [json.loads(p) for p in payloads[:-1]]
+    check(all(o["object"] == "chat.completion.chunk" for o in objs), "chunk objects")
+    check(objs[-1]["choices"] == [] and objs[-1]["usage"]["completion_tokens"] > 0,
+          "no final usage chunk")
+    print(f"curl: {len(payloads)} SSE events")
+
+
+def check_bad_flags(crescent, model):
+    r = subprocess.run([crescent, "serve", "--model", model, "--port", "70000"],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 2 and "--port" in r.stderr, f"--port 70000: rc={r.returncode} {r.stderr}")
+    r = subprocess.run([crescent, "serve", "--model", model, "--max-running", "0"],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 2 and "--max-running" in r.stderr, f"--max-running 0: {r.stderr}")
+    r = subprocess.run([crescent, "serve", "--model", "/nonexistent/model.gguf", "--port", "0"],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode != 0 and "/nonexistent/model.gguf" in r.stderr,
+          f"missing model: rc={r.returncode} {r.stderr}")
+    r = subprocess.run([crescent, "serve", "--port", "notaport"], capture_output=True, text=True,
+                       timeout=60)
+    check(r.returncode != 0 and "port" in (r.stderr + r.stdout), f"--port notaport: {r.stderr}")
+
+
+def run(crescent, model):
+    check_bad_flags(crescent, model)
+    with Server(crescent, model, extra=["--served-model-name", MODEL, "--max-body-bytes",
+                                        "262144"],
+                env={"CRESCENT_API_KEY": KEY}) as server:
+        client = openai.OpenAI(base_url=server.base + "/v1", api_key=KEY, max_retries=0,
+                               timeout=120)
+        check_chat(client)
+        check_stream(client)
+        check_stop_and_length(client)
+        check_n_and_seed(client)
+        check_logprobs(client)
+        check_models_and_errors(server, client)
+        check_cached_prefix(client)
+        check_curl_sse(server)
+        m = server.wait_idle()
+        check(m.get("crescent:prefix_cache_hits_total", 0) > 0,
+              "no prefix cache hits in /metrics")
+        rc = server.stop()
+        check(rc == 0, f"SIGTERM: exit {rc}")
+        check("listening on http://127.0.0.1:" in server.log_text(), "no 'listening on' line")
+
+
+if __name__ == "__main__":
+    main_wrapper(run)
