@@ -8,9 +8,11 @@
 //
 // Prints GB/s per size (each transfer size is submitted in batches of up to 64 MiB in flight),
 // the ratios shm/memcpy and tcp/iperf3 for large transfers (targets: >= 0.8 and >= 0.9), and the
-// p50/p99 latency of one 4 KiB request (submit + wait). Figures, not assertions.
+// p50/p99 latency of one 4 KiB request (submit + wait), then the KV master's put/get/exists
+// operations per second on an in-process MasterState. Figures, not assertions.
 //
 //   transfer_bench [--seconds=S] [--tcp-connections=N] [--tcp-slice=BYTES] [--no-iperf]
+//                  [--master-keys=N]
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -34,6 +36,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "bench/kvstore/master_ops.h"
 #include "kvstore/transfer/segment_directory.h"
 #include "kvstore/transfer/transfer_engine.h"
 #include "nlohmann/json.hpp"
@@ -55,6 +58,7 @@ struct Flags {
   int tcp_connections = 4;
   uint64_t tcp_slice = 1 << 20;
   bool iperf = true;
+  size_t master_keys = 100000;  // objects put and got in the master measurement
 };
 
 std::string SizeName(uint64_t size) {
@@ -369,6 +373,8 @@ int Main(const Flags& flags) {
       "\n4 KiB write latency (submit + wait, one request): shm p50 %.1f us p99 %.1f us; "
       "tcp p50 %.1f us p99 %.1f us\n",
       shm_latency.p50_us, shm_latency.p99_us, tcp_latency.p50_us, tcp_latency.p99_us);
+  std::printf("\n");
+  PrintMasterStateOps(flags.master_keys);
   return 0;
 }
 
@@ -386,12 +392,14 @@ int main(int argc, char** argv) {
       if (!absl::SimpleAtod(arg.substr(10), &flags.seconds)) return 2;
     } else if (arg.rfind("--tcp-connections=", 0) == 0) {
       if (!absl::SimpleAtoi(arg.substr(18), &flags.tcp_connections)) return 2;
+    } else if (arg.rfind("--master-keys=", 0) == 0) {
+      if (!absl::SimpleAtoi(arg.substr(14), &flags.master_keys)) return 2;
     } else if (arg.rfind("--tcp-slice=", 0) == 0) {
       if (!absl::SimpleAtoi(arg.substr(12), &flags.tcp_slice)) return 2;
     } else {
       std::fprintf(stderr,
                    "usage: transfer_bench [--seconds=S] [--tcp-connections=N] "
-                   "[--tcp-slice=BYTES] [--no-iperf]\n");
+                   "[--tcp-slice=BYTES] [--no-iperf] [--master-keys=N]\n");
       return 2;
     }
   }

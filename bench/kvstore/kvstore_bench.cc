@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kvstore/client/pool_client.h"
+#include "bench/kvstore/master_ops.h"
 #include "kvstore/master/master_state.h"
 #include "kvstore/server/master_server.h"
 #include "kvstore/server/storage_server.h"
@@ -37,41 +38,6 @@ double Seconds(Clock::time_point since) {
 void Die(const absl::Status& s, const char* what) {
   std::fprintf(stderr, "kvstore_bench: %s: %s\n", what, std::string(s.ToString()).c_str());
   std::exit(1);
-}
-
-void BenchMasterState(size_t keys) {
-  auto state = master::MasterState::Create({});
-  if (!state.ok()) Die(state.status(), "MasterState");
-  master::MasterState& m = **state;
-  int64_t now = 1;
-  for (int n = 0; n < 3; ++n) {
-    const std::string id = "n" + std::to_string(n);
-    (void)m.RegisterNode(id, id, now);
-    (void)m.MountSegment(id, id + "/dram", master::Tier::kDram, 1ull << 40, now);
-  }
-  auto t0 = Clock::now();
-  for (size_t k = 1; k <= keys; ++k) {
-    if (!m.PutStart(k, 65536, 1, now).ok()) Die(absl::InternalError("put"), "PutStart");
-    if (!m.PutEnd(k, k, now).ok()) Die(absl::InternalError("put"), "PutEnd");
-  }
-  const double put_s = Seconds(t0);
-  t0 = Clock::now();
-  for (size_t k = 1; k <= keys; ++k) {
-    if (!m.Get(k, ++now).ok()) Die(absl::InternalError("get"), "Get");
-  }
-  const double get_s = Seconds(t0);
-  std::vector<uint64_t> batch(64);
-  t0 = Clock::now();
-  size_t exists = 0;
-  for (size_t k = 1; k + 64 <= keys; k += 64) {
-    for (size_t i = 0; i < 64; ++i) batch[i] = k + i;
-    exists += m.BatchExists(batch, now).size();
-  }
-  const double exists_s = Seconds(t0);
-  std::printf("master state (in-process, %zu keys):\n", keys);
-  std::printf("  put (PutStart+PutEnd)   %10.0f ops/s\n", keys / put_s);
-  std::printf("  get (lease)             %10.0f ops/s\n", keys / get_s);
-  std::printf("  exists (batches of 64)  %10.0f keys/s\n", exists / exists_s);
 }
 
 void BenchMasterGrpc(size_t keys) {
@@ -222,7 +188,7 @@ int main(int argc, char** argv) {
     }
   }
   crescent::SetLogLevel("warn");
-  crescent::kvstore::BenchMasterState(keys);
+  crescent::kvstore::PrintMasterStateOps(keys);
   crescent::kvstore::BenchMasterGrpc(keys / 10);
   std::printf(
       "pool, 64 KiB blocks in batches of 64, checksummed, 3 in-process nodes, "

@@ -20,6 +20,11 @@ constexpr int kWindow = 64;
 // leave one of two threads idle a third of the time) splits from ~128 positions on; long
 // enough that the merge stays a small part of each piece.
 constexpr int64_t kMinSplitPositions = 64;
+// Positions [k * kSegment, (k + 1) * kSegment) form segment k. Each row's softmax is computed
+// per segment and the segments folded in order (see Fold), whether or not the positions are
+// split over threads, so the result is the same for every batch shape and thread count.
+constexpr int64_t kSegment = 64;
+static_assert(kWindow <= kSegment && kMinSplitPositions % kSegment == 0);
 
 struct Item {
   int seq;
@@ -30,7 +35,8 @@ struct Item {
 };
 
 struct Scratch {
-  std::vector<float> q, scores, acc, m, l;
+  std::vector<float> q, scores, acc, m, l;  // one segment's state
+  std::vector<float> fm, fl, facc;          // the folded state of a final item
 };
 
 Scratch& ThreadScratch() {
@@ -63,18 +69,47 @@ void PrefetchKv(const AttentionSeq& seq, int64_t page, int64_t t0, int64_t t1, s
   }
 }
 
-// Runs one item: online softmax over its positions for its rows (query j, head of the group).
-// Writes the normalized output, or (m, l, unnormalized acc) into the partial buffers.
+// The softmax state of one row over some positions: running max m, sum l of exp(score - m),
+// and acc = sum of exp(score - m) * v (unnormalized).
+// Folds a segment's state (m, l, a) into the running state (*fm, *fl, fa). Every row's result
+// is the left fold of its segments' states in position order, whichever item or thread
+// computed them, so that it is bit-identical for any batch shape and split (with int8
+// activation quantization downstream, a one-ulp difference here can flip a code and grow).
+__attribute__((noinline)) void Fold(float* fm, float* fl, float* fa, float m, float l, const float* a, int hd) {
+  if (m == kNegInf) return;  // the segment lies wholly after the row's position.
+  if (*fm == kNegInf) {
+    *fm = m;
+    *fl = l;
+    std::copy(a, a + hd, fa);
+    return;
+  }
+  const float mx = std::max(*fm, m);
+  const float ca = std::exp(*fm - mx), cb = std::exp(m - mx);
+  *fl = *fl * ca + l * cb;
+  for (int d = 0; d < hd; ++d) fa[d] = fa[d] * ca + a[d] * cb;
+  *fm = mx;
+}
+
+// Runs one item: for each segment of its positions, online softmax over the segment's windows
+// from scratch, for its rows (query j, head of the group). A final item folds the segments and
+// writes the normalized output; a piece of a split writes each segment's (m, l, acc) into the
+// partial buffers (segment k of the item at rows it.partial + k * nr).
 void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
              const internal::VecKernels& vk, float* part_m, float* part_l, float* part_acc) {
   const int hd = sh.head_dim, group = sh.group;
   const int nr = (it.j1 - it.j0) * group;
   Scratch& s = ThreadScratch();
   s.q.resize(static_cast<size_t>(nr) * hd);
-  s.acc.assign(static_cast<size_t>(nr) * hd, 0.0f);
+  s.acc.resize(static_cast<size_t>(nr) * hd);
   s.scores.resize(static_cast<size_t>(nr) * kWindow);
-  s.m.assign(nr, kNegInf);
-  s.l.assign(nr, 0.0f);
+  s.m.resize(nr);
+  s.l.resize(nr);
+  const bool final = it.partial < 0;
+  if (final) {
+    s.fm.assign(nr, kNegInf);
+    s.fl.assign(nr, 0.0f);
+    s.facc.assign(static_cast<size_t>(nr) * hd, 0.0f);
+  }
   for (int r = 0; r < nr; ++r) {
     const int j = it.j0 + r / group, h = it.kv_head * group + r % group;
     const float* src = seq.q + (static_cast<int64_t>(j) * sh.n_heads + h) * hd;
@@ -82,63 +117,79 @@ void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
   }
   const size_t kv_stride = static_cast<size_t>(sh.n_kv_heads) * hd;
   const int64_t bt = sh.block_tokens;
-  // The window that starts at t0: positions [t0, *t1), all on page *page. While one window is
-  // computed, the next one's K/V rows are prefetched.
+  // The window that starts at t0: positions [t0, *t1), all on page *page and in one segment.
+  // While one window is computed, the next one's K/V rows are prefetched.
   auto window_at = [&](int64_t t0, int64_t* page, int64_t* t1) {
     *page = t0 / bt;
-    *t1 = std::min({it.p_end, (*page + 1) * bt, t0 + kWindow});
+    *t1 = std::min({it.p_end, (*page + 1) * bt, t0 + kWindow, (t0 / kSegment + 1) * kSegment});
   };
   if (it.p_begin < it.p_end) {
     int64_t page, t1;
     window_at(it.p_begin, &page, &t1);
     PrefetchKv(seq, page, it.p_begin, t1, kv_stride, bt, it.kv_head, hd);
   }
-  for (int64_t t0 = it.p_begin; t0 < it.p_end;) {
-    int64_t page, t1;
-    window_at(t0, &page, &t1);
-    if (t1 < it.p_end) {
-      int64_t next_page, next_t1;
-      window_at(t1, &next_page, &next_t1);
-      PrefetchKv(seq, next_page, t1, next_t1, kv_stride, bt, it.kv_head, hd);
-    }
-    const int nt = static_cast<int>(t1 - t0);
-    const size_t offset =
-        static_cast<size_t>(t0 - page * bt) * kv_stride + static_cast<size_t>(it.kv_head) * hd;
-    vk.scores_f16(s.q.data(), nr, hd, seq.k_blocks[page] + offset, kv_stride, nt, s.scores.data(),
-                  kWindow);
-    for (int r = 0; r < nr; ++r) {
-      float* row = s.scores.data() + r * kWindow;
-      const int64_t limit = seq.q_pos0 + it.j0 + r / group;  // last position this row sees.
-      const int valid = static_cast<int>(std::clamp<int64_t>(limit - t0 + 1, 0, nt));
-      std::fill(row + valid, row + nt, 0.0f);
-      if (valid == 0) continue;
-      const float m_new = std::max(s.m[r], vk.max(row, valid));
-      const float sum = vk.exp_shift_sum(row, row, valid, m_new);
-      if (s.m[r] != kNegInf && s.m[r] != m_new) {
-        const float corr = std::exp(s.m[r] - m_new);
-        s.l[r] *= corr;
-        float* a = s.acc.data() + r * hd;
-        for (int d = 0; d < hd; ++d) a[d] *= corr;
+  int64_t seg_index = 0;
+  for (int64_t seg0 = it.p_begin; seg0 < it.p_end; ++seg_index) {
+    const int64_t seg1 = std::min(it.p_end, (seg0 / kSegment + 1) * kSegment);
+    std::fill(s.m.begin(), s.m.end(), kNegInf);
+    std::fill(s.l.begin(), s.l.end(), 0.0f);
+    std::fill(s.acc.begin(), s.acc.end(), 0.0f);
+    for (int64_t t0 = seg0; t0 < seg1;) {
+      int64_t page, t1;
+      window_at(t0, &page, &t1);
+      if (t1 < it.p_end) {
+        int64_t next_page, next_t1;
+        window_at(t1, &next_page, &next_t1);
+        PrefetchKv(seq, next_page, t1, next_t1, kv_stride, bt, it.kv_head, hd);
       }
-      s.l[r] += sum;
-      s.m[r] = m_new;
+      const int nt = static_cast<int>(t1 - t0);
+      const size_t offset =
+          static_cast<size_t>(t0 - page * bt) * kv_stride + static_cast<size_t>(it.kv_head) * hd;
+      vk.scores_f16(s.q.data(), nr, hd, seq.k_blocks[page] + offset, kv_stride, nt,
+                    s.scores.data(), kWindow);
+      for (int r = 0; r < nr; ++r) {
+        float* row = s.scores.data() + r * kWindow;
+        const int64_t limit = seq.q_pos0 + it.j0 + r / group;  // last position this row sees.
+        const int valid = static_cast<int>(std::clamp<int64_t>(limit - t0 + 1, 0, nt));
+        // Positions past the row's own add exact zeros below: the result does not depend on
+        // which later queries share the call.
+        std::fill(row + valid, row + nt, 0.0f);
+        if (valid == 0) continue;
+        const float m_new = std::max(s.m[r], vk.max(row, valid));
+        const float sum = vk.exp_shift_sum(row, row, valid, m_new);
+        if (s.m[r] != kNegInf && s.m[r] != m_new) {
+          const float corr = std::exp(s.m[r] - m_new);
+          s.l[r] *= corr;
+          float* a = s.acc.data() + r * hd;
+          for (int d = 0; d < hd; ++d) a[d] *= corr;
+        }
+        s.l[r] += sum;
+        s.m[r] = m_new;
+      }
+      vk.accum_f16(s.scores.data(), kWindow, nr, seq.v_blocks[page] + offset, kv_stride, nt, hd,
+                   s.acc.data());
+      t0 = t1;
     }
-    vk.accum_f16(s.scores.data(), kWindow, nr, seq.v_blocks[page] + offset, kv_stride, nt, hd,
-                 s.acc.data());
-    t0 = t1;
+    for (int r = 0; r < nr; ++r) {
+      const float* a = s.acc.data() + r * hd;
+      if (final) {
+        Fold(&s.fm[r], &s.fl[r], s.facc.data() + r * hd, s.m[r], s.l[r], a, hd);
+      } else {
+        const int64_t pr = it.partial + seg_index * nr + r;
+        part_m[pr] = s.m[r];
+        part_l[pr] = s.l[r];
+        std::copy(a, a + hd, part_acc + pr * hd);
+      }
+    }
+    seg0 = seg1;
   }
+  if (!final) return;
   for (int r = 0; r < nr; ++r) {
-    const float* a = s.acc.data() + r * hd;
-    if (it.partial >= 0) {
-      part_m[it.partial + r] = s.m[r];
-      part_l[it.partial + r] = s.l[r];
-      std::copy(a, a + hd, part_acc + (it.partial + r) * hd);
-    } else {
-      const int j = it.j0 + r / group, h = it.kv_head * group + r % group;
-      float* dst = seq.out + (static_cast<int64_t>(j) * sh.n_heads + h) * hd;
-      const float inv = 1.0f / s.l[r];
-      for (int d = 0; d < hd; ++d) dst[d] = a[d] * inv;
-    }
+    const float* a = s.facc.data() + r * hd;
+    const int j = it.j0 + r / group, h = it.kv_head * group + r % group;
+    float* dst = seq.out + (static_cast<int64_t>(j) * sh.n_heads + h) * hd;
+    const float inv = 1.0f / s.fl[r];
+    for (int d = 0; d < hd; ++d) dst[d] = a[d] * inv;
   }
 }
 
@@ -161,8 +212,8 @@ void Attention(ThreadPool* pool, const AttentionSeq* seqs, int n_seqs, int n_hea
   items.clear();
   int64_t partial_rows = 0;
   struct Merge {
-    int seq, kv_head, j0, j1, splits;
-    int64_t first_row;  // partial row of split 0; split i's rows follow at i * rows.
+    int seq, kv_head, j0, j1, segments;  // segments of the rows' positions
+    int64_t first_row;  // partial row of segment 0; segment k's rows follow at k * rows.
   };
   thread_local std::vector<Merge> merges;
   merges.clear();
@@ -183,15 +234,17 @@ void Attention(ThreadPool* pool, const AttentionSeq* seqs, int n_seqs, int n_hea
           continue;
         }
         const int rows = (j1 - j0) * sh.group;
-        merges.push_back({s, g, j0, j1, splits, partial_rows});
-        // Page-aligned boundaries so that pieces never share a page window.
-        const int64_t pages = (n_pos + block_tokens - 1) / block_tokens;
+        const int64_t segs = (n_pos + kSegment - 1) / kSegment;
+        splits = static_cast<int>(std::min<int64_t>(splits, segs));
+        merges.push_back({s, g, j0, j1, static_cast<int>(segs), partial_rows});
+        // Pieces of whole segments; piece i's segment k is segment seg_b + k of the row.
         for (int i = 0; i < splits; ++i) {
-          const int64_t b = std::min(n_pos, pages * i / splits * block_tokens);
-          const int64_t e = std::min(n_pos, pages * (i + 1) / splits * block_tokens);
-          items.push_back({s, g, j0, j1, b, e, partial_rows});
-          partial_rows += rows;
+          const int64_t seg_b = segs * i / splits, seg_e = segs * (i + 1) / splits;
+          if (seg_b == seg_e) continue;
+          items.push_back({s, g, j0, j1, seg_b * kSegment, std::min(n_pos, seg_e * kSegment),
+                           partial_rows + seg_b * rows});
         }
+        partial_rows += segs * rows;
       }
     }
   }
@@ -218,27 +271,22 @@ void Attention(ThreadPool* pool, const AttentionSeq* seqs, int n_seqs, int n_hea
     run(0, n_items);
   }
 
-  // Combine position splits: out = sum_i acc_i e^(m_i - M) / sum_i l_i e^(m_i - M).
+  // Fold each split row's segments in order, exactly as a final item does.
+  thread_local std::vector<float> fold_acc;
+  fold_acc.resize(head_dim);
   for (const Merge& mg : merges) {
     const AttentionSeq& seq = seqs[mg.seq];
     const int rows = (mg.j1 - mg.j0) * sh.group;
     for (int r = 0; r < rows; ++r) {
-      float big = kNegInf;
-      for (int i = 0; i < mg.splits; ++i) big = std::max(big, pm[mg.first_row + i * rows + r]);
+      float fm = kNegInf, fl = 0;
+      for (int k = 0; k < mg.segments; ++k) {
+        const int64_t pr = mg.first_row + static_cast<int64_t>(k) * rows + r;
+        Fold(&fm, &fl, fold_acc.data(), pm[pr], pl[pr], pa + pr * head_dim, head_dim);
+      }
       const int j = mg.j0 + r / sh.group, h = mg.kv_head * sh.group + r % sh.group;
       float* dst = seq.out + (static_cast<int64_t>(j) * n_heads + h) * head_dim;
-      std::fill(dst, dst + head_dim, 0.0f);
-      float denom = 0;
-      for (int i = 0; i < mg.splits; ++i) {
-        const int64_t pr = mg.first_row + i * rows + r;
-        if (pm[pr] == kNegInf) continue;  // this piece lay wholly after the row's position.
-        const float w = std::exp(pm[pr] - big);
-        denom += pl[pr] * w;
-        const float* a = pa + pr * head_dim;
-        for (int d = 0; d < head_dim; ++d) dst[d] += a[d] * w;
-      }
-      const float inv = 1.0f / denom;
-      for (int d = 0; d < head_dim; ++d) dst[d] *= inv;
+      const float inv = 1.0f / fl;
+      for (int d = 0; d < head_dim; ++d) dst[d] = fold_acc[d] * inv;
     }
   }
 }
