@@ -3,6 +3,8 @@
 #ifndef CRESCENT_SRC_CLI_COMMAND_H_
 #define CRESCENT_SRC_CLI_COMMAND_H_
 
+#include <signal.h>
+
 #include <functional>
 #include <vector>
 
@@ -17,6 +19,12 @@ struct Command {
 
 // Each file registers its subcommands on `app` and appends them to `commands`. Flag values live
 // in objects the run functions own (shared_ptr), so they outlive the call.
+// For long-running roles: blocks SIGINT and SIGTERM in the calling thread and every thread it
+// starts afterwards (call it before starting any), and ignores SIGPIPE; WaitForStopSignal then
+// takes one of them synchronously on the main thread and returns its number.
+sigset_t BlockStopSignals();
+int WaitForStopSignal(const sigset_t& signals);
+
 void AddServeCommands(CLI::App& app, std::vector<Command>* commands);    // serve_command.cc
 void AddKvstoreCommands(CLI::App& app, std::vector<Command>* commands);  // kvstore_command.cc
 

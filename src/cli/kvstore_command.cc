@@ -47,24 +47,6 @@ int Fail(const char* command, const std::string& message, int code) {
   return code;
 }
 
-// Blocks SIGINT/SIGTERM in this thread and every thread started after it; WaitForStopSignal
-// then takes them synchronously.
-sigset_t BlockStopSignals() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  return signals;
-}
-
-int WaitForStopSignal(const sigset_t& signals) {
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
-  return signal_number;
-}
-
 uint64_t GbToBytes(double gb) { return static_cast<uint64_t>(std::llround(gb * (1ull << 30))); }
 
 int RunMaster(const MasterFlags& f) {

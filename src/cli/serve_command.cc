@@ -67,12 +67,7 @@ int RunServe(const ServeFlags& f) {
   }
 
   // Every thread started from here on inherits the mask; the main thread waits for the signals.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t signals = BlockStopSignals();
 
   engine::LoadOptions load;
   load.chat_template = f.chat_template;
@@ -120,8 +115,7 @@ int RunServe(const ServeFlags& f) {
   CRESCENT_LOG(info, "listening on http://{}{}{}:{}", ipv6 ? "[" : "", f.host, ipv6 ? "]" : "",
                (*http)->port());
 
-  int signo = 0;
-  sigwait(&signals, &signo);
+  const int signo = WaitForStopSignal(signals);
   CRESCENT_LOG(info, "{}: stopping (cancelling requests in flight)",
                signo == SIGINT ? "SIGINT" : "SIGTERM");
   (*http)->Stop();
