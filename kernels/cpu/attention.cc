@@ -75,7 +75,8 @@ void PrefetchKv(const AttentionSeq& seq, int64_t page, int64_t t0, int64_t t1, s
 // is the left fold of its segments' states in position order, whichever item or thread
 // computed them, so that it is bit-identical for any batch shape and split (with int8
 // activation quantization downstream, a one-ulp difference here can flip a code and grow).
-__attribute__((noinline)) void Fold(float* fm, float* fl, float* fa, float m, float l, const float* a, int hd) {
+__attribute__((noinline)) void Fold(float* fm, float* fl, float* fa, float m, float l,
+                                    const float* a, int hd) {
   if (m == kNegInf) return;  // the segment lies wholly after the row's position.
   if (*fm == kNegInf) {
     *fm = m;
@@ -145,8 +146,8 @@ void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
       const int nt = static_cast<int>(t1 - t0);
       const size_t offset =
           static_cast<size_t>(t0 - page * bt) * kv_stride + static_cast<size_t>(it.kv_head) * hd;
-      vk.scores_f16(s.q.data(), nr, hd, seq.k_blocks[page] + offset, kv_stride, nt,
-                    s.scores.data(), kWindow);
+      vk.scores_f16(s.q.data(), nr, hd, seq.k_blocks[page] + offset, kv_stride, nt, s.scores.data(),
+                    kWindow);
       for (int r = 0; r < nr; ++r) {
         float* row = s.scores.data() + r * kWindow;
         const int64_t limit = seq.q_pos0 + it.j0 + r / group;  // last position this row sees.

@@ -39,6 +39,9 @@ bool MatMulSupports(GgmlType type);
 // m x w.rows f32 row-major. The rows of y are split into contiguous chunks, one per thread of
 // `pool` (nullptr: the calling thread alone). Quantized weight types quantize x to 8 bits per
 // block first, so y carries that error (relative ~0.4% of each block's largest |x| per term).
+// Row i of y depends only on row i of x, bit for bit: the same whatever m, the row's place in x
+// and the pool's size (for one ISA). The serving engine relies on it: a prompt's chunking and
+// the other sequences of a batch must not change a token's result.
 //
 // Thread-safety: calls may run concurrently (each calling thread has its own scratch for the
 // quantized x) as long as their y do not overlap; a pool serializes concurrent users itself.

@@ -202,3 +202,48 @@ TEST(AttentionTest, OddHeadDimAndLargeScores) {
 
 }  // namespace
 }  // namespace crescent::kernels
+
+namespace crescent::kernels {
+namespace {
+
+// Each query row's output is the same bits whether it is computed in one prefill call, in
+// chunks, alone (decode, positions split over threads) or beside other sequences.
+TEST(AttentionTest, RowsAreBitIdenticalForAnyChunkingBatchAndThreads) {
+  std::mt19937 rng(31);
+  ThreadPool pool2(2);
+  for (const Shape& s : {Shape{9, 3, 64, 16}, Shape{4, 1, 32, 4}, Shape{4, 2, 16, 128}}) {
+    const int n = 200;  // several 64-position segments
+    PagedSeq seq = MakeSeq(rng, s, n, 0, 2.0f);
+    PagedSeq other = MakeSeq(rng, s, 2, 90, 2.0f);
+    const int64_t row = static_cast<int64_t>(s.n_heads) * s.hd;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(s.hd));
+    for (Isa isa : AvailableIsas()) {
+      ScopedIsa scoped(isa);
+      std::vector<float> full(n * row);
+      AttentionSeq all{seq.q.data(), n, 0, seq.k_ptrs.data(), seq.v_ptrs.data(), full.data()};
+      Attention(nullptr, &all, 1, s.n_heads, s.n_kv, s.hd, s.bt, scale);
+      for (int chunk : {1, 3, 64}) {
+        for (bool with_other : {false, true}) {
+          std::vector<float> out(n * row, -999.0f);
+          for (int j0 = 0; j0 < n; j0 += chunk) {
+            const int nq = std::min(chunk, n - j0);
+            AttentionSeq views[2] = {{other.q.data(), other.n_q, other.q_pos0, other.k_ptrs.data(),
+                                      other.v_ptrs.data(), other.out.data()},
+                                     {seq.q.data() + j0 * row, nq, j0, seq.k_ptrs.data(),
+                                      seq.v_ptrs.data(), out.data() + j0 * row}};
+            Attention(&pool2, with_other ? views : views + 1, with_other ? 2 : 1, s.n_heads, s.n_kv,
+                      s.hd, s.bt, scale);
+          }
+          for (int64_t i = 0; i < n * row; ++i) {
+            ASSERT_EQ(out[i], full[i])
+                << IsaName(isa) << " heads=" << s.n_heads << " bt=" << s.bt << " chunk=" << chunk
+                << " other=" << with_other << " query=" << i / row;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace crescent::kernels

@@ -288,3 +288,44 @@ TEST(MatMulTest, ZeroBatchWritesNothing) {
 
 }  // namespace
 }  // namespace crescent::kernels
+
+namespace crescent::kernels {
+namespace {
+
+// Each output row depends only on its own activation row: the same bits whatever the batch
+// size, the row's place in the batch and the thread split. The serving engine relies on it
+// (chunked prefill, recompute after preemption, prefill on one node and decode on another);
+// with int8 activations downstream even a one-ulp difference can flip a code and grow.
+TEST(MatMulTest, RowsAreBitIdenticalForAnyBatchShapeAndThreadSplit) {
+  std::mt19937 rng(41);
+  ThreadPool pool2(2), pool3(3);
+  for (GgmlType t : kAllTypes) {
+    for (int64_t cols : ColsFor(t)) {
+      const Weights w = MakeWeights(rng, t, 67, cols);
+      const int64_t m = 70;  // more than one 64-row pass
+      const std::vector<float> x = MakeX(rng, m, cols);
+      for (Isa isa : AvailableIsas()) {
+        ScopedIsa scoped(isa);
+        std::vector<float> full(m * w.rows);
+        MatMul(&pool2, w.view(), x.data(), m, full.data());
+        for (int64_t batch : {1, 2, 5}) {
+          for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool3}) {
+            for (int64_t i0 = 0; i0 < m; i0 += batch) {
+              const int64_t mc = std::min(batch, m - i0);
+              std::vector<float> part(mc * w.rows);
+              MatMul(pool, w.view(), x.data() + i0 * cols, mc, part.data());
+              for (int64_t i = 0; i < mc * w.rows; ++i) {
+                ASSERT_EQ(part[i], full[i0 * w.rows + i])
+                    << GetTypeInfo(t).name << " " << IsaName(isa) << " cols=" << cols
+                    << " batch=" << batch << " row=" << i0 + i / w.rows << " n=" << i % w.rows;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace crescent::kernels

@@ -31,8 +31,7 @@ class Harness {
           int block_tokens, int64_t num_blocks)
       : config_(config) {
     backend_ = *CpuBackend::Create(config, weights, threads);
-    KvCacheConfig kc{config.n_layers, config.n_kv_heads, config.head_dim, block_tokens,
-                     num_blocks};
+    KvCacheConfig kc{config.n_layers, config.n_kv_heads, config.head_dim, block_tokens, num_blocks};
     cache_ = *KvCache::Create(kc);
   }
 
@@ -117,16 +116,6 @@ class Harness {
     return result;
   }
 
- int CountInf() {
-    int c = 0; float mx = 0;
-    const auto& kc = cache_->config();
-    for (int64_t b = 0; b < kc.num_blocks; ++b) for (int l = 0; l < kc.n_layers; ++l) {
-      for (uint16_t* pg : {cache_->KPage(b, l), cache_->VPage(b, l)})
-        for (size_t i = 0; i < kc.PageBytes() / 2; ++i) { if ((pg[i] & 0x7C00) == 0x7C00) ++c; }
-    }
-    (void)mx;
-    return c;
-  }
  private:
   const model::ModelConfig& config_;
   std::unique_ptr<CpuBackend> backend_;
@@ -174,25 +163,24 @@ struct TinyCase {
 class TinyChunkingTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(TinyChunkingTest, LastLogitsIndependentOfChunkingAndBatch) {
+  // Every weight type with 2 threads and pages of 4 positions (so that decode splits positions
+  // over threads early), NeoX RoPE + QKV bias, pages of 16, and one thread.
   const std::vector<TinyCase> cases = [] {
     std::vector<TinyCase> c;
     testing::TinyModelOptions o;
     o.context_length = 512;
-    for (kernels::GgmlType t : {kernels::GgmlType::kF32, kernels::GgmlType::kF16,
-                                kernels::GgmlType::kQ8_0, kernels::GgmlType::kQ4_0,
-                                kernels::GgmlType::kQ4_1}) {
+    for (kernels::GgmlType t :
+         {kernels::GgmlType::kF32, kernels::GgmlType::kF16, kernels::GgmlType::kQ8_0,
+          kernels::GgmlType::kQ4_0, kernels::GgmlType::kQ4_1}) {
       o.weight_type = t;
       c.push_back({o, 2, 4});
     }
+    o.weight_type = kernels::GgmlType::kQ8_0;
+    c.push_back({o, 2, 16});
+    c.push_back({o, 1, 16});
     o.arch = "qwen2";
     o.weight_type = kernels::GgmlType::kQ4_1;
     c.push_back({o, 2, 16});
-    o.arch = "llama";
-    c.push_back({o, 1, 16});
-    o.weight_type = kernels::GgmlType::kQ8_0;
-    c.push_back({o, 1, 4});
-    c.push_back({o, 2, 16});
-    c.push_back({o, 1, 16});
     return c;
   }();
   const TinyCase& tc = cases[GetParam()];
@@ -203,10 +191,14 @@ TEST_P(TinyChunkingTest, LastLogitsIndependentOfChunkingAndBatch) {
   CheckInvariance(&h, RandomTokens(203, config.vocab_size, 42), config.vocab_size);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, TinyChunkingTest, ::testing::Range(0, 10));
+INSTANTIATE_TEST_SUITE_P(Models, TinyChunkingTest, ::testing::Range(0, 8));
 
 TEST(RealModelChunkingTest, LastLogitsIndependentOfChunkingAndBatch) {
   const char* path = std::getenv("CRESCENT_MODEL");
+  // Seconds of real inference: run by the e2e test engine_chunking_real_model_test only.
+  if (std::getenv("CRESCENT_CHUNKING_REAL_MODEL") == nullptr) {
+    GTEST_SKIP() << "CRESCENT_CHUNKING_REAL_MODEL not set";
+  }
   std::FILE* f = path != nullptr ? std::fopen(path, "rb") : nullptr;
   if (f == nullptr) GTEST_SKIP() << "CRESCENT_MODEL not set or missing";
   std::fclose(f);
@@ -224,148 +216,5 @@ TEST(RealModelChunkingTest, LastLogitsIndependentOfChunkingAndBatch) {
   CheckInvariance(&h, tokens, (*model)->config.vocab_size);
 }
 
-}  // namespace
-}  // namespace crescent::engine
-#include "kernels/cpu/matmul.h"
-#include "kernels/cpu/quants.h"
-#include "src/common/thread_pool.h"
-namespace crescent::engine {
-namespace {
-TEST(Exp, MatMulRowIndependence) {
-  std::mt19937 rng(3);
-  ThreadPool pool(2);
-  for (auto t : {kernels::GgmlType::kF32, kernels::GgmlType::kF16, kernels::GgmlType::kQ8_0,
-                 kernels::GgmlType::kQ4_0, kernels::GgmlType::kQ4_1}) {
-    for (int k : {64, 96, 576, 1536}) {
-      const int n = 300;
-      std::uniform_real_distribution<float> dist(-1, 1);
-      std::vector<float> wf(n * k);
-      for (auto& v : wf) v = dist(rng);
-      size_t rb = kernels::RowBytes(t, k);
-      std::vector<uint8_t> w(rb * n);
-      for (int r = 0; r < n; ++r) kernels::QuantizeRow(t, &wf[r * k], &w[r * rb], k);
-      kernels::MatrixView mv{t, n, k, w.data(), rb};
-      const int m = 203;
-      std::vector<float> x(m * k);
-      for (auto& v : x) v = dist(rng);
-      std::vector<float> ym(m * n), y1(n);
-      kernels::MatMul(&pool, mv, x.data(), m, ym.data());
-      for (int i = 0; i < m; ++i) {
-        for (int mm : {1, 2, 5}) {
-          std::vector<float> ys(mm * n);
-          if (i + mm > m) continue;
-          kernels::MatMul(&pool, mv, &x[i * k], mm, ys.data());
-          float d = 0;
-          for (int j = 0; j < n; ++j) d = std::max(d, std::fabs(ys[j] - ym[i * n + j]));
-          if (d != 0) std::printf("type %d k %d row %d m %d: diff %g\n", int(t), k, i, mm, d);
-          if (d > 1e-3) { std::printf("BIG\n"); }
-        }
-      }
-    }
-  }
-}
-}  // namespace
-}  // namespace crescent::engine
-#include "kernels/cpu/attention.h"
-#include "kernels/cpu/fp16.h"
-namespace crescent::engine {
-namespace {
-TEST(Exp, AttentionSplit) {
-  std::mt19937 rng(5);
-  for (float qscale : {1.0f, 10.0f, 100.0f}) {
-  for (int hd : {16, 64}) {
-    const int nh = 4, nkv = 2, bt = 16, n = 203;
-    std::normal_distribution<float> dist(0, 1);
-    const int pages = (n + bt - 1) / bt;
-    std::vector<std::vector<uint16_t>> kp(pages), vp(pages);
-    std::vector<const uint16_t*> kptr, vptr;
-    for (int p = 0; p < pages; ++p) {
-      std::vector<float> f(bt * nkv * hd);
-      kp[p].resize(f.size()); vp[p].resize(f.size());
-      for (auto& v : f) v = dist(rng) * qscale;
-      kernels::F32ToF16Row(f.data(), kp[p].data(), f.size());
-      for (auto& v : f) v = dist(rng);
-      kernels::F32ToF16Row(f.data(), vp[p].data(), f.size());
-      kptr.push_back(kp[p].data()); vptr.push_back(vp[p].data());
-    }
-    std::vector<float> q(n * nh * hd);
-    for (auto& v : q) v = dist(rng);
-    std::vector<float> full(n * nh * hd);
-    ThreadPool pool(2);
-    kernels::AttentionSeq s{q.data(), n, 0, kptr.data(), vptr.data(), full.data()};
-    kernels::Attention(&pool, &s, 1, nh, nkv, hd, bt, 0.25f);
-    float worst = 0;
-    for (int j = 0; j < n; ++j) {
-      std::vector<float> o(nh * hd);
-      kernels::AttentionSeq s1{&q[j * nh * hd], 1, j, kptr.data(), vptr.data(), o.data()};
-      kernels::Attention(&pool, &s1, 1, nh, nkv, hd, bt, 0.25f);
-      for (int i = 0; i < nh * hd; ++i) worst = std::max(worst, std::fabs(o[i] - full[j * nh * hd + i]));
-    }
-    std::printf("qscale %g hd %d worst %g\n", qscale, hd, worst);
-  }
-  }
-}
-}  // namespace
-}  // namespace crescent::engine
-namespace crescent::engine {
-namespace {
-TEST(Exp, MatMulShared) {
-  std::mt19937 rng(3);
-  ThreadPool pool(2);
-  for (auto t : {kernels::GgmlType::kQ8_0, kernels::GgmlType::kQ4_1}) {
-    for (int k : {64, 96}) {
-      const int ns[3] = {64, 32, 32};
-      std::uniform_real_distribution<float> dist(-1, 1);
-      size_t rb = kernels::RowBytes(t, k);
-      std::vector<std::vector<uint8_t>> w(3);
-      kernels::MatrixView mv[3];
-      for (int j = 0; j < 3; ++j) {
-        std::vector<float> wf(ns[j] * k);
-        for (auto& v : wf) v = dist(rng);
-        w[j].resize(rb * ns[j]);
-        for (int r = 0; r < ns[j]; ++r) kernels::QuantizeRow(t, &wf[r * k], &w[j][r * rb], k);
-        mv[j] = kernels::MatrixView{t, ns[j], k, w[j].data(), rb};
-      }
-      const int m = 203;
-      std::vector<float> x(m * k);
-      for (auto& v : x) v = dist(rng);
-      std::vector<std::vector<float>> ym(3);
-      float* yp[3];
-      for (int j = 0; j < 3; ++j) { ym[j].resize(m * ns[j]); yp[j] = ym[j].data(); }
-      kernels::MatMulShared(&pool, mv, yp, 3, x.data(), m);
-      for (int i = 0; i < m; ++i) {
-        std::vector<std::vector<float>> ys(3);
-        float* sp[3];
-        for (int j = 0; j < 3; ++j) { ys[j].resize(ns[j]); sp[j] = ys[j].data(); }
-        kernels::MatMulShared(&pool, mv, sp, 3, &x[i * k], 1);
-        float d = 0;
-        for (int j = 0; j < 3; ++j)
-          for (int c = 0; c < ns[j]; ++c) d = std::max(d, std::fabs(ys[j][c] - ym[j][i * ns[j] + c]));
-        if (d != 0) std::printf("shared type %d k %d row %d diff %g\n", int(t), k, i, d);
-      }
-    }
-  }
-}
-}  // namespace
-}  // namespace crescent::engine
-namespace crescent::engine {
-namespace {
-TEST(Exp, Threads) {
-  testing::TinyModelOptions o;
-  o.context_length = 512;
-  o.weight_type = kernels::GgmlType::kQ8_0;
-  auto file = *model::GgufFile::FromBuffer(testing::MakeTinyModelGguf(o));
-  auto config = *model::ModelConfigFromGguf(*file);
-  auto weights = *model::LoadModelWeights(*file, config);
-  Harness h1(config, weights, 1, 16, 512), h2(config, weights, 2, 16, 512);
-  for (int n = 129; n <= 150; ++n) {
-    auto p = RandomTokens(n, config.vocab_size, 42);
-    std::printf("n %d: 1t 512 vs 2t 512: %g; 1t 1 vs 2t 1: %g; 1t 512 vs 2t 1: %g\n", n,
-                MaxAbsDiff(h1.Chunked(p, 512), h2.Chunked(p, 512)),
-                MaxAbsDiff(h1.Chunked(p, 1), h2.Chunked(p, 1)),
-                MaxAbsDiff(h1.Chunked(p, 512), h2.Chunked(p, 1)));
-    std::printf("inf count %d\n", h2.CountInf());
-  }
-}
 }  // namespace
 }  // namespace crescent::engine
