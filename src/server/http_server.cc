@@ -90,17 +90,26 @@ class HttpServer::Impl {
   void OnAccept(beast::error_code ec, tcp::socket socket);
   void Stop();
 
-  // Session bookkeeping, so that Stop() can close every connection.
-  bool Register(uint64_t id, std::weak_ptr<Session> session) {
-    absl::MutexLock lock(&mu);
-    if (stopping) return false;
-    sessions.emplace(id, std::move(session));
-    return true;
-  }
-  void Unregister(uint64_t id) {
-    absl::MutexLock lock(&mu);
-    sessions.erase(id);
-  }
+  // Session bookkeeping, so that Stop() can close every connection. It lives in its own shared
+  // object because a session can outlive the server: the service may drop the last callback
+  // holding a session (and so destroy it) after Stop() has returned and Impl is gone.
+  struct SessionRegistry {
+    absl::Mutex mu;
+    bool stopping ABSL_GUARDED_BY(mu) = false;
+    uint64_t next_id ABSL_GUARDED_BY(mu) = 0;
+    std::map<uint64_t, std::weak_ptr<Session>> sessions ABSL_GUARDED_BY(mu);
+
+    bool Register(uint64_t id, std::weak_ptr<Session> session) {
+      absl::MutexLock lock(&mu);
+      if (stopping) return false;
+      sessions.emplace(id, std::move(session));
+      return true;
+    }
+    void Unregister(uint64_t id) {
+      absl::MutexLock lock(&mu);
+      sessions.erase(id);
+    }
+  };
 
   std::string DefaultModel() {
     std::vector<ModelInfo> models = service->Models();
@@ -119,10 +128,7 @@ class HttpServer::Impl {
   std::vector<std::thread> threads;
   uint16_t port = 0;
 
-  absl::Mutex mu;
-  bool stopping ABSL_GUARDED_BY(mu) = false;
-  uint64_t next_session_id ABSL_GUARDED_BY(mu) = 0;
-  std::map<uint64_t, std::weak_ptr<Session>> sessions ABSL_GUARDED_BY(mu);
+  const std::shared_ptr<SessionRegistry> session_registry = std::make_shared<SessionRegistry>();
 };
 
 namespace {
@@ -150,12 +156,14 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket&& socket, HttpServer::Impl* server, uint64_t id)
       : ioc_(server->ioc),
+        registry_(server->session_registry),
         server_(server),
         id_(id),
         stream_(std::move(socket)),
         keepalive_timer_(stream_.get_executor()) {}
 
-  ~Session() { server_->Unregister(id_); }
+  // Touches only what it owns: `server_` may be gone (see SessionRegistry).
+  ~Session() { registry_->Unregister(id_); }
 
   void Start() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->DoRead(); });
@@ -665,6 +673,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Declared first: destroyed last, after the stream and timer that refer to it.
   std::shared_ptr<net::io_context> ioc_;
+  const std::shared_ptr<HttpServer::Impl::SessionRegistry> registry_;
   HttpServer::Impl* const server_;
   const uint64_t id_;
   beast::tcp_stream stream_;
@@ -739,21 +748,22 @@ void HttpServer::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {
   socket.set_option(tcp::no_delay(true), ignored);
   uint64_t id;
   {
-    absl::MutexLock lock(&mu);
-    id = ++next_session_id;
+    absl::MutexLock lock(&session_registry->mu);
+    id = ++session_registry->next_id;
   }
   auto session = std::make_shared<Session>(std::move(socket), this, id);
-  if (Register(id, session)) session->Start();
+  if (session_registry->Register(id, session)) session->Start();
   DoAccept();
 }
 
 void HttpServer::Impl::Stop() {
   std::vector<std::shared_ptr<Session>> live;
   {
-    absl::MutexLock lock(&mu);
-    if (stopping) return;
-    stopping = true;
-    for (auto& [id, weak] : sessions) {
+    SessionRegistry& r = *session_registry;
+    absl::MutexLock lock(&r.mu);
+    if (r.stopping) return;
+    r.stopping = true;
+    for (auto& [id, weak] : r.sessions) {
       if (auto s = weak.lock()) live.push_back(std::move(s));
     }
   }
