@@ -27,6 +27,10 @@ int WaitForStopSignal(const sigset_t& signals);
 
 void AddServeCommands(CLI::App& app, std::vector<Command>* commands);    // serve_command.cc
 void AddKvstoreCommands(CLI::App& app, std::vector<Command>* commands);  // kvstore_command.cc
+void AddConductorCommands(CLI::App& app, std::vector<Command>* commands);    // conductor_command.cc
+void AddPrefillNodeCommands(CLI::App& app, std::vector<Command>* commands);  // prefill_node_command.cc
+void AddDecodeNodeCommands(CLI::App& app, std::vector<Command>* commands);   // decode_node_command.cc
+void AddUpCommands(CLI::App& app, std::vector<Command>* commands);           // up_command.cc
 
 }  // namespace crescent::cli
 

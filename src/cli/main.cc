@@ -353,6 +353,18 @@ int Main(int argc, char** argv) {
   std::vector<cli::Command> commands;
   cli::AddServeCommands(app, &commands);
   cli::AddKvstoreCommands(app, &commands);
+#ifdef CRESCENT_HAVE_CONDUCTOR_COMMAND
+  cli::AddConductorCommands(app, &commands);
+#endif
+#ifdef CRESCENT_HAVE_PREFILL_NODE_COMMAND
+  cli::AddPrefillNodeCommands(app, &commands);
+#endif
+#ifdef CRESCENT_HAVE_DECODE_NODE_COMMAND
+  cli::AddDecodeNodeCommands(app, &commands);
+#endif
+#ifdef CRESCENT_HAVE_UP_COMMAND
+  cli::AddUpCommands(app, &commands);
+#endif
 
   try {
     app.parse(argc, argv);

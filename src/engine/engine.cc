@@ -86,6 +86,7 @@ class Engine::Impl {
                                             int32_t first_token, TokenCallback on_token,
                                             FinishCallback on_finish);
   void Release(RequestId reservation);
+  absl::Status CacheReserved(RequestId reservation, std::span<const uint64_t> hashes);
   EngineStats Stats() const;
   int64_t CachedPrefixBlocks(std::span<const uint64_t> hashes) const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -249,6 +250,33 @@ void Engine::Impl::Release(RequestId reservation) {
   cv_.notify_all();
 }
 
+absl::Status Engine::Impl::CacheReserved(RequestId reservation,
+                                         std::span<const uint64_t> hashes) {
+  absl::Status status;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = reservations_.find(reservation);
+    if (it == reservations_.end()) {
+      return absl::NotFoundError(absl::StrCat("no reservation ", reservation));
+    }
+    const std::vector<KvCache::BlockId>& blocks = it->second;
+    if (hashes.size() > blocks.size()) {
+      status = absl::InvalidArgumentError(absl::StrCat(
+          hashes.size(), " hashes for a reservation of ", blocks.size(), " blocks"));
+    } else if (std::find(hashes.begin(), hashes.end(), uint64_t{0}) != hashes.end()) {
+      status = absl::InvalidArgumentError("a block hash of 0 cannot name a cached block");
+    } else {
+      for (size_t i = 0; i < hashes.size(); ++i) pool_.Register(blocks[i], hashes[i]);
+    }
+    // Released in reverse, as Release does: the prefix's head is evicted last of these.
+    for (auto b = blocks.rbegin(); b != blocks.rend(); ++b) pool_.Unref(*b);
+    reservations_.erase(it);
+    kick_ = true;
+  }
+  cv_.notify_all();
+  return status;
+}
+
 absl::StatusOr<Engine::RequestId> Engine::Impl::SubmitPrefilled(RequestId reservation,
                                                                 EngineRequest request,
                                                                 int32_t first_token,
@@ -281,6 +309,7 @@ absl::StatusOr<Engine::RequestId> Engine::Impl::SubmitPrefilled(RequestId reserv
   std::unique_ptr<RequestState> state =
       MakeState(request, std::move(on_token), std::move(on_finish));
   state->first_token_ns = state->submit_ns;
+  state->sampler->SkipSample();  // the first token's draw was made by the prefill side
   seq->prompt_len = static_cast<int64_t>(request.prompt.size());
   seq->tokens = std::move(request.prompt);
   seq->tokens.push_back(first_token);
@@ -562,7 +591,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const LoadedModel* model,
     }
   }
   kc.num_blocks = num_blocks;
-  CRESCENT_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, KvCache::Create(kc));
+  std::unique_ptr<KvCache> cache;
+  if (options.kv_memory) {
+    CRESCENT_ASSIGN_OR_RETURN(void* memory, options.kv_memory(KvCache::MemoryBytes(kc)));
+    CRESCENT_ASSIGN_OR_RETURN(cache, KvCache::CreateInMemory(kc, memory));
+  } else {
+    CRESCENT_ASSIGN_OR_RETURN(cache, KvCache::Create(kc));
+  }
   // The engine's BlockPool does the per-sequence accounting; the KvCache's own allocator just
   // sees every block taken once, by the engine (so that backends accept any block id, and a
   // stray cache()->Allocate() gets -1 instead of a block the engine may hand out).
@@ -608,6 +643,10 @@ absl::StatusOr<Engine::RequestId> Engine::SubmitPrefilled(RequestId reservation,
 }
 
 void Engine::Release(RequestId reservation) { impl_->Release(reservation); }
+
+absl::Status Engine::CacheReserved(RequestId reservation, std::span<const uint64_t> hashes) {
+  return impl_->CacheReserved(reservation, hashes);
+}
 
 uint64_t Engine::hash_seed(uint64_t salt) const { return BlockHashSeed(model_->fingerprint, salt); }
 

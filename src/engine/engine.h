@@ -35,6 +35,11 @@ struct EngineOptions {
   int max_running = 64;                // Sequences in the running batch at once.
   int max_waiting = 4096;              // Submit beyond this many queued -> ResourceExhausted.
   bool prefix_cache = true;            // Reuse KV of equal full blocks (by block hash).
+  // Optional: where the KV cache lives. Called once by Create with the cache's size in bytes;
+  // returns 64-byte-aligned memory the caller owns, zeroed or not, that outlives the engine
+  // (the decode and prefill nodes put it in a transfer-engine segment so peers can write and
+  // read it). Unset: the engine allocates the cache itself.
+  std::function<absl::StatusOr<void*>(size_t bytes)> kv_memory;
 };
 
 // Why a request ended.
@@ -153,11 +158,22 @@ class Engine {
                                             FinishCallback on_finish);
   void Release(RequestId reservation);
 
+  // Prefill node side of pool reuse: the caller reserved blocks (Reserve), wrote the KV of
+  // whole prompt blocks fetched from the pool into the first hashes.size() of them, and now
+  // hands them to the prefix cache: block i is registered under hashes[i] (the prompt's block
+  // hash chain, as BlockHashChain computes it with hash_seed(salt) — a request with that salt
+  // and prompt then finds them), and the whole reservation is released, so the blocks become
+  // cached (reusable by a later Submit, evictable). A hash already cached keeps its first
+  // block. Errors: NotFound (unknown reservation), InvalidArgument (more hashes than blocks, or
+  // a zero hash); on error the reservation is released all the same.
+  absl::Status CacheReserved(RequestId reservation, std::span<const uint64_t> hashes);
+
   // The cache (its memory is registered with the transfer engine by the nodes). Its block
   // allocation is the engine thread's: use Reserve/Release, never Allocate directly. (The
   // engine holds one KvCache reference on every block for its whole life and accounts for
   // sequences' references itself; see BlockRefCountsForTesting.)
   KvCache* cache() { return cache_.get(); }
+  const KvCache* cache() const { return cache_.get(); }
   const LoadedModel& model() const { return *model_; }
   const EngineOptions& options() const { return options_; }
   uint64_t hash_seed(uint64_t salt) const;

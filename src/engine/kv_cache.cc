@@ -4,12 +4,15 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "src/common/status.h"
 
 namespace crescent::engine {
 
-void KvCache::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+void KvCache::FreeDeleter::operator()(uint8_t* p) const {
+  if (owned) std::free(p);
+}
 
-absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheConfig& config) {
+absl::Status KvCache::CheckConfig(const KvCacheConfig& config) {
   if (config.n_layers <= 0 || config.n_kv_heads <= 0 || config.head_dim <= 0 ||
       config.block_tokens <= 0 || config.num_blocks <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -21,6 +24,21 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheConfig& co
   if (config.num_blocks > (int64_t{1} << 30)) {
     return absl::InvalidArgumentError(absl::StrCat("num_blocks ", config.num_blocks, " too large"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::CreateInMemory(const KvCacheConfig& config,
+                                                                 void* data) {
+  CRESCENT_RETURN_IF_ERROR(CheckConfig(config));
+  if (data == nullptr || reinterpret_cast<uintptr_t>(data) % 64 != 0) {
+    return absl::InvalidArgumentError("KV cache memory must be non-null and 64-byte aligned");
+  }
+  std::memset(data, 0, MemoryBytes(config));
+  return std::unique_ptr<KvCache>(new KvCache(config, static_cast<uint8_t*>(data), false));
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheConfig& config) {
+  CRESCENT_RETURN_IF_ERROR(CheckConfig(config));
   size_t bytes = config.BlockBytes() * static_cast<size_t>(config.num_blocks);
   // 64-byte alignment: pages are read with full-width vector loads.
   size_t rounded = (bytes + 63) / 64 * 64;
@@ -30,14 +48,14 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheConfig& co
         absl::StrCat("cannot allocate ", bytes, " bytes for ", config.num_blocks, " KV blocks"));
   }
   std::memset(data, 0, rounded);
-  return std::unique_ptr<KvCache>(new KvCache(config, static_cast<uint8_t*>(data)));
+  return std::unique_ptr<KvCache>(new KvCache(config, static_cast<uint8_t*>(data), true));
 }
 
-KvCache::KvCache(const KvCacheConfig& config, uint8_t* data)
+KvCache::KvCache(const KvCacheConfig& config, uint8_t* data, bool owned)
     : config_(config),
       page_bytes_(config.PageBytes()),
       block_bytes_(config.BlockBytes()),
-      data_(data),
+      data_(data, FreeDeleter{owned}),
       ref_counts_(config.num_blocks, 0) {
   free_.reserve(config.num_blocks);
   for (int64_t i = config.num_blocks - 1; i >= 0; --i) free_.push_back(static_cast<BlockId>(i));

@@ -44,6 +44,15 @@ class KvCache {
   // Allocates num_blocks blocks. Errors: InvalidArgument for a non-positive field,
   // ResourceExhausted when the memory cannot be had.
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(const KvCacheConfig& config);
+  // As Create, over `data` (BlockBytes() * num_blocks bytes, 64-byte aligned), which the caller
+  // owns and keeps valid for the cache's lifetime (e.g. a transfer-engine segment). Zeroes it.
+  // Errors: InvalidArgument for a bad config, a null or misaligned `data`.
+  static absl::StatusOr<std::unique_ptr<KvCache>> CreateInMemory(const KvCacheConfig& config,
+                                                                 void* data);
+  // Bytes Create would allocate for `config`. REQUIRES: a valid config.
+  static size_t MemoryBytes(const KvCacheConfig& config) {
+    return config.BlockBytes() * static_cast<size_t>(config.num_blocks);
+  }
 
   const KvCacheConfig& config() const { return config_; }
   int64_t num_blocks() const { return config_.num_blocks; }
@@ -74,10 +83,12 @@ class KvCache {
 
  private:
   struct FreeDeleter {
+    bool owned = true;  // false: the caller's memory (CreateInMemory)
     void operator()(uint8_t* p) const;
   };
 
-  KvCache(const KvCacheConfig& config, uint8_t* data);
+  KvCache(const KvCacheConfig& config, uint8_t* data, bool owned);
+  static absl::Status CheckConfig(const KvCacheConfig& config);
 
   const KvCacheConfig config_;
   const size_t page_bytes_;

@@ -100,6 +100,14 @@ class Sampler {
   // The seed in use, so that a run without has_seed can be reproduced.
   uint64_t seed() const { return seed_; }
 
+  // Advances the generator past the draws one Sample() call makes (one draw unless greedy), as
+  // if a token had been sampled here: the decode node calls it for the first token, sampled by
+  // the prefill node from the same seed, so that a seeded request draws the same numbers
+  // disaggregated as colocated.
+  void SkipSample() {
+    if (params_.temperature != 0.0f) (void)NextUniform();
+  }
+
  private:
   void ApplyPenalties(std::span<float> logits, std::span<const int32_t> prompt,
                       std::span<const int32_t> generated);

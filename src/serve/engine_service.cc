@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <ctime>
 #include <deque>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -20,8 +21,8 @@ using server::CompletionChunk;
 using server::CompletionRequest;
 using server::RequestKind;
 
-// One choice of a request in flight. Its text state is touched only by the engine thread (the
-// engine calls every callback of every request on its one thread).
+// One choice of a request in flight. Its text state is touched only by that choice's callbacks,
+// which the generator calls in order, never concurrently.
 struct Choice {
   Choice(const model::Tokenizer& tokenizer, std::vector<std::string> stops)
       : detok(tokenizer, /*skip_special=*/true), matcher(std::move(stops)) {}
@@ -38,9 +39,9 @@ struct Choice {
   size_t produced = 0;  // Bytes the detokenizer has given so far.
 };
 
-// A request in flight: n choices, one engine request each.
+// A request in flight: n choices, one generator request each.
 struct Generation {
-  engine::Engine* engine = nullptr;
+  Generator* generator = nullptr;
   const model::Tokenizer* tokenizer = nullptr;
   bool want_logprobs = false;
   std::vector<std::unique_ptr<Choice>> choices;
@@ -48,12 +49,13 @@ struct Generation {
   absl::Mutex mu;
   server::ChunkCallback on_chunk ABSL_GUARDED_BY(mu);
   server::DoneCallback on_done ABSL_GUARDED_BY(mu);
-  // Engine request ids of the choices submitted so far.
-  std::vector<engine::Engine::RequestId> ids ABSL_GUARDED_BY(mu);
+  // Generator request ids of the choices submitted so far.
+  std::vector<uint64_t> ids ABSL_GUARDED_BY(mu);
   // Choices still to finish, plus one held by Start() until it has submitted them all.
   int remaining ABSL_GUARDED_BY(mu) = 0;
   bool cancelled ABSL_GUARDED_BY(mu) = false;
   absl::Status status ABSL_GUARDED_BY(mu);
+  std::optional<double> retry_after_seconds ABSL_GUARDED_BY(mu);
   server::Usage usage ABSL_GUARDED_BY(mu);
   bool have_cached ABSL_GUARDED_BY(mu) = false;
 };
@@ -72,6 +74,9 @@ void FinishSome(Generation& gen, int count) {
     gen.on_chunk = nullptr;  // Drop the front's closures: nothing more is sent.
     status = gen.status;
     if (status.ok() && gen.cancelled) status = absl::CancelledError("request cancelled");
+    if (!status.ok() && gen.retry_after_seconds) {
+      status = server::WithRetryAfter(std::move(status), *gen.retry_after_seconds);
+    }
     usage = gen.usage;
   }
   if (on_done) on_done(std::move(status), usage);
@@ -120,11 +125,16 @@ bool OnToken(Generation& gen, int index, const engine::SampleResult& r) {
   return !c.matcher.stopped();
 }
 
-void OnFinish(Generation& gen, int index, const absl::Status& status, engine::FinishReason reason,
-              const engine::RequestStats& stats) {
+void OnFinish(Generation& gen, int index, const absl::Status& status,
+              const GenerationResult& result) {
   Choice& c = *gen.choices[index];
+  const engine::FinishReason reason = result.reason;
+  const engine::RequestStats& stats = result.stats;
   {
     absl::MutexLock lock(&gen.mu);
+    if (!status.ok() && result.retry_after_seconds) {
+      gen.retry_after_seconds = result.retry_after_seconds;
+    }
     gen.usage.completion_tokens += static_cast<int>(stats.generated_tokens);
     int cached = static_cast<int>(stats.cached_tokens);
     gen.usage.cached_tokens = gen.have_cached ? std::min(gen.usage.cached_tokens, cached) : cached;
@@ -158,21 +168,19 @@ class Handle final : public server::CompletionHandle {
   explicit Handle(std::shared_ptr<Generation> gen) : gen_(std::move(gen)) {}
   void Cancel() override {
     if (!gen_) return;
-    std::vector<engine::Engine::RequestId> ids;
+    std::vector<uint64_t> ids;
     {
       absl::MutexLock lock(&gen_->mu);
       if (gen_->cancelled) return;
       gen_->cancelled = true;
       ids = gen_->ids;
     }
-    for (engine::Engine::RequestId id : ids) gen_->engine->Cancel(id);
+    for (uint64_t id : ids) gen_->generator->Cancel(id);
   }
 
  private:
   std::shared_ptr<Generation> gen_;
 };
-
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
@@ -241,19 +249,36 @@ engine::SamplingParams ToEngineSampling(const CompletionRequest& request) {
   return p;
 }
 
-EngineService::EngineService(engine::Engine* engine, server::ServerMetrics* metrics,
-                             const EngineServiceOptions& options)
-    : engine_(engine),
+EngineService::EngineService(Generator* generator, std::unique_ptr<Generator> owned,
+                             server::ServerMetrics* metrics, const EngineServiceOptions& options)
+    : owned_generator_(std::move(owned)),
+      generator_(generator),
       metrics_(metrics),
       options_(options),
-      served_model_name_(options.served_model_name.empty() ? engine->model().id
+      served_model_name_(options.served_model_name.empty() ? generator->model().id
                                                            : options.served_model_name),
       created_unix_seconds_(static_cast<int64_t>(std::time(nullptr))) {}
 
 absl::StatusOr<std::unique_ptr<EngineService>> EngineService::Create(
     engine::Engine* engine, server::ServerMetrics* metrics, const EngineServiceOptions& options) {
   if (engine == nullptr) return absl::InvalidArgumentError("EngineService: engine is null");
-  std::unique_ptr<EngineService> service(new EngineService(engine, metrics, options));
+  auto owned = std::make_unique<EngineGenerator>(engine);
+  Generator* generator = owned.get();
+  std::unique_ptr<EngineService> service(
+      new EngineService(generator, std::move(owned), metrics, options));
+  if (metrics != nullptr) {
+    service->RefreshMetrics();
+    if (options.metrics_interval_seconds > 0) {
+      service->metrics_thread_ = std::thread([s = service.get()] { s->MetricsLoop(); });
+    }
+  }
+  return service;
+}
+
+absl::StatusOr<std::unique_ptr<EngineService>> EngineService::Create(
+    Generator* generator, server::ServerMetrics* metrics, const EngineServiceOptions& options) {
+  if (generator == nullptr) return absl::InvalidArgumentError("EngineService: generator is null");
+  std::unique_ptr<EngineService> service(new EngineService(generator, nullptr, metrics, options));
   if (metrics != nullptr) {
     service->RefreshMetrics();
     if (options.metrics_interval_seconds > 0) {
@@ -276,7 +301,7 @@ void EngineService::MetricsLoop() {
 
 void EngineService::RefreshMetrics() {
   if (metrics_ == nullptr) return;
-  const engine::EngineStats s = engine_->Stats();
+  const engine::EngineStats s = generator_->Stats();
   metrics_->num_requests_running->Set(static_cast<double>(s.running));
   metrics_->num_requests_waiting->Set(static_cast<double>(s.waiting));
   metrics_->kv_cache_usage_perc->Set(s.total_blocks > 0
@@ -301,7 +326,7 @@ absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& 
                                             "' does not exist; this server serves '",
                                             served_model_name_, "'"));
   }
-  const engine::LoadedModel& model = engine_->model();
+  const engine::LoadedModel& model = generator_->model();
   const model::Tokenizer& tokenizer = *model.tokenizer;
   PreparedRequest prepared;
   const char* prompt_param = "prompt";
@@ -361,9 +386,8 @@ absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& 
   }
 
   // One sequence must fit the whole KV cache (the engine preempts others to make room).
-  const int64_t block_tokens = engine_->options().block_tokens;
-  const int64_t cache_tokens = engine_->cache()->num_blocks() * block_tokens;
-  if (CeilDiv(prompt + 1, block_tokens) * block_tokens > cache_tokens) {
+  const int64_t cache_tokens = generator_->max_sequence_tokens();
+  if (prompt + 1 > cache_tokens) {
     return server::InvalidParam(
         prompt_param, absl::StrCat("the prompt's ", prompt, " tokens do not fit the KV cache (",
                                    cache_tokens, " tokens; see --kv-cache-mb)"));
@@ -390,7 +414,7 @@ absl::Status EngineService::Validate(const CompletionRequest& request) {
   er.prompt = std::move(prepared.prompt);
   er.max_tokens = prepared.max_tokens;
   er.sampling = std::move(prepared.sampling);
-  return engine_->Validate(er);
+  return generator_->Validate(er);
 }
 
 std::unique_ptr<server::CompletionHandle> EngineService::Start(CompletionRequest request,
@@ -403,8 +427,8 @@ std::unique_ptr<server::CompletionHandle> EngineService::Start(CompletionRequest
   }
   const int n = std::max(1, request.n);
   auto gen = std::make_shared<Generation>();
-  gen->engine = engine_;
-  gen->tokenizer = engine_->model().tokenizer.get();
+  gen->generator = generator_;
+  gen->tokenizer = generator_->model().tokenizer.get();
   gen->want_logprobs = request.logprobs;
   for (int i = 0; i < n; ++i) {
     gen->choices.push_back(std::make_unique<Choice>(*gen->tokenizer, request.stop));
@@ -425,11 +449,10 @@ std::unique_ptr<server::CompletionHandle> EngineService::Start(CompletionRequest
     er.max_tokens = prepared->max_tokens;
     er.sampling = prepared->sampling;
     if (er.sampling.has_seed) er.sampling.seed += static_cast<uint64_t>(i);
-    absl::StatusOr<engine::Engine::RequestId> id = engine_->Submit(
+    absl::StatusOr<uint64_t> id = generator_->Submit(
         std::move(er), [gen, i](const engine::SampleResult& r) { return OnToken(*gen, i, r); },
-        [gen, i](absl::Status status, engine::FinishReason reason,
-                 const engine::RequestStats& stats, std::span<const engine::KvCache::BlockId>) {
-          OnFinish(*gen, i, status, reason, stats);
+        [gen, i](absl::Status status, const GenerationResult& result) {
+          OnFinish(*gen, i, status, result);
         });
     if (!id.ok()) {
       error = id.status();
@@ -442,16 +465,16 @@ std::unique_ptr<server::CompletionHandle> EngineService::Start(CompletionRequest
       gen->ids.push_back(*id);
       cancel = gen->cancelled;
     }
-    if (cancel) engine_->Cancel(*id);
+    if (cancel) generator_->Cancel(*id);
   }
   if (!error.ok()) {
-    std::vector<engine::Engine::RequestId> ids;
+    std::vector<uint64_t> ids;
     {
       absl::MutexLock lock(&gen->mu);
       if (gen->status.ok()) gen->status = error;
       ids = gen->ids;
     }
-    for (engine::Engine::RequestId id : ids) engine_->Cancel(id);
+    for (uint64_t id : ids) generator_->Cancel(id);
   }
   FinishSome(*gen, n - submitted + 1);
   return std::make_unique<Handle>(std::move(gen));
@@ -461,7 +484,7 @@ std::vector<server::ModelInfo> EngineService::Models() {
   server::ModelInfo info;
   info.id = served_model_name_;
   info.created = created_unix_seconds_;
-  info.max_model_len = static_cast<int>(engine_->model().config.context_length);
+  info.max_model_len = static_cast<int>(generator_->model().config.context_length);
   return {info};
 }
 

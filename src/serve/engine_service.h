@@ -1,13 +1,14 @@
-// EngineService: the CompletionService of `crescent serve` — the OpenAI front (src/server) over
-// one colocated engine::Engine. It turns requests into token ids (chat template, tokenizer),
-// checks them against the context before any work, submits one engine request per choice, and
-// turns the tokens that come back into text: streaming detokenization that never splits a UTF-8
-// character, stop strings (text ends before the first match; text that could begin one is held
-// back until it cannot), logprobs, finish reasons and usage. It also publishes the engine's
-// gauges and counters into ServerMetrics.
+// EngineService: the OpenAI text layer between the HTTP front (src/server) and a Generator
+// (src/serve/generator.h) — one colocated engine::Engine in `crescent serve`, the cluster in the
+// Conductor. It turns requests into token ids (chat template, tokenizer), checks them against
+// the context before any work, submits one generator request per choice, and turns the tokens
+// that come back into text: streaming detokenization that never splits a UTF-8 character, stop
+// strings (text ends before the first match; text that could begin one is held back until it
+// cannot), logprobs, finish reasons and usage. It also publishes the generator's gauges and
+// counters into ServerMetrics.
 //
-// Threading: every method is thread-safe. Chunks and on_done run on the engine thread (or on the
-// calling thread when Start fails before anything was submitted).
+// Threading: every method is thread-safe. Chunks and on_done run on the generator's threads (or
+// on the calling thread when Start fails before anything was submitted).
 #ifndef CRESCENT_SRC_SERVE_ENGINE_SERVICE_H_
 #define CRESCENT_SRC_SERVE_ENGINE_SERVICE_H_
 
@@ -25,6 +26,7 @@
 #include "absl/synchronization/notification.h"
 #include "src/engine/engine.h"
 #include "src/engine/sampler.h"
+#include "src/serve/generator.h"
 #include "src/server/completion_service.h"
 #include "src/server/metrics.h"
 
@@ -75,8 +77,12 @@ class StopMatcher {
 
 class EngineService final : public server::CompletionService {
  public:
-  // `engine` (and its model) must outlive the service; `metrics` may be null (no metrics), else
-  // it must outlive the service too. Errors: InvalidArgument when the engine is null.
+  // `generator` (and its model) must outlive the service; `metrics` may be null (no metrics),
+  // else it must outlive the service too. Errors: InvalidArgument when the generator is null.
+  static absl::StatusOr<std::unique_ptr<EngineService>> Create(Generator* generator,
+                                                               server::ServerMetrics* metrics,
+                                                               const EngineServiceOptions& options);
+  // Over one colocated engine (an EngineGenerator the service owns).
   static absl::StatusOr<std::unique_ptr<EngineService>> Create(engine::Engine* engine,
                                                                server::ServerMetrics* metrics,
                                                                const EngineServiceOptions& options);
@@ -92,7 +98,7 @@ class EngineService final : public server::CompletionService {
   // engine's queue is full.
   absl::Status Validate(const server::CompletionRequest& request) override;
 
-  // Submits request.n engine requests (choice i with seed + i when a seed is given). Errors
+  // Submits request.n generator requests (choice i with seed + i when a seed is given). Errors
   // (as Validate, ResourceExhausted when the queue fills up meanwhile) go to on_done after
   // every choice already submitted has been cancelled and has finished.
   std::unique_ptr<server::CompletionHandle> Start(server::CompletionRequest request,
@@ -100,23 +106,24 @@ class EngineService final : public server::CompletionService {
                                                   server::DoneCallback on_done) override;
 
   std::vector<server::ModelInfo> Models() override;
-  bool Ready() override { return true; }
+  bool Ready() override { return generator_->Ready(); }
 
   // What Validate and Start submit for `request` (choice 0). Errors: as Validate, except the
   // queue check.
   absl::StatusOr<PreparedRequest> Prepare(const server::CompletionRequest& request) const;
 
-  // Copies Engine::Stats() into the metrics now (the metrics thread does it periodically).
+  // Copies Generator::Stats() into the metrics now (the metrics thread does it periodically).
   void RefreshMetrics();
 
   const std::string& served_model_name() const { return served_model_name_; }
 
  private:
-  EngineService(engine::Engine* engine, server::ServerMetrics* metrics,
-                const EngineServiceOptions& options);
+  EngineService(Generator* generator, std::unique_ptr<Generator> owned,
+                server::ServerMetrics* metrics, const EngineServiceOptions& options);
   void MetricsLoop();
 
-  engine::Engine* const engine_;
+  const std::unique_ptr<Generator> owned_generator_;
+  Generator* const generator_;
   server::ServerMetrics* const metrics_;
   const EngineServiceOptions options_;
   const std::string served_model_name_;

@@ -274,7 +274,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (require(http::verb::get, "GET")) SendBody(200, kJson, R"({"status":"ok"})");
     } else if (path == "/ready") {
       if (!require(http::verb::get, "GET")) return;
-      if (server_->service->Ready()) {
+      if (server_->service == nullptr || server_->service->Ready()) {
         SendBody(200, kJson, R"({"status":"ready"})");
       } else {
         SendError(
@@ -284,6 +284,10 @@ class Session : public std::enable_shared_from_this<Session> {
       if (require(http::verb::get, "GET")) {
         SendBody(200, "text/plain; version=0.0.4; charset=utf-8", server_->registry->RenderText());
       }
+    } else if (server_->service == nullptr) {
+      SendError(MakeError(404, absl::StrCat(path, ": this process serves only /health, /ready and "
+                                                  "/metrics"),
+                          "invalid_request_error", "unknown_url"));
     } else if (path == "/v1/models") {
       if (require(http::verb::get, "GET") && Authorized(req)) {
         SendBody(200, kJson, ModelsJson(server_->service->Models()));
@@ -514,7 +518,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void SendError(const HttpError& error,
                  std::vector<std::pair<std::string, std::string>> headers = {}) {
     if (error.http_status == 429 || error.http_status == 503) {
-      headers.emplace_back("Retry-After", absl::StrCat(options().retry_after_seconds));
+      headers.emplace_back("Retry-After", absl::StrCat(error.retry_after_seconds.value_or(
+                                              options().retry_after_seconds)));
     }
     SendBody(error.http_status, kJson, ErrorJson(error), headers);
   }
@@ -790,7 +795,6 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerO
     return absl::InvalidArgumentError(
         absl::StrCat("num_threads must be at least 1, got ", options.num_threads));
   }
-  if (service == nullptr) return absl::InvalidArgumentError("service must not be null");
   auto impl = std::make_unique<Impl>(options, service, metrics);
   if (absl::Status status = impl->Listen(); !status.ok()) return status;
   impl->DoAccept();

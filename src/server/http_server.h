@@ -37,6 +37,8 @@ class HttpServer {
  public:
   // Binds, listens and starts the threads. `service` and `metrics` are not owned and must
   // outlive the server; `metrics` may be null (then the server keeps its own registry).
+  // `service` may be null: then only /health, /ready and /metrics are served (the prefill and
+  // decode nodes' metrics endpoint) and /v1/* answers 404.
   // Errors: InvalidArgument for a bad host or num_threads < 1; Unavailable / the errno's code
   // when the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Create(const HttpServerOptions& options,

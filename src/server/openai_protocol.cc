@@ -437,10 +437,31 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body) 
   return req;
 }
 
+namespace {
+constexpr char kRetryAfterUrl[] = "type.crescent/retry-after-seconds";
+}  // namespace
+
+absl::Status WithRetryAfter(absl::Status status, double seconds) {
+  if (status.ok()) return status;
+  const int whole = seconds > 1.0 ? static_cast<int>(std::ceil(std::min(seconds, 86400.0))) : 1;
+  status.SetPayload(kRetryAfterUrl, absl::Cord(absl::StrCat(whole)));
+  return status;
+}
+
+std::optional<int> RetryAfterOf(const absl::Status& status) {
+  absl::optional<absl::Cord> payload = status.GetPayload(kRetryAfterUrl);
+  int seconds = 0;
+  if (!payload || !absl::SimpleAtoi(std::string(*payload), &seconds) || seconds < 1) {
+    return std::nullopt;
+  }
+  return seconds;
+}
+
 HttpError HttpErrorFromStatus(const absl::Status& status) {
   HttpError e;
   e.message = std::string(status.message());
   e.param = ParamOf(status);
+  e.retry_after_seconds = RetryAfterOf(status);
   switch (status.code()) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kOutOfRange:

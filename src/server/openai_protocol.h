@@ -5,6 +5,7 @@
 #define CRESCENT_SRC_SERVER_OPENAI_PROTOCOL_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,7 +40,15 @@ struct HttpError {
   std::string type;   // "invalid_request_error", "authentication_error", ...
   std::string param;  // "" renders as null.
   std::string code;   // "" renders as null.
+  // Retry-After for 429/503, when the status carried one (WithRetryAfter); else the server's.
+  std::optional<int> retry_after_seconds;
 };
+
+// Attaches a retry hint (seconds, rounded up, at least 1) to a ResourceExhausted or Unavailable
+// status; the HTTP front sends it as Retry-After. Returns the status.
+absl::Status WithRetryAfter(absl::Status status, double seconds);
+// The hint attached by WithRetryAfter, if any.
+std::optional<int> RetryAfterOf(const absl::Status& status);
 
 // InvalidArgument/OutOfRange -> 400, NotFound -> 404, ResourceExhausted -> 429,
 // Unavailable -> 503, Unauthenticated -> 401, PermissionDenied -> 403, anything else -> 500.

@@ -528,6 +528,116 @@ TEST_F(EngineTest, PrefillOnlyThenSubmitPrefilledEqualsFull) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_F(EngineTest, SeededPrefillThenDecodeDrawsLikeOneEngine) {
+  EngineOptions options;
+  options.block_tokens = 4;
+  options.num_blocks = 64;
+  std::vector<int32_t> prompt = MakePrompt(13, 5);
+  auto seeded = [&](int max_tokens) {
+    EngineRequest r;
+    r.prompt = prompt;
+    r.max_tokens = max_tokens;
+    r.ignore_eos = true;
+    r.sampling.temperature = 1.5f;  // wide: a wrong draw shows up within a few tokens
+    r.sampling.seed = 1234;
+    r.sampling.has_seed = true;
+    return r;
+  };
+  auto engine_a = MakeEngine(options);
+  Collector full(1);
+  ASSERT_TRUE(engine_a->Submit(seeded(16), full.OnToken(0), full.OnFinish(0)).ok());
+  ASSERT_TRUE(full.WaitAll());
+
+  // Prefill (and the first draw) on A, decode on B from the same seed.
+  auto engine_b = MakeEngine(options);
+  auto reservation = engine_b->Reserve(static_cast<int64_t>(prompt.size()) + 1);
+  ASSERT_TRUE(reservation.ok());
+  Collector ca(1);
+  EngineRequest pr = seeded(16);
+  pr.mode = RequestMode::kPrefillOnly;
+  ASSERT_TRUE(engine_a->Submit(pr, ca.OnToken(0), ca.OnFinish(0)).ok());
+  ASSERT_TRUE(ca.WaitAll());
+  Outcome oa = ca.Get(0);
+  ASSERT_EQ(oa.tokens.size(), 1u);
+  for (size_t b = 0; b < reservation->blocks.size(); ++b) {
+    std::memcpy(engine_b->cache()->BlockData(reservation->blocks[b]),
+                engine_a->cache()->BlockData(oa.blocks[b]),
+                engine_a->cache()->config().BlockBytes());
+  }
+  Collector cb(1);
+  ASSERT_TRUE(engine_b
+                  ->SubmitPrefilled(reservation->id, seeded(16), oa.tokens[0], cb.OnToken(0),
+                                    cb.OnFinish(0))
+                  .ok());
+  ASSERT_TRUE(cb.WaitAll());
+  std::vector<int32_t> joined = oa.tokens;
+  const std::vector<int32_t> rest = cb.Get(0).tokens;
+  joined.insert(joined.end(), rest.begin(), rest.end());
+  EXPECT_EQ(joined, full.Get(0).tokens);
+  ExpectNoLeaks(*engine_a);
+  ExpectNoLeaks(*engine_b);
+}
+
+TEST_F(EngineTest, CacheReservedBlocksAreHitsInCallerMemory) {
+  EngineOptions options;
+  options.block_tokens = 4;
+  options.num_blocks = 32;
+  std::vector<int32_t> prompt = MakePrompt(22, 9);  // five full blocks and two tokens
+  auto engine_a = MakeEngine(options);
+  Collector ca(1);
+  EngineRequest ra = Greedy(prompt, 6);
+  ra.ignore_eos = true;
+  ASSERT_TRUE(engine_a->Submit(ra, ca.OnToken(0), ca.OnFinish(0)).ok());
+  ASSERT_TRUE(ca.WaitAll());
+  const Outcome oa = ca.Get(0);
+
+  // B keeps its KV in memory of ours (as a node's transfer-engine segment would).
+  std::vector<uint8_t*> memory;
+  options.kv_memory = [&](size_t bytes) -> absl::StatusOr<void*> {
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    memory.push_back(static_cast<uint8_t*>(p));
+    return p;
+  };
+  {
+    auto engine_b = MakeEngine(options);
+    ASSERT_EQ(memory.size(), 1u);
+    EXPECT_EQ(engine_b->cache()->BlockData(0), memory[0]);
+
+    // Three of A's full blocks, "fetched from the pool", become B's cached prefix.
+    const std::vector<uint64_t> hashes = BlockHashes(engine_b->hash_seed(0), prompt, 4);
+    ASSERT_EQ(hashes.size(), 5u);
+    auto reservation = engine_b->Reserve(3 * 4);
+    ASSERT_TRUE(reservation.ok());
+    for (int b = 0; b < 3; ++b) {
+      std::memcpy(engine_b->cache()->BlockData(reservation->blocks[b]),
+                  engine_a->cache()->BlockData(oa.blocks[b]),
+                  engine_a->cache()->config().BlockBytes());
+    }
+    ASSERT_TRUE(
+        engine_b->CacheReserved(reservation->id, std::span(hashes).subspan(0, 3)).ok());
+    EXPECT_EQ(engine_b->CachedPrefixBlocks(hashes), 3);
+    EXPECT_EQ(engine_b->Stats().cached_blocks, 3);
+
+    Collector cb(1);
+    ASSERT_TRUE(engine_b->Submit(ra, cb.OnToken(0), cb.OnFinish(0)).ok());
+    ASSERT_TRUE(cb.WaitAll());
+    EXPECT_EQ(cb.Get(0).stats.cached_tokens, 12);
+    EXPECT_EQ(cb.Get(0).tokens, oa.tokens);
+
+    // Errors release the reservation all the same.
+    auto r2 = engine_b->Reserve(8);
+    ASSERT_TRUE(r2.ok());
+    EXPECT_EQ(engine_b->CacheReserved(r2->id, hashes).code(), absl::StatusCode::kInvalidArgument);
+    const uint64_t zero[] = {0};
+    auto r3 = engine_b->Reserve(4);
+    ASSERT_TRUE(r3.ok());
+    EXPECT_EQ(engine_b->CacheReserved(r3->id, zero).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(engine_b->CacheReserved(r3->id, {}).code(), absl::StatusCode::kNotFound);
+    ExpectNoLeaks(*engine_b);
+  }
+  for (uint8_t* p : memory) std::free(p);
+}
+
 TEST_F(EngineTest, ReservationErrorsAndRelease) {
   EngineOptions options;
   options.block_tokens = 4;

@@ -354,6 +354,23 @@ TEST(SamplerTest, SameSeedSameSequence) {
   EXPECT_EQ(a.seed(), 42u);
 }
 
+TEST(SamplerTest, SkipSampleStandsForOneDraw) {
+  const std::vector<float> logits = {0.3f, 1.0f, 0.2f, 0.9f, 0.5f, 0.0f, 0.8f, 0.4f};
+  SamplingParams p = Seeded(7);
+  p.temperature = 1.0f;
+  Sampler a(p, 8), b(p, 8);
+  const std::vector<int32_t> sa = DrawMany(a, logits, 200);
+  b.SkipSample();  // as the decode node does for the token the prefill node sampled
+  const std::vector<int32_t> sb = DrawMany(b, logits, 199);
+  EXPECT_EQ(std::vector<int32_t>(sa.begin() + 1, sa.end()), sb);
+  // Greedy sampling draws nothing, so skipping changes nothing.
+  SamplingParams g = Seeded(7);
+  g.temperature = 0.0f;
+  Sampler c(g, 8), d(g, 8);
+  d.SkipSample();
+  EXPECT_EQ(DrawMany(c, logits, 10), DrawMany(d, logits, 10));
+}
+
 TEST(SamplerTest, UnseededSamplersUseDifferentSeeds) {
   Sampler a(SamplingParams{}, 4), b(SamplingParams{}, 4);
   EXPECT_NE(a.seed(), b.seed());  // 2^-64 odds of a false failure.

@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "src/server/openai_protocol.h"
 #include "tests/src/server/fake_completion_service.h"
 
 namespace crescent::server {
@@ -411,6 +412,13 @@ TEST_F(HttpServerTest, ServiceStartErrors) {
   ExpectError(r, 429, "rate_limit_error");
   EXPECT_EQ(r.header("retry-after"), "1");
 
+  // A retry hint the service attached (the Conductor's early rejection) replaces the default.
+  script.start_error = WithRetryAfter(absl::ResourceExhaustedError("TTFT SLO"), 7.2);
+  service_.set_script(script);
+  r = Post("/v1/chat/completions", kChatBody);
+  ExpectError(r, 429, "rate_limit_error");
+  EXPECT_EQ(r.header("retry-after"), "8");
+
   script.start_error = absl::InternalError("engine exploded");
   service_.set_script(script);
   ExpectError(Post("/v1/chat/completions", kChatBody), 500, "server_error");
@@ -623,6 +631,30 @@ TEST_F(HttpServerTest, TwoHundredConcurrentStreams) {
   }
   EXPECT_EQ(ids.size(), static_cast<size_t>(kStreams));
   EXPECT_EQ(service_.cancelled(), 0);
+}
+
+TEST(HttpServerCreateTest, WithoutServiceServesOnlyHealthAndMetrics) {
+  MetricsRegistry registry;
+  registry.GetCounter("crescent:node_test_total", "A node's counter.", {})->Increment(3);
+  HttpServerOptions options;
+  options.num_threads = 1;
+  auto server = HttpServer::Create(options, nullptr, &registry);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto get = [&](const std::string& target) {
+    Client client((*server)->port());
+    return client.Call(http::verb::get, target);
+  };
+  EXPECT_EQ(get("/health").status, 200);
+  EXPECT_EQ(get("/ready").status, 200);
+  Response metrics = get("/metrics");
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_NE(metrics.body.find("crescent:node_test_total 3"), std::string::npos) << metrics.body;
+  EXPECT_EQ(get("/v1/models").status, 404);
+  Client client((*server)->port());
+  Response chat = client.Call(http::verb::post, "/v1/chat/completions", kChatBody);
+  EXPECT_EQ(chat.status, 404);
+  EXPECT_TRUE(chat.Json().contains("error")) << chat.body;
+  (*server)->Stop();
 }
 
 TEST(HttpServerCreateTest, BadOptions) {

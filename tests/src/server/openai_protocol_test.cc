@@ -390,5 +390,18 @@ TEST(RequestIdTest, UniqueAndPrefixed) {
   EXPECT_EQ(a.size(), std::string("chatcmpl-").size() + 24);
 }
 
+TEST(RetryAfterTest, RoundsUpAndIsReadBack) {
+  EXPECT_EQ(RetryAfterOf(absl::ResourceExhaustedError("x")), std::nullopt);
+  EXPECT_EQ(RetryAfterOf(WithRetryAfter(absl::ResourceExhaustedError("x"), 2.01)), 3);
+  EXPECT_EQ(RetryAfterOf(WithRetryAfter(absl::UnavailableError("x"), 0.2)), 1);
+  EXPECT_TRUE(WithRetryAfter(absl::OkStatus(), 5).ok());
+  absl::Status s = WithRetryAfter(absl::ResourceExhaustedError("SLO"), 4);
+  EXPECT_EQ(s.message(), "SLO");
+  HttpError e = HttpErrorFromStatus(s);
+  EXPECT_EQ(e.http_status, 429);
+  EXPECT_EQ(e.retry_after_seconds, 4);
+  EXPECT_EQ(HttpErrorFromStatus(absl::UnavailableError("x")).retry_after_seconds, std::nullopt);
+}
+
 }  // namespace
 }  // namespace crescent::server
