@@ -51,7 +51,8 @@ endfunction()
 
 # crescent_cc_test(NAME name SRCS ... DEPS ... [LABELS ...])
 # Registers a GoogleTest binary with CTest. Label "unit" (default) runs in the ASan/UBSan build
-# too; "tsan" ones also in the TSan build (target crescent_tsan_tests builds just those);
+# too (target crescent_unit_tests builds just those); "tsan" ones also in the TSan build (target
+# crescent_tsan_tests builds just those);
 # "e2e" tests drive real processes and run in the Release build only.
 function(crescent_cc_test)
   cmake_parse_arguments(A "" "NAME;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
@@ -66,6 +67,13 @@ function(crescent_cc_test)
     set(A_TIMEOUT 300)
   endif()
   add_test(NAME ${A_NAME} COMMAND ${A_NAME})
+  if("unit" IN_LIST A_LABELS)
+    # The sanitizer stage of CI builds only these (and what they depend on).
+    if(NOT TARGET crescent_unit_tests)
+      add_custom_target(crescent_unit_tests)
+    endif()
+    add_dependencies(crescent_unit_tests ${A_NAME})
+  endif()
   if("tsan" IN_LIST A_LABELS)
     if(NOT TARGET crescent_tsan_tests)
       add_custom_target(crescent_tsan_tests)

@@ -20,7 +20,7 @@ ctest --test-dir build/release -j "$JOBS" --timeout 900
 
 if [ "${CRESCENT_SKIP_SANITIZERS:-0}" != 1 ]; then
   echo "== ASan+UBSan build, unit tests"
-  scripts/build.sh Sanitize
+  scripts/build.sh Sanitize --target crescent_unit_tests
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build/sanitize -L unit -j "$JOBS" --timeout 900
 
