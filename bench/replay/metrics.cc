@@ -19,23 +19,6 @@ const char* OutcomeName(Outcome outcome) {
   return "failed";
 }
 
-double Percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  const double rank = std::clamp(p, 0.0, 100.0) / 100.0 * static_cast<double>(values.size() - 1);
-  const size_t lo = static_cast<size_t>(std::floor(rank));
-  const size_t hi = std::min(lo + 1, values.size() - 1);
-  const double frac = rank - static_cast<double>(lo);
-  return values[lo] + (values[hi] - values[lo]) * frac;
-}
-
-double WorstTenthMean(std::vector<double> gaps) {
-  if (gaps.empty()) return 0;
-  const size_t k = std::max<size_t>(1, gaps.size() / 10);
-  std::partial_sort(gaps.begin(), gaps.begin() + k, gaps.end(), std::greater<double>());
-  return std::accumulate(gaps.begin(), gaps.begin() + k, 0.0) / static_cast<double>(k);
-}
-
 bool MeetsSlo(const RequestRecord& record, const Slo& slo) {
   if (record.outcome != Outcome::kOk) return false;
   if (slo.ttft_s > 0 && !(record.ttft_s() >= 0 && record.ttft_s() <= slo.ttft_s)) return false;

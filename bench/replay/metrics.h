@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "bench/common/latency.h"
+
 namespace crescent::bench {
 
 enum class Outcome {
@@ -40,14 +42,6 @@ struct RequestRecord {
   // End-to-end latency from the scheduled send time; -1 if it never ended.
   double e2e_s() const { return end_s < 0 ? -1 : end_s - scheduled_s; }
 };
-
-// The p-th percentile (p in [0, 100]) by linear interpolation between closest ranks, as
-// numpy.percentile does by default. 0 for an empty input.
-double Percentile(std::vector<double> values, double p);
-
-// Mooncake's TBT for one request: the mean of its worst 10% of inter-token gaps (at least one
-// gap). 0 when there are no gaps.
-double WorstTenthMean(std::vector<double> gaps);
 
 struct Slo {
   double ttft_s = 0;  // <= 0: not checked.

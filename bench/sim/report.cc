@@ -14,16 +14,9 @@ Percentiles Summary(std::vector<double> v) {
   double sum = 0;
   for (double x : v) sum += x;
   p.mean = sum / static_cast<double>(v.size());
-  std::sort(v.begin(), v.end());
-  auto at = [&](double q) {
-    const double pos = q * static_cast<double>(v.size() - 1);
-    const size_t lo = static_cast<size_t>(std::floor(pos));
-    const size_t hi = std::min(lo + 1, v.size() - 1);
-    return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
-  };
-  p.p50 = at(0.5);
-  p.p90 = at(0.9);
-  p.p99 = at(0.99);
+  p.p50 = Percentile(v, 50);
+  p.p90 = Percentile(v, 90);
+  p.p99 = Percentile(v, 99);
   return p;
 }
 
@@ -32,25 +25,6 @@ nlohmann::json PercentilesJson(const Percentiles& p) {
 }
 
 }  // namespace
-
-double Percentile(std::vector<double> values, double q) {
-  if (values.empty()) return 0.0;
-  std::sort(values.begin(), values.end());
-  const double pos = std::clamp(q, 0.0, 1.0) * static_cast<double>(values.size() - 1);
-  const size_t lo = static_cast<size_t>(std::floor(pos));
-  const size_t hi = std::min(lo + 1, values.size() - 1);
-  return values[lo] + (values[hi] - values[lo]) * (pos - static_cast<double>(lo));
-}
-
-double WorstTenthMean(std::vector<double> gaps) {
-  if (gaps.empty()) return 0.0;
-  const size_t k = std::max<size_t>(1, (gaps.size() + 9) / 10);
-  std::partial_sort(gaps.begin(), gaps.begin() + static_cast<std::ptrdiff_t>(k), gaps.end(),
-                    std::greater<double>());
-  double sum = 0;
-  for (size_t i = 0; i < k; ++i) sum += gaps[i];
-  return sum / static_cast<double>(k);
-}
 
 bool MeetsSlo(const RequestOutcome& o, const policy::Slo& slo) {
   return !o.rejected && o.ttft_s <= slo.ttft_s && WorstTenthMean(o.gaps_s) <= slo.tbt_s;

@@ -11,6 +11,8 @@
 #include "conductor/policy/types.h"
 #include "nlohmann/json.hpp"
 
+#include "bench/common/latency.h"
+
 namespace crescent::bench::sim {
 
 namespace policy = ::crescent::conductor::policy;
@@ -53,10 +55,8 @@ struct SimReport {
   double wall_s = 0.0;      // how long the simulation itself took
 };
 
-// Linear interpolation between closest ranks; 0 for an empty sample. q in [0, 1].
-double Percentile(std::vector<double> values, double q);
-// Mean of the largest ceil(10%) of `gaps` (at least one); 0 when empty. Mooncake's TBT.
-double WorstTenthMean(std::vector<double> gaps);
+// Percentile (p in [0, 100]) and WorstTenthMean (Mooncake's TBT) are bench/common/latency.h's,
+// shared with replay's reports.
 // Whether a completed request met both SLOs (its TBT being WorstTenthMean of its gaps).
 bool MeetsSlo(const RequestOutcome& o, const policy::Slo& slo);
 

@@ -7,26 +7,6 @@
 namespace crescent::bench {
 namespace {
 
-TEST(MetricsTest, PercentileInterpolatesLikeNumpy) {
-  // numpy.percentile([1, 2, 3, 4], [0, 50, 90, 99, 100]) = [1, 2.5, 3.7, 3.97, 4].
-  const std::vector<double> v = {4, 1, 3, 2};
-  EXPECT_DOUBLE_EQ(Percentile(v, 0), 1);
-  EXPECT_DOUBLE_EQ(Percentile(v, 50), 2.5);
-  EXPECT_NEAR(Percentile(v, 90), 3.7, 1e-12);
-  EXPECT_NEAR(Percentile(v, 99), 3.97, 1e-12);
-  EXPECT_DOUBLE_EQ(Percentile(v, 100), 4);
-  EXPECT_DOUBLE_EQ(Percentile({}, 50), 0);
-  EXPECT_DOUBLE_EQ(Percentile({7}, 99), 7);
-}
-
-TEST(MetricsTest, WorstTenthMean) {
-  std::vector<double> gaps;
-  for (int i = 1; i <= 20; ++i) gaps.push_back(i);  // Worst 10% = {20, 19}.
-  EXPECT_DOUBLE_EQ(WorstTenthMean(gaps), 19.5);
-  EXPECT_DOUBLE_EQ(WorstTenthMean({3, 1, 2}), 3);  // At least one gap.
-  EXPECT_DOUBLE_EQ(WorstTenthMean({}), 0);
-}
-
 RequestRecord Ok(double scheduled, double ttft, std::vector<double> gaps, int64_t out,
                  int64_t prompt, int64_t cached) {
   RequestRecord r;

@@ -7,22 +7,6 @@
 namespace crescent::bench::sim {
 namespace {
 
-TEST(Report, PercentileInterpolatesBetweenRanks) {
-  EXPECT_DOUBLE_EQ(Percentile({}, 0.5), 0.0);
-  EXPECT_DOUBLE_EQ(Percentile({4, 1, 3, 2}, 0.0), 1.0);
-  EXPECT_DOUBLE_EQ(Percentile({4, 1, 3, 2}, 1.0), 4.0);
-  EXPECT_DOUBLE_EQ(Percentile({4, 1, 3, 2}, 0.5), 2.5);
-  EXPECT_DOUBLE_EQ(Percentile({0, 10}, 0.9), 9.0);
-}
-
-TEST(Report, WorstTenthMeanAveragesTheLargestTenPercent) {
-  std::vector<double> gaps;
-  for (int i = 1; i <= 20; ++i) gaps.push_back(i);
-  EXPECT_DOUBLE_EQ(WorstTenthMean(gaps), 19.5);       // 20 and 19
-  EXPECT_DOUBLE_EQ(WorstTenthMean({0.1, 0.5}), 0.5);  // at least one gap
-  EXPECT_DOUBLE_EQ(WorstTenthMean({}), 0.0);
-}
-
 TEST(Report, SummarizeCountsAttainmentGoodputWasteAndHits) {
   policy::Slo slo{1.0, 0.1};
   std::vector<RequestOutcome> o(4);
