@@ -1,0 +1,234 @@
+#include "decode_node/decode_node.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "src/common/clock.h"
+#include "src/common/logging.h"
+#include "src/common/status.h"
+#include "src/engine/cpu_backend.h"
+
+namespace crescent::decode_node {
+
+absl::StatusOr<std::vector<std::string>> TransportsFor(std::string_view transport) {
+  if (transport == "auto" || transport == "shm")
+    return std::vector<std::string>{"shm", "rdma", "tcp"};
+  if (transport == "tcp" || transport == "rdma") return std::vector<std::string>{"rdma", "tcp"};
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--transport must be auto, tcp, shm or rdma, got '", std::string(transport), "'"));
+}
+
+absl::Status SplitHostPort(std::string_view address, std::string_view what, std::string* host,
+                           int* port) {
+  const size_t colon = address.rfind(':');
+  auto bad = [&] {
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(what), " must be host:port, got '", std::string(address), "'"));
+  };
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == address.size()) return bad();
+  std::string_view h = address.substr(0, colon);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  int p = 0;
+  for (char c : address.substr(colon + 1)) {
+    if (c < '0' || c > '9') return bad();
+    p = p * 10 + (c - '0');
+    if (p > 65535) return bad();
+  }
+  *host = std::string(h);
+  *port = p;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<DecodeNode>> DecodeNode::Start(const DecodeNodeOptions& options) {
+  if (options.model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  if (options.node_id.empty()) return absl::InvalidArgumentError("--node-id is required");
+  if (options.conductor.empty()) return absl::InvalidArgumentError("--conductor is required");
+  if (options.kv_master.empty()) return absl::InvalidArgumentError("--kv-master is required");
+  if (options.kv_cache_mb < 1) return absl::InvalidArgumentError("--kv-cache-mb must be >= 1");
+  if (options.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
+  if (options.max_running < 1) return absl::InvalidArgumentError("--max-running must be >= 1");
+  if (options.max_step_tokens < 1) {
+    return absl::InvalidArgumentError("--max-step-tokens must be >= 1");
+  }
+  if (options.block_tokens < 1) return absl::InvalidArgumentError("--block-tokens must be >= 1");
+  if (options.reserve_timeout_ms < 1) {
+    return absl::InvalidArgumentError("--reserve-timeout-ms must be >= 1");
+  }
+  if (options.metrics_port < -1 || options.metrics_port > 65535) {
+    return absl::InvalidArgumentError("--metrics-port must be in [0, 65535] (or -1: none)");
+  }
+  std::unique_ptr<DecodeNode> node(new DecodeNode(options));
+  absl::Status status = node->Init();
+  if (!status.ok()) {
+    node->Stop();
+    return status;
+  }
+  return node;
+}
+
+absl::Status DecodeNode::Init() {
+  const DecodeNodeOptions& o = options_;
+  segment_ = o.node_id + "/kv";
+  CRESCENT_ASSIGN_OR_RETURN(std::vector<std::string> transports, TransportsFor(o.transport));
+  std::string data_host;
+  int data_port = 0;
+  CRESCENT_RETURN_IF_ERROR(SplitHostPort(o.data_listen, "--data-listen", &data_host, &data_port));
+  std::string grpc_host;
+  int grpc_port = 0;
+  CRESCENT_RETURN_IF_ERROR(SplitHostPort(o.grpc_listen, "--grpc-listen", &grpc_host, &grpc_port));
+
+  CRESCENT_ASSIGN_OR_RETURN(model_, engine::LoadModel(o.model_path, {}));
+  CRESCENT_ASSIGN_OR_RETURN(backend_,
+                            engine::CpuBackend::Create(model_->config, model_->weights, o.threads));
+
+  directory_ = kvstore::client::GrpcSegmentDirectory::Create(o.kv_master);
+  kvstore::TransferEngineOptions to;
+  to.transports = transports;
+  to.tcp.listen_host = data_host;
+  to.tcp.listen_port = static_cast<uint16_t>(data_port);
+  CRESCENT_ASSIGN_OR_RETURN(transfer_, kvstore::TransferEngine::Create(to, directory_.get()));
+
+  // The KV cache goes into a shared segment peers write (shm on this host, rdma/tcp elsewhere).
+  engine::EngineOptions eo;
+  eo.block_tokens = o.block_tokens;
+  eo.kv_cache_bytes = o.kv_cache_mb << 20;
+  eo.max_running = o.max_running;
+  eo.max_step_tokens = o.max_step_tokens;
+  // Decode requests arrive with their prompt's KV written by a prefill node; nothing for the
+  // prefix cache to find here, but it costs nothing either.
+  void* kv_memory = nullptr;
+  kvstore::TransferEngine* transfer = transfer_.get();
+  const std::string segment = segment_;
+  eo.kv_memory = [transfer, segment, &kv_memory](size_t bytes) -> absl::StatusOr<void*> {
+    CRESCENT_ASSIGN_OR_RETURN(void* p, transfer->AllocateSharedSegment(segment, bytes));
+    kv_memory = p;
+    return p;
+  };
+  CRESCENT_ASSIGN_OR_RETURN(
+      engine_, engine::Engine::Create(model_.get(), backend_.get(), eo, RealClock::Get()));
+  engine::KvCache* cache = engine_->cache();
+  const size_t cache_bytes = engine::KvCache::MemoryBytes(cache->config());
+  if (kv_memory == nullptr || cache->BlockData(0) != kv_memory) {
+    // An engine that allocated its cache itself: publish that memory instead (tcp/rdma only).
+    if (kv_memory != nullptr) (void)transfer_->UnregisterLocalSegment(segment_);
+    CRESCENT_RETURN_IF_ERROR(
+        transfer_->RegisterLocalSegment(segment_, cache->BlockData(0), cache_bytes));
+    CRESCENT_LOG(warn, "engine ignored kv_memory: segment {} is not reachable over shm", segment_);
+  }
+
+  DecodeServiceOptions so;
+  so.node_id = o.node_id;
+  so.segment = segment_;
+  so.transfer_endpoint = transfer_->tcp_endpoint();
+  so.default_reserve_timeout = std::chrono::milliseconds(o.reserve_timeout_ms);
+  so.max_reserve_timeout = std::chrono::milliseconds(o.reserve_timeout_ms);
+  CRESCENT_ASSIGN_OR_RETURN(service_, DecodeNodeService::Create(engine_.get(), &registry_, so));
+
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(o.grpc_listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.RegisterService(service_.get());
+  grpc_server_ = builder.BuildAndStart();
+  if (grpc_server_ == nullptr || bound_port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on --grpc-listen ", o.grpc_listen));
+  }
+  const bool ipv6 = grpc_host.find(':') != std::string::npos;
+  grpc_endpoint_ = absl::StrCat(ipv6 ? "[" : "", grpc_host, ipv6 ? "]" : "", ":", bound_port);
+
+  if (o.metrics_port >= 0) {
+    server::HttpServerOptions ho;
+    ho.host = o.metrics_host;
+    ho.port = static_cast<uint16_t>(o.metrics_port);
+    ho.num_threads = 1;
+    CRESCENT_ASSIGN_OR_RETURN(http_, server::HttpServer::Create(ho, nullptr, &registry_));
+  }
+
+  cluster::NodeAgentOptions ao;
+  ao.conductor_address = o.conductor;
+  ao.heartbeat_interval = o.heartbeat_interval;
+  cluster::v1::NodeInfo& info = ao.node;
+  info.set_node_id(o.node_id);
+  info.set_role(cluster::v1::ROLE_DECODE);
+  info.set_grpc_endpoint(grpc_endpoint_);
+  info.set_model_id(model_->id);
+  info.set_model_fingerprint(model_->fingerprint);
+  info.set_block_tokens(o.block_tokens);
+  info.set_total_blocks(cache->num_blocks());
+  // No cost profile: the Conductor uses its default decode cost model.
+  CRESCENT_ASSIGN_OR_RETURN(agent_, cluster::NodeAgent::Start(ao, [this] { return Load(); }));
+
+  CRESCENT_LOG(info,
+               "decode node {}: {} ({} KV blocks of {} tokens in segment {}, transports {}, "
+               "data {}), grpc {}, metrics {}",
+               o.node_id, o.model_path, cache->num_blocks(), o.block_tokens, segment_,
+               absl::StrJoin(transfer_->transport_names(), ","), transfer_->tcp_endpoint(),
+               grpc_endpoint_, metrics_endpoint());
+  return absl::OkStatus();
+}
+
+DecodeNode::~DecodeNode() { Stop(); }
+
+std::string DecodeNode::metrics_endpoint() const {
+  if (http_ == nullptr) return "-";
+  const bool ipv6 = options_.metrics_host.find(':') != std::string::npos;
+  return absl::StrCat(ipv6 ? "[" : "", options_.metrics_host, ipv6 ? "]" : "", ":", http_->port());
+}
+
+std::string DecodeNode::ReadyLine() const {
+  return absl::StrCat("crescent: decode ", options_.node_id, " ready grpc=", grpc_endpoint_,
+                      " http=", metrics_endpoint());
+}
+
+cluster::v1::NodeLoad DecodeNode::Load() const {
+  cluster::v1::NodeLoad load;
+  if (engine_ == nullptr) return load;
+  const engine::EngineStats s = engine_->Stats();
+  load.set_queued_prefill_tokens(s.queued_prefill_tokens);
+  load.set_running_requests(s.running);
+  load.set_waiting_requests(s.waiting + (service_ ? service_->pending_reservations() : 0));
+  // The engine does not report the running batch's context; blocks in use approximate it
+  // (reservations and cached blocks excluded from the free count are counted too).
+  load.set_running_context_tokens((s.total_blocks - s.free_blocks) * options_.block_tokens);
+  load.set_free_blocks(s.free_blocks);
+  load.set_last_step_seconds(s.last_step_seconds);
+  load.set_draining(service_ != nullptr && service_->draining());
+  if (service_ != nullptr) service_->UpdateGauges();
+  return load;
+}
+
+bool DecodeNode::Drain(std::chrono::milliseconds timeout) {
+  if (service_ == nullptr) return true;
+  service_->SetDraining();
+  if (agent_ != nullptr) agent_->SetDraining();
+  const bool idle = service_->WaitIdle(timeout);
+  if (!idle) {
+    CRESCENT_LOG(warn,
+                 "decode node {}: {} decodes and {} reservations still in flight after the "
+                 "drain timeout",
+                 options_.node_id, service_->active_decodes(), service_->pending_reservations());
+  }
+  return idle;
+}
+
+void DecodeNode::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  if (agent_ != nullptr) agent_->Stop();
+  if (grpc_server_ != nullptr) {
+    // Open streams see their context cancelled and cancel their engine requests.
+    grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    grpc_server_->Wait();
+  }
+  if (http_ != nullptr) http_->Stop();
+  agent_.reset();
+  grpc_server_.reset();
+  http_.reset();
+  service_.reset();
+  engine_.reset();
+  transfer_.reset();
+}
+
+}  // namespace crescent::decode_node

@@ -1,0 +1,125 @@
+// DecodeNode: the body of `crescent decode-node` — a model, an engine whose KV cache lives in a
+// transfer-engine segment "<node-id>/kv" (published through the KV master, so prefill nodes can
+// write reserved pages over shm, rdma or tcp), the DecodeNode gRPC service, a metrics-only HTTP
+// server (/health, /ready, /metrics), and a NodeAgent registering the node with the Conductor and
+// heartbeating its load.
+//
+//   DecodeNodeOptions o;  o.model_path = ...; o.node_id = "decode-0"; o.conductor = ...;
+//   auto node = DecodeNode::Start(o);            // serving when it returns
+//   ... SIGTERM ...
+//   (*node)->Drain(std::chrono::seconds(30));    // no new reservations; in-flight decodes end
+//   (*node)->Stop();
+//
+// Thread-safety: Drain and Stop are called from one controlling thread; accessors are const.
+#ifndef CRESCENT_DECODE_NODE_DECODE_NODE_H_
+#define CRESCENT_DECODE_NODE_DECODE_NODE_H_
+
+#include <grpcpp/server.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "decode_node/decode_service.h"
+#include "kvstore/client/grpc_segment_directory.h"
+#include "kvstore/transfer/transfer_engine.h"
+#include "src/cluster/node_agent.h"
+#include "src/engine/backend.h"
+#include "src/engine/engine.h"
+#include "src/engine/loaded_model.h"
+#include "src/server/http_server.h"
+#include "src/server/metrics.h"
+
+namespace crescent::decode_node {
+
+struct DecodeNodeOptions {
+  std::string model_path;                   // GGUF file. Required.
+  std::string node_id;                      // Unique in the cluster. Required.
+  std::string conductor;                    // host:port of the Conductor's Registry. Required.
+  std::string kv_master;                    // host:port of the KV master. Required.
+  std::string grpc_listen = "127.0.0.1:0";  // DecodeNode service; port 0 = any free port.
+  std::string metrics_host = "127.0.0.1";
+  int metrics_port = 0;  // 0 = any free port, -1 = no metrics server.
+  int threads = 0;       // Compute threads; 0 = all CPUs.
+  int64_t kv_cache_mb = 256;
+  int block_tokens = 16;  // Must match the cluster's.
+  int max_running = 64;
+  int max_step_tokens = 512;
+  std::string transport = "auto";           // auto | tcp | shm | rdma (see TransportsFor).
+  std::string data_listen = "127.0.0.1:0";  // The transfer engine's tcp data server.
+  int64_t reserve_timeout_ms = 30000;       // Default and upper bound of a reservation's wait.
+  std::chrono::milliseconds heartbeat_interval{500};
+};
+
+// The transfer-engine transports a --transport value selects, in preference order. rdma is
+// always listed (the engine skips it without a device). InvalidArgument for an unknown name.
+absl::StatusOr<std::vector<std::string>> TransportsFor(std::string_view transport);
+
+// Splits "host:port" (IPv6 hosts in brackets). InvalidArgument naming `what` when malformed.
+absl::Status SplitHostPort(std::string_view address, std::string_view what, std::string* host,
+                           int* port);
+
+class DecodeNode {
+ public:
+  // Loads the model and starts everything; the node is registering with the Conductor (which
+  // may come up later) when this returns. Errors: InvalidArgument (options, naming the field),
+  // the model loader's, the transfer engine's, Unavailable (an address cannot be bound).
+  static absl::StatusOr<std::unique_ptr<DecodeNode>> Start(const DecodeNodeOptions& options);
+
+  ~DecodeNode();  // Stop().
+  DecodeNode(const DecodeNode&) = delete;
+  DecodeNode& operator=(const DecodeNode&) = delete;
+
+  // Takes nothing new (Reserve answers UNAVAILABLE, heartbeats say draining) and waits up to
+  // `timeout` for in-flight decodes and reservations to end. Returns whether they all did.
+  bool Drain(std::chrono::milliseconds timeout);
+
+  // Stops heartbeats, the gRPC and HTTP servers (cancelling streams still open), the engine and
+  // the transfer engine. Idempotent.
+  void Stop();
+
+  // The line `crescent decode-node` prints on stdout once serving:
+  // "crescent: decode <node-id> ready grpc=<host:port> http=<host:port or ->".
+  std::string ReadyLine() const;
+
+  // The bound "host:port" of the gRPC service and of the metrics server ("-" without one).
+  const std::string& grpc_endpoint() const { return grpc_endpoint_; }
+  std::string metrics_endpoint() const;
+  const std::string& segment() const { return segment_; }
+  engine::Engine* engine() const { return engine_.get(); }
+  DecodeNodeService* service() const { return service_.get(); }
+  kvstore::TransferEngine* transfer() const { return transfer_.get(); }
+  server::MetricsRegistry* registry() { return &registry_; }
+  cluster::NodeAgent* agent() const { return agent_.get(); }
+
+  // The load reported in heartbeats (also refreshes the load gauges).
+  cluster::v1::NodeLoad Load() const;
+
+ private:
+  explicit DecodeNode(const DecodeNodeOptions& options) : options_(options) {}
+  absl::Status Init();
+
+  const DecodeNodeOptions options_;
+  std::string segment_;
+  std::string grpc_endpoint_;
+  bool stopped_ = false;
+
+  // Declared in construction order; Stop() tears down in reverse.
+  server::MetricsRegistry registry_;
+  std::unique_ptr<engine::LoadedModel> model_;
+  std::unique_ptr<engine::Backend> backend_;
+  std::unique_ptr<kvstore::client::GrpcSegmentDirectory> directory_;
+  std::unique_ptr<kvstore::TransferEngine> transfer_;
+  std::unique_ptr<engine::Engine> engine_;
+  std::unique_ptr<DecodeNodeService> service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<server::HttpServer> http_;
+  std::unique_ptr<cluster::NodeAgent> agent_;
+};
+
+}  // namespace crescent::decode_node
+
+#endif  // CRESCENT_DECODE_NODE_DECODE_NODE_H_
