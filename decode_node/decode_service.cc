@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "decode_node/sampling_convert.h"
+#include "src/cluster/proto_convert.h"
 #include "src/common/logging.h"
 
 namespace crescent::decode_node {
@@ -178,7 +178,7 @@ grpc::Status DecodeNodeService::Reserve(grpc::ServerContext* context,
   absl::StatusOr<engine::Engine::Reservation> r = engine_->Reserve(request->positions());
   if (!r.ok()) {
     metrics_.reserve_rejected->Increment();
-    return ToGrpcStatus(r.status());
+    return cluster::ToGrpcStatus(r.status());
   }
   const uint64_t block_bytes = engine_->cache()->config().BlockBytes();
   v1::KvTarget* target = response->mutable_target();
@@ -296,14 +296,14 @@ grpc::Status DecodeNodeService::Decode(grpc::ServerContext* context,
 
   engine::EngineRequest er;
   er.prompt.assign(request->prompt().begin(), request->prompt().end());
-  er.sampling = SamplingFromProto(request->sampling());
+  er.sampling = cluster::SamplingFromProto(request->sampling());
   er.max_tokens = request->max_tokens();
   er.ignore_eos = request->ignore_eos();
   er.cache_salt = request->cache_salt();
   const Clock* clock = clock_;
   auto on_token = [stream, clock](const engine::SampleResult& result) {
     DecodeStream::Event e;
-    SampledTokenToProto(result, e.event.mutable_token());
+    cluster::SampledTokenToProto(result, e.event.mutable_token());
     e.ns = clock->NowNanos();
     absl::MutexLock lock(&stream->mu);
     stream->events.push_back(std::move(e));
@@ -314,7 +314,7 @@ grpc::Status DecodeNodeService::Decode(grpc::ServerContext* context,
                                    std::span<const engine::KvCache::BlockId>) {
     DecodeStream::Event e;
     v1::DecodeEvent::Finish* finish = e.event.mutable_finish();
-    StatusToProto(status, finish->mutable_status());
+    cluster::StatusToProto(status, finish->mutable_status());
     finish->set_reason(ReasonName(reason));
     finish->set_generated_tokens(stats.generated_tokens);
     finish->set_queue_seconds(stats.queue_seconds);
@@ -330,7 +330,7 @@ grpc::Status DecodeNodeService::Decode(grpc::ServerContext* context,
     // The reservation is dead either way: a failed request is not retried on it.
     engine_->Release(request->reservation_id());
     metrics_.Outcome("error")->Increment();
-    return ToGrpcStatus(id.status());
+    return cluster::ToGrpcStatus(id.status());
   }
 
   // Relay events until the Finish event is written. The client going away (or Cancel) cancels

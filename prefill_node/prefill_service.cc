@@ -8,7 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "prefill_node/sampling.h"
+#include "src/cluster/proto_convert.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
 #include "src/engine/block_hash.h"
@@ -53,11 +53,6 @@ std::string_view OutcomeOf(const absl::Status& status) {
 }
 
 }  // namespace
-
-grpc::Status ToGrpc(const absl::Status& status) {
-  if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
-}
 
 PrefillMetrics::PrefillMetrics(server::MetricsRegistry* r)
     : queue_seconds(r->GetHistogram("crescent:prefill_queue_seconds",
@@ -306,7 +301,7 @@ bool PrefillNodeService::WaitIdle(std::chrono::milliseconds timeout) {
 grpc::Status PrefillNodeService::Prefill(grpc::ServerContext* context,
                                          const v1::PrefillRequest* request,
                                          v1::PrefillResponse* response) {
-  return ToGrpc(RunPrefill(*request, response, context));
+  return cluster::ToGrpcStatus(RunPrefill(*request, response, context));
 }
 
 grpc::Status PrefillNodeService::Cancel(grpc::ServerContext* context,
@@ -410,7 +405,7 @@ absl::Status PrefillNodeService::RunPrefillImpl(const v1::PrefillRequest& reques
   const v1::KvTarget& target = request.target();
   engine::EngineRequest er;
   er.prompt.assign(request.prompt().begin(), request.prompt().end());
-  CRESCENT_ASSIGN_OR_RETURN(er.sampling, SamplingFromProto(request.sampling()));
+  er.sampling = cluster::SamplingFromProto(request.sampling());
   er.max_tokens = std::max(1, request.max_tokens());
   er.ignore_eos = request.ignore_eos();
   er.cache_salt = request.cache_salt();

@@ -175,9 +175,6 @@ class PrefillNodeService final : public cluster::v1::PrefillNode::Service {
   std::thread publisher_;
 };
 
-// absl::Status -> grpc::Status (the codes are numerically equal).
-grpc::Status ToGrpc(const absl::Status& status);
-
 }  // namespace crescent::prefill_node
 
 #endif  // CRESCENT_PREFILL_NODE_PREFILL_SERVICE_H_

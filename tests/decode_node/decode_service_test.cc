@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "decode_node/decode_node.h"
-#include "decode_node/sampling_convert.h"
+#include "src/cluster/proto_convert.h"
 #include "gtest/gtest.h"
 #include "kvstore/client/grpc_segment_directory.h"
 #include "kvstore/server/master_server.h"
@@ -243,7 +243,7 @@ class DecodeNodeTest : public ::testing::Test {
     d.set_reservation_id(target.reservation_id());
     for (int32_t t : prompt) d.add_prompt(t);
     d.mutable_first_token()->set_token(first_token);
-    SamplingToProto(Greedy({}, 1).sampling, d.mutable_sampling());
+    cluster::SamplingToProto(Greedy({}, 1).sampling, d.mutable_sampling());
     d.set_max_tokens(max_tokens);
     d.set_ignore_eos(true);
     return d;
@@ -267,7 +267,7 @@ class DecodeNodeTest : public ::testing::Test {
       EXPECT_FALSE(out.has_finish) << "an event after the Finish event";
       if (e.has_token()) {
         out.tokens.push_back(e.token().token());
-        out.samples.push_back(SampledTokenFromProto(e.token()));
+        out.samples.push_back(cluster::SampledTokenFromProto(e.token()));
       }
       if (e.has_finish()) {
         out.has_finish = true;

@@ -1,8 +1,8 @@
-#include "decode_node/sampling_convert.h"
+#include "src/cluster/proto_convert.h"
 
 #include "gtest/gtest.h"
 
-namespace crescent::decode_node {
+namespace crescent::cluster {
 namespace {
 
 TEST(SamplingConvertTest, RoundTripKeepsEveryField) {
@@ -94,4 +94,4 @@ TEST(SamplingConvertTest, StatusConversions) {
 }
 
 }  // namespace
-}  // namespace crescent::decode_node
+}  // namespace crescent::cluster

@@ -1,11 +1,11 @@
-#include "decode_node/sampling_convert.h"
+#include "src/cluster/proto_convert.h"
 
 #include <map>
 #include <string>
 
-namespace crescent::decode_node {
+namespace crescent::cluster {
 
-engine::SamplingParams SamplingFromProto(const cluster::v1::SamplingParams& proto) {
+engine::SamplingParams SamplingFromProto(const v1::SamplingParams& proto) {
   engine::SamplingParams p;
   p.temperature = proto.temperature();
   p.top_p = proto.top_p() == 0.0f ? 1.0f : proto.top_p();
@@ -25,7 +25,7 @@ engine::SamplingParams SamplingFromProto(const cluster::v1::SamplingParams& prot
   return p;
 }
 
-void SamplingToProto(const engine::SamplingParams& params, cluster::v1::SamplingParams* proto) {
+void SamplingToProto(const engine::SamplingParams& params, v1::SamplingParams* proto) {
   proto->Clear();
   proto->set_temperature(params.temperature);
   proto->set_top_p(params.top_p);
@@ -41,22 +41,22 @@ void SamplingToProto(const engine::SamplingParams& params, cluster::v1::Sampling
   proto->set_top_logprobs(params.top_logprobs);
 }
 
-void SampledTokenToProto(const engine::SampleResult& result, cluster::v1::SampledToken* proto) {
+void SampledTokenToProto(const engine::SampleResult& result, v1::SampledToken* proto) {
   proto->Clear();
   proto->set_token(result.token);
   proto->set_logprob(result.logprob);
   for (const engine::TokenLogprob& t : result.top_logprobs) {
-    cluster::v1::TokenLogprob* out = proto->add_top_logprobs();
+    v1::TokenLogprob* out = proto->add_top_logprobs();
     out->set_token(t.token);
     out->set_logprob(t.logprob);
   }
 }
 
-engine::SampleResult SampledTokenFromProto(const cluster::v1::SampledToken& proto) {
+engine::SampleResult SampledTokenFromProto(const v1::SampledToken& proto) {
   engine::SampleResult r{proto.token()};
   r.logprob = proto.logprob();
   r.top_logprobs.reserve(proto.top_logprobs_size());
-  for (const cluster::v1::TokenLogprob& t : proto.top_logprobs()) {
+  for (const v1::TokenLogprob& t : proto.top_logprobs()) {
     r.top_logprobs.push_back({t.token(), t.logprob()});
   }
   return r;
@@ -73,12 +73,12 @@ absl::StatusCode CodeFromInt(int code) {
 
 }  // namespace
 
-void StatusToProto(const absl::Status& status, cluster::v1::Status* proto) {
+void StatusToProto(const absl::Status& status, v1::Status* proto) {
   proto->set_code(static_cast<int32_t>(status.code()));
   proto->set_message(std::string(status.message()));
 }
 
-absl::Status StatusFromProto(const cluster::v1::Status& proto) {
+absl::Status StatusFromProto(const v1::Status& proto) {
   return absl::Status(CodeFromInt(proto.code()), proto.message());
 }
 
@@ -92,4 +92,4 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   return absl::Status(CodeFromInt(static_cast<int>(status.error_code())), status.error_message());
 }
 
-}  // namespace crescent::decode_node
+}  // namespace crescent::cluster

@@ -8,8 +8,8 @@
 // (logit_bias entries of one token id are summed, as the engine adds them up anyway).
 //
 // All functions are pure and thread-safe.
-#ifndef CRESCENT_DECODE_NODE_SAMPLING_CONVERT_H_
-#define CRESCENT_DECODE_NODE_SAMPLING_CONVERT_H_
+#ifndef CRESCENT_SRC_CLUSTER_PROTO_CONVERT_H_
+#define CRESCENT_SRC_CLUSTER_PROTO_CONVERT_H_
 
 #include <grpcpp/support/status.h>
 
@@ -17,26 +17,26 @@
 #include "proto/cluster.pb.h"
 #include "src/engine/sampler.h"
 
-namespace crescent::decode_node {
+namespace crescent::cluster {
 
 // Proto -> engine. The result is not validated (Engine::Validate does that and names the field).
-engine::SamplingParams SamplingFromProto(const cluster::v1::SamplingParams& proto);
+engine::SamplingParams SamplingFromProto(const v1::SamplingParams& proto);
 // Engine -> proto; overwrites every field of *proto.
-void SamplingToProto(const engine::SamplingParams& params, cluster::v1::SamplingParams* proto);
+void SamplingToProto(const engine::SamplingParams& params, v1::SamplingParams* proto);
 
 // A sampled token with its logprobs.
-void SampledTokenToProto(const engine::SampleResult& result, cluster::v1::SampledToken* proto);
-engine::SampleResult SampledTokenFromProto(const cluster::v1::SampledToken& proto);
+void SampledTokenToProto(const engine::SampleResult& result, v1::SampledToken* proto);
+engine::SampleResult SampledTokenFromProto(const v1::SampledToken& proto);
 
 // absl::Status <-> the protocol's Status message (codes are numerically equal). A code outside
 // absl's range comes back as Unknown.
-void StatusToProto(const absl::Status& status, cluster::v1::Status* proto);
-absl::Status StatusFromProto(const cluster::v1::Status& proto);
+void StatusToProto(const absl::Status& status, v1::Status* proto);
+absl::Status StatusFromProto(const v1::Status& proto);
 
 // absl::Status <-> grpc::Status at the service edge (codes are numerically equal).
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
-}  // namespace crescent::decode_node
+}  // namespace crescent::cluster
 
-#endif  // CRESCENT_DECODE_NODE_SAMPLING_CONVERT_H_
+#endif  // CRESCENT_SRC_CLUSTER_PROTO_CONVERT_H_
