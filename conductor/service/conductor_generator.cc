@@ -14,6 +14,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "proto/kvstore.grpc.pb.h"
+#include "src/cluster/proto_convert.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
 #include "src/engine/block_hash.h"
@@ -39,11 +40,6 @@ int64_t UnixMillisIn(double seconds) {
          static_cast<int64_t>(seconds * 1e3);
 }
 
-absl::Status FromProtoStatus(const v1::Status& status) {
-  if (status.code() == 0) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.code()), status.message());
-}
-
 // A failure after which another node may succeed.
 bool Retryable(absl::StatusCode code) {
   return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded ||
@@ -54,32 +50,6 @@ bool Retryable(absl::StatusCode code) {
 // A failure that says the node itself is gone or stuck.
 bool NodeFailure(absl::StatusCode code) {
   return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded;
-}
-
-// engine::SamplingParams -> the wire's. logit_bias entries with the same id add up (as the
-// sampler does), since the wire's map holds one value per id.
-v1::SamplingParams ToProtoSampling(const engine::SamplingParams& s) {
-  v1::SamplingParams p;
-  p.set_temperature(s.temperature);
-  p.set_top_p(s.top_p);
-  p.set_top_k(s.top_k);
-  p.set_min_p(s.min_p);
-  p.set_repetition_penalty(s.repetition_penalty);
-  p.set_frequency_penalty(s.frequency_penalty);
-  p.set_presence_penalty(s.presence_penalty);
-  if (s.has_seed) p.set_seed(s.seed);
-  for (const auto& [token, bias] : s.logit_bias) (*p.mutable_logit_bias())[token] += bias;
-  p.set_logprobs(s.logprobs);
-  p.set_top_logprobs(s.top_logprobs);
-  return p;
-}
-
-engine::SampleResult FromProtoToken(const v1::SampledToken& t) {
-  engine::SampleResult r;
-  r.token = t.token();
-  r.logprob = t.logprob();
-  for (const auto& lp : t.top_logprobs()) r.top_logprobs.push_back({lp.token(), lp.logprob()});
-  return r;
 }
 
 engine::FinishReason ParseFinishReason(const std::string& reason) {
@@ -365,10 +335,23 @@ void ConductorGenerator::Run(std::shared_ptr<RequestState> state) {
 }
 
 policy::Decision ConductorGenerator::Schedule(const policy::Request& request,
-                                              const RegistrySnapshot& snapshot,
-                                              const policy::PoolView& pool) {
+                                              const std::set<std::string>& excluded,
+                                              const policy::PoolView& pool, bool place_decode,
+                                              RegistrySnapshot* snapshot) {
   absl::MutexLock lock(&scheduler_mu_);
-  return scheduler_.Schedule(request, snapshot.nodes, pool, RealClock::Get()->NowSeconds());
+  *snapshot = registry_->Snapshot(excluded);
+  policy::Decision decision =
+      scheduler_.Schedule(request, snapshot->nodes, pool, RealClock::Get()->NowSeconds());
+  if (decision.accepted) {
+    registry_->AddPlaced(snapshot->nodes[decision.prefill.node].id,
+                         decision.prefill.compute_tokens, 0, 0, 0);
+    if (place_decode) {
+      registry_->AddPlaced(snapshot->nodes[decision.decode.node].id, 0, 1,
+                           request.prompt_tokens + request.max_output_tokens,
+                           decision.decode.kv_blocks_needed);
+    }
+  }
+  return decision;
 }
 
 absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationResult* result) {
@@ -403,7 +386,8 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
   preq.max_output_tokens = std::min<int64_t>(req.max_tokens, options_.policy_max_output_tokens);
   preq.arrival_s = clock->NowSeconds();
 
-  const v1::SamplingParams sampling = ToProtoSampling(req.sampling);
+  v1::SamplingParams sampling;
+  cluster::SamplingToProto(req.sampling, &sampling);
   std::set<std::string> excluded;
   absl::Status last_error;
   bool reserved = false;
@@ -411,6 +395,19 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
   v1::KvTarget target;
   int reserve_attempts = 0;
   int prefill_attempts = 0;
+  // The decode work Schedule placed on a node's account, taken off when this request ends (or
+  // moves to another decode node).
+  struct DecodePlacement {
+    NodeRegistry* registry = nullptr;
+    std::string node;
+    int64_t context = 0;
+    void Clear() {
+      if (node.empty()) return;
+      registry->AddPlaced(node, 0, -1, -context, 0);
+      node.clear();
+    }
+    ~DecodePlacement() { Clear(); }
+  } placement{registry_, "", 0};
 
   auto release = [&] {
     if (!reserved) return;
@@ -439,8 +436,8 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
   while (true) {
     if (state.IsCancelled()) return cancelled();
     const int64_t t0 = clock->NowNanos();
-    RegistrySnapshot snapshot = registry_->Snapshot(excluded);
-    policy::Decision decision = Schedule(preq, snapshot, pool_view);
+    RegistrySnapshot snapshot;
+    policy::Decision decision = Schedule(preq, excluded, pool_view, !reserved, &snapshot);
     metrics_->phases["schedule"]->Observe(static_cast<double>(clock->NowNanos() - t0) * 1e-9);
     if (!decision.accepted) {
       if (reserve_attempts == 0 && prefill_attempts == 0) {
@@ -463,10 +460,16 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
 
     if (!reserved) {
       const policy::NodeState& dnode = snapshot.nodes[decision.decode.node];
+      placement.Clear();
+      placement.node = dnode.id;
+      placement.context = preq.prompt_tokens + preq.max_output_tokens;
       ++reserve_attempts;
       v1::ReserveRequest rq;
       rq.set_request_id(state.request_id);
-      rq.set_positions(preq.prompt_tokens + 1);
+      // Room for the prompt and the output the policy admitted the request with, so that an
+      // admitted request never starves for KV on the decode node (SubmitPrefilled needs only
+      // prompt + 1; the decode engine grows the sequence beyond the reservation if it must).
+      rq.set_positions(preq.prompt_tokens + std::max<int64_t>(1, preq.max_output_tokens));
       rq.set_timeout_ms(options_.reserve_timeout_ms);
       v1::ReserveResponse rresp;
       grpc::ClientContext ctx;
@@ -475,7 +478,7 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
       const std::string endpoint = snapshot.endpoints[decision.decode.node];
       grpc::Status st = stubs_->Decode(endpoint)->Reserve(&ctx, rq, &rresp);
       state.End();
-      absl::Status s = st.ok() ? FromProtoStatus(rresp.status()) : FromGrpcStatus(st);
+      absl::Status s = st.ok() ? cluster::StatusFromProto(rresp.status()) : FromGrpcStatus(st);
       if (!s.ok()) {
         if (state.IsCancelled()) return cancelled();
         last_error = Annotate(s, absl::StrCat("decode node ", dnode.id, " Reserve"));
@@ -527,8 +530,9 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
     grpc::Status st =
         stubs_->Prefill(snapshot.endpoints[decision.prefill.node])->Prefill(&ctx, pq, &presp);
     state.End();
+    registry_->AddPlaced(pnode.id, -decision.prefill.compute_tokens, 0, 0, 0);
     prefill_wall_s = static_cast<double>(clock->NowNanos() - p0) * 1e-9;
-    absl::Status s = st.ok() ? FromProtoStatus(presp.status()) : FromGrpcStatus(st);
+    absl::Status s = st.ok() ? cluster::StatusFromProto(presp.status()) : FromGrpcStatus(st);
     if (s.ok()) {
       prefill_id = pnode.id;
       break;
@@ -557,7 +561,7 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
   prefix_queries_.fetch_add(static_cast<int64_t>(req.prompt.size()));
   prefix_hits_.fetch_add(presp.cached_tokens());
 
-  const engine::SampleResult first = FromProtoToken(presp.first_token());
+  const engine::SampleResult first = cluster::SampledTokenFromProto(presp.first_token());
   if (!req.ignore_eos && model_->tokenizer->IsEndOfGeneration(first.token)) {
     release();  // end-of-generation is not reported as a token
     result->reason = engine::FinishReason::kStop;
@@ -605,7 +609,7 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
     if (stopped) continue;  // draining after TryCancel
     if (event.has_token()) {
       ++result->stats.generated_tokens;
-      if (!state.on_token(FromProtoToken(event.token()))) {
+      if (!state.on_token(cluster::SampledTokenFromProto(event.token()))) {
         stopped = true;
         ctx.TryCancel();
       }
@@ -622,7 +626,7 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
     return absl::OkStatus();
   }
   if (finished) {
-    absl::Status fs = FromProtoStatus(finish.status());
+    absl::Status fs = cluster::StatusFromProto(finish.status());
     if (!fs.ok()) return Annotate(fs, absl::StrCat("decode node ", decode_id));
     result->reason = ParseFinishReason(finish.reason());
     return absl::OkStatus();

@@ -133,9 +133,13 @@ class ConductorGenerator final : public serve::Generator {
   void Run(std::shared_ptr<RequestState> state);
   // The request's steps; returns the final status and fills result.
   absl::Status Drive(RequestState& state, serve::GenerationResult* result);
+  // Takes the registry's snapshot (without `excluded`), decides, and records an accepted
+  // decision's work as placed on its nodes (NodeRegistry::AddPlaced; the decode side only with
+  // `place_decode`), all under one lock, so that a burst of requests sees each other's load.
   conductor::policy::Decision Schedule(const conductor::policy::Request& request,
-                                       const RegistrySnapshot& snapshot,
-                                       const conductor::policy::PoolView& pool);
+                                       const std::set<std::string>& excluded,
+                                       const conductor::policy::PoolView& pool, bool place_decode,
+                                       RegistrySnapshot* snapshot);
 
   const engine::LoadedModel* const model_;
   NodeRegistry* const registry_;

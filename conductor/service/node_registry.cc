@@ -18,16 +18,6 @@ policy::CostModel DefaultCostModel(int block_tokens, int64_t kv_bytes_per_token)
       /*latency_s=*/1e-4);
 }
 
-grpc::Status ToGrpcStatus(const absl::Status& status) {
-  if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
-}
-
-absl::Status FromGrpcStatus(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-}
-
 NodeRegistry::NodeRegistry(const NodeRegistryOptions& options, const Clock* clock)
     : options_(options), clock_(clock), block_tokens_(options.block_tokens) {}
 
@@ -120,6 +110,7 @@ v1::HeartbeatResponse NodeRegistry::Heartbeat(const v1::HeartbeatRequest& reques
   }
   node.entry.load = request.load();
   node.entry.last_beat_ns = clock_->NowNanos();
+  node.placed_blocks_since_beat = 0;
   node.entry.suspect = false;
   for (uint64_t h : request.load().cached_removed()) {
     auto held = node.held.find(h);
@@ -133,6 +124,21 @@ v1::HeartbeatResponse NodeRegistry::Heartbeat(const v1::HeartbeatRequest& reques
   node.entry.load.clear_cached_added();
   node.entry.load.clear_cached_removed();
   return response;
+}
+
+void NodeRegistry::AddPlaced(std::string_view node_id, int64_t prefill_tokens,
+                             int decode_requests, int64_t decode_context_tokens,
+                             int64_t kv_blocks) {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(std::string(node_id));
+  if (it == nodes_.end()) return;
+  Node& node = *it->second;
+  node.placed_prefill_tokens = std::max<int64_t>(0, node.placed_prefill_tokens + prefill_tokens);
+  node.placed_decode_requests =
+      std::max<int64_t>(0, node.placed_decode_requests + decode_requests);
+  node.placed_decode_context =
+      std::max<int64_t>(0, node.placed_decode_context + decode_context_tokens);
+  node.placed_blocks_since_beat += std::max<int64_t>(0, kv_blocks);
 }
 
 void NodeRegistry::MarkSuspect(std::string_view node_id) {
@@ -198,10 +204,13 @@ RegistrySnapshot NodeRegistry::Snapshot(const std::set<std::string>& excluded) c
     s.id = info.node_id();
     s.role =
         info.role() == v1::ROLE_PREFILL ? policy::NodeRole::kPrefill : policy::NodeRole::kDecode;
-    s.queued_prefill_tokens = load.queued_prefill_tokens();
-    s.running_decode_batch = static_cast<int>(load.running_requests());
-    s.decode_context_tokens = load.running_context_tokens();
-    s.free_kv_blocks = load.free_blocks();
+    // The node's last report, or what this conductor has placed there since, if more.
+    s.queued_prefill_tokens = std::max(load.queued_prefill_tokens(), node->placed_prefill_tokens);
+    s.running_decode_batch = static_cast<int>(std::max<int64_t>(
+        load.running_requests() + load.waiting_requests(), node->placed_decode_requests));
+    s.decode_context_tokens =
+        std::max(load.running_context_tokens(), node->placed_decode_context);
+    s.free_kv_blocks = std::max<int64_t>(0, load.free_blocks() - node->placed_blocks_since_beat);
     if (s.role == policy::NodeRole::kPrefill) {
       s.holds_block = [this, id = s.id](uint64_t h) { return Holds(id, h); };
     }

@@ -39,6 +39,7 @@
 #include "conductor/policy/cost_model.h"
 #include "conductor/policy/types.h"
 #include "proto/cluster.grpc.pb.h"
+#include "src/cluster/proto_convert.h"
 #include "src/common/clock.h"
 
 namespace crescent::conductor::service {
@@ -98,6 +99,15 @@ class NodeRegistry {
   // Marks a node suspect after a failed RPC: not live until its next beat.
   void MarkSuspect(std::string_view node_id);
 
+  // Work this conductor has placed on a node, which the node's heartbeats may not show yet (a
+  // burst arrives between two beats): Snapshot reports a prefill node's queue as at least the
+  // placed prefill tokens, a decode node's batch and context as at least the placed requests,
+  // and its free KV blocks less the blocks placed since its last heartbeat. Add with positive
+  // amounts when placing, the same negative amounts when the work is done (prefill returned,
+  // request finished); blocks need no undo (a heartbeat resets them). Unknown ids are ignored.
+  void AddPlaced(std::string_view node_id, int64_t prefill_tokens, int decode_requests,
+                 int64_t decode_context_tokens, int64_t kv_blocks);
+
   // Records that `node_id` prefilled a prompt with these block hashes: they join its held LRU
   // (most recent last). Unknown ids are ignored.
   void RecordPrefill(std::string_view node_id, std::span<const uint64_t> hashes);
@@ -127,6 +137,11 @@ class NodeRegistry {
     // LRU of held hashes: list front = least recent.
     std::list<uint64_t> held_order;
     absl::flat_hash_map<uint64_t, std::list<uint64_t>::iterator> held;
+    // AddPlaced's running sums.
+    int64_t placed_prefill_tokens = 0;
+    int64_t placed_decode_requests = 0;
+    int64_t placed_decode_context = 0;
+    int64_t placed_blocks_since_beat = 0;
   };
 
   bool IsLive(const Node& node, int64_t now_ns) const;
@@ -163,8 +178,8 @@ class RegistryService final : public cluster::v1::Registry::Service {
 conductor::policy::CostModel DefaultCostModel(int block_tokens, int64_t kv_bytes_per_token);
 
 // absl::Status <-> grpc::Status (the codes are numerically equal).
-grpc::Status ToGrpcStatus(const absl::Status& status);
-absl::Status FromGrpcStatus(const grpc::Status& status);
+using cluster::FromGrpcStatus;  // src/cluster/proto_convert.h
+using cluster::ToGrpcStatus;
 
 }  // namespace crescent::conductor::service
 

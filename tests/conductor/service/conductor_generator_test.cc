@@ -168,7 +168,8 @@ TEST_F(ConductorGeneratorTest, FirstTokenThenDecodeStream) {
   absl::MutexLock pl(&prefill.mu);
   absl::MutexLock dl(&decode.mu);
   ASSERT_EQ(decode.reserves.size(), 1u);
-  EXPECT_EQ(decode.reserves[0].positions(), 41);
+  // Prompt + the output the policy admitted it with (max_tokens 4).
+  EXPECT_EQ(decode.reserves[0].positions(), 44);
   ASSERT_EQ(prefill.requests.size(), 1u);
   const v1::PrefillRequest& pr = prefill.requests[0];
   EXPECT_EQ(pr.prompt_size(), 40);

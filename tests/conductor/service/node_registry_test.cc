@@ -89,6 +89,40 @@ TEST(NodeRegistryTest, HeartbeatUpdatesLoad) {
   EXPECT_EQ(snap.nodes[0].decode_context_tokens, 900);
 }
 
+TEST(NodeRegistryTest, PlacedWorkCountsUntilDoneOrReported) {
+  ManualClock clock;
+  NodeRegistry registry(Options(), &clock);
+  ASSERT_TRUE(registry.Register(Info("d1", v1::ROLE_DECODE)).ok());
+  ASSERT_TRUE(registry.Register(Info("p1", v1::ROLE_PREFILL)).ok());
+  v1::HeartbeatRequest pbeat = Beat("p1");
+  pbeat.mutable_load()->set_queued_prefill_tokens(100);
+  registry.Heartbeat(pbeat);
+  registry.Heartbeat(Beat("d1", 40));
+
+  // A burst between two beats: the snapshot sees the work placed since.
+  registry.AddPlaced("p1", 300, 0, 0, 0);
+  registry.AddPlaced("p1", 250, 0, 0, 0);
+  registry.AddPlaced("d1", 0, 1, 500, 12);
+  registry.AddPlaced("d1", 0, 1, 700, 20);
+  registry.AddPlaced("ghost", 1, 1, 1, 1);  // ignored
+  RegistrySnapshot snap = registry.Snapshot();
+  ASSERT_THAT(Ids(snap), ElementsAre("d1", "p1"));
+  EXPECT_EQ(snap.nodes[1].queued_prefill_tokens, 550);  // more than the node's last report
+  EXPECT_EQ(snap.nodes[0].running_decode_batch, 2);
+  EXPECT_EQ(snap.nodes[0].decode_context_tokens, 1200);
+  EXPECT_EQ(snap.nodes[0].free_kv_blocks, 8);  // 40 reported - 32 reserved since
+
+  // Done work comes off; a beat takes over the block count (it reflects the reservations).
+  registry.AddPlaced("p1", -550, 0, 0, 0);
+  registry.AddPlaced("d1", 0, -1, -500, 0);
+  registry.Heartbeat(Beat("d1", 30));
+  snap = registry.Snapshot();
+  EXPECT_EQ(snap.nodes[1].queued_prefill_tokens, 100);  // the node's own report again
+  EXPECT_EQ(snap.nodes[0].running_decode_batch, 1);
+  EXPECT_EQ(snap.nodes[0].decode_context_tokens, 700);
+  EXPECT_EQ(snap.nodes[0].free_kv_blocks, 30);
+}
+
 TEST(NodeRegistryTest, SilentNodeDiesAndABeatRevivesIt) {
   ManualClock clock;
   NodeRegistry registry(Options(), &clock);
