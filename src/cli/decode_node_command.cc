@@ -107,6 +107,7 @@ void AddDecodeNodeCommands(CLI::App& app, std::vector<Command>* commands) {
   CLI::App* cmd = app.add_subcommand(
       "decode-node",
       "decode node of the disaggregated cluster: reserves KV pages, decodes, streams tokens");
+  cmd->alias("decode");  // DESIGN.md's name for the role
   cmd->add_option("-m,--model", flags->model, "GGUF model file")->capture_default_str();
   cmd->add_option("--node-id", flags->node_id, "this node's unique id")->required();
   cmd->add_option("--conductor", flags->conductor, "the Conductor's gRPC registry, host:port")

@@ -96,6 +96,7 @@ void AddPrefillNodeCommands(CLI::App& app, std::vector<Command>* commands) {
   CLI::App* cmd = app.add_subcommand(
       "prefill-node",
       "prefill node of the disaggregated cluster: computes prompts' KV into decode nodes");
+  cmd->alias("prefill");  // DESIGN.md's name for the role
   cmd->add_option("-m,--model", flags->model, "GGUF model file")->capture_default_str();
   cmd->add_option("--node-id", flags->node_id, "this node's unique id")->required();
   cmd->add_option("--conductor", flags->conductor, "the Conductor's gRPC registry, host:port")

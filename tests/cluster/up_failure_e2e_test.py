@@ -95,8 +95,16 @@ def run(crescent, model):
             t.start()
         for e in started:
             check(e.wait(60), "a long stream did not start")
-        running = {p["name"]: metric_sum(up.metrics(p["name"]), "crescent:num_requests_running")
-                   for p in up.processes("decode")}
+        # The first token comes from the prefill node, before the stream reaches a decode node,
+        # and the nodes' gauges refresh periodically: wait until a decode node shows the streams.
+        running = {}
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            running = {p["name"]: metric_sum(up.metrics(p["name"]), "crescent:num_requests_running")
+                       for p in up.processes("decode")}
+            if max(running.values()) > 0:
+                break
+            time.sleep(0.2)
         victim = up.process(max(running, key=running.get))
         check(running[victim["name"]] > 0, f"no decode node runs the streams: {running}")
         os.kill(victim["pid"], signal.SIGKILL)
