@@ -257,26 +257,7 @@ int64_t ConductorGenerator::max_sequence_tokens() const {
 }
 
 absl::Status ConductorGenerator::Validate(const engine::EngineRequest& r) {
-  if (r.prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
-  const int vocab = model_->config.vocab_size;
-  for (size_t i = 0; i < r.prompt.size(); ++i) {
-    if (r.prompt[i] < 0 || r.prompt[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt token ", i, " has id ", r.prompt[i],
-                                                     ", outside the vocabulary [0, ", vocab, ")"));
-    }
-  }
-  if (r.max_tokens < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_tokens must be at least 1, got ", r.max_tokens));
-  }
-  CRESCENT_RETURN_IF_ERROR(engine::ValidateSamplingParams(r.sampling, vocab));
-  const int64_t prompt = static_cast<int64_t>(r.prompt.size());
-  const int64_t context = model_->config.context_length;
-  if (prompt + r.max_tokens > context) {
-    return absl::OutOfRangeError(absl::StrCat("prompt of ", prompt, " tokens plus max_tokens ",
-                                              r.max_tokens, " exceeds the context length of ",
-                                              context, " tokens"));
-  }
+  CRESCENT_RETURN_IF_ERROR(engine::ValidateRequestForModel(r, *model_));
   const LiveCounts live = registry_->CountLive();
   if (live.prefill == 0 || live.decode == 0) {
     return server::WithRetryAfter(

@@ -142,9 +142,9 @@ absl::Status Engine::Impl::Validate(const EngineRequest& r) const {
   return ValidateLocked(r);
 }
 
-absl::Status Engine::Impl::ValidateLocked(const EngineRequest& r) const {
+absl::Status ValidateRequestForModel(const EngineRequest& r, const LoadedModel& model) {
   if (r.prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
-  const int vocab = model_->config.vocab_size;
+  const int vocab = model.config.vocab_size;
   for (size_t i = 0; i < r.prompt.size(); ++i) {
     if (r.prompt[i] < 0 || r.prompt[i] >= vocab) {
       return absl::InvalidArgumentError(absl::StrCat("prompt token ", i, " has id ", r.prompt[i],
@@ -157,12 +157,18 @@ absl::Status Engine::Impl::ValidateLocked(const EngineRequest& r) const {
   }
   CRESCENT_RETURN_IF_ERROR(ValidateSamplingParams(r.sampling, vocab));
   const int64_t prompt = static_cast<int64_t>(r.prompt.size());
-  const int64_t context = model_->config.context_length;
+  const int64_t context = model.config.context_length;
   if (prompt + r.max_tokens > context) {
     return absl::OutOfRangeError(absl::StrCat("prompt of ", prompt, " tokens plus max_tokens ",
                                               r.max_tokens, " exceeds the context length of ",
                                               context, " tokens"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Impl::ValidateLocked(const EngineRequest& r) const {
+  CRESCENT_RETURN_IF_ERROR(ValidateRequestForModel(r, *model_));
+  const int64_t prompt = static_cast<int64_t>(r.prompt.size());
   const int64_t bt = options_.block_tokens;
   const int64_t need = (prompt + bt - 1) / bt;
   if (need > pool_.num_blocks()) {

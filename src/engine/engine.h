@@ -109,6 +109,12 @@ struct EngineStats {
   int64_t queued_prefill_tokens = 0;  // uncomputed prompt tokens of waiting + running requests
 };
 
+// What any generator must refuse before work, from the request and the model alone:
+// InvalidArgument (empty prompt, token id outside the vocabulary, max_tokens < 1, bad sampling
+// params), OutOfRange (prompt + max_tokens beyond the context; the message gives both numbers).
+// Engine::Validate adds the KV-capacity and queue checks; the Conductor adds its own. Pure.
+absl::Status ValidateRequestForModel(const EngineRequest& request, const LoadedModel& model);
+
 class Engine {
  public:
   using RequestId = uint64_t;
