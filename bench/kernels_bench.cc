@@ -5,7 +5,8 @@
 // and F16 at batch m = 1, 8 and 32: time per MatMul call, effective weight bandwidth (weight
 // bytes / time) and its fraction of the copy bandwidth, and the cost of a batch relative to
 // batch 1. Each measurement cycles over enough distinct copies of the matrix (>= 512 MiB in all)
-// that the weights come from DRAM, as in decode, never from cache.
+// that the weights come from DRAM, as in decode, never from cache. Q4_1 and Q8_0 run in the
+// layout the CPU backend gives them (--layout auto: kGroup8 where the ISA reads it natively).
 //
 // Each figure is taken over whole passes (all copies once, or all 512 MiB once): "best" is the
 // fastest pass, "median" the middle one. On a machine shared with other work the best pass is
@@ -13,7 +14,7 @@
 // column compares best with best, so both sides are measured the same way.
 //
 //   kernels_bench [--threads N] [--isa scalar|avx2|avx512] [--types q4_1,q8_0,...]
-//                 [--batches 1,8,32] [--quick]
+//                 [--batches 1,8,32] [--layout auto|gguf|group8] [--quick]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -27,6 +28,7 @@
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/quants.h"
+#include "bench/common/bandwidth.h"
 #include "src/common/thread_pool.h"
 
 namespace crescent::kernels {
@@ -51,52 +53,11 @@ void Fill(ThreadPool* pool, uint8_t* p, size_t n, int value) {
   });
 }
 
-struct Rate {
-  double best;
-  double median;
-};
-
-Rate Summarize(std::vector<double> rates) {
-  std::sort(rates.begin(), rates.end());
-  return {rates.back(), rates[rates.size() / 2]};
-}
-
-// STREAM-style copy of n bytes split over the pool: bytes read + bytes written per second.
-Rate CopyBandwidth(ThreadPool* pool, uint8_t* a, uint8_t* b, size_t n, int passes) {
-  std::vector<double> rates;
-  for (int rep = 0; rep < passes; ++rep) {
-    const double t0 = Now();
-    pool->Run([&](int t, int nt) {
-      const size_t lo = n / nt * t, hi = t == nt - 1 ? n : n / nt * (t + 1);
-      std::memcpy(b + lo, a + lo, hi - lo);
-    });
-    rates.push_back(2.0 * static_cast<double>(n) / (Now() - t0) / 1e9);
-  }
-  return Summarize(std::move(rates));
-}
-
-// Bytes read per second by a summing loop over n bytes split over the pool.
-Rate ReadBandwidth(ThreadPool* pool, const uint8_t* a, size_t n, int passes) {
-  std::vector<double> rates;
-  std::vector<uint64_t> sink(pool->num_threads() * 8);
-  for (int rep = 0; rep < passes; ++rep) {
-    const double t0 = Now();
-    pool->Run([&](int t, int nt) {
-      const size_t lo = n / nt * t / 64 * 64, hi = t == nt - 1 ? n : n / nt * (t + 1) / 64 * 64;
-      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      for (size_t i = lo; i + 64 <= hi; i += 64) {
-        uint64_t v[8];
-        std::memcpy(v, a + i, 64);
-        s0 += v[0] ^ v[4];
-        s1 += v[1] ^ v[5];
-        s2 += v[2] ^ v[6];
-        s3 += v[3] ^ v[7];
-      }
-      sink[t * 8] = s0 + s1 + s2 + s3;
-    });
-    rates.push_back(static_cast<double>(n) / (Now() - t0) / 1e9);
-  }
-  return Summarize(std::move(rates));
+MatrixView Matrix(GgmlType type, MatrixLayout layout, int64_t rows, int64_t cols,
+                  const void* data) {
+  MatrixView v = DenseMatrix(type, rows, cols, data);
+  v.layout = layout;
+  return v;
 }
 
 struct Shape {
@@ -109,7 +70,7 @@ struct Result {
 };
 
 Result TimeMatMul(ThreadPool* pool, uint8_t* arena, size_t arena_bytes, GgmlType type,
-                  const Shape& shape, int64_t m, int passes) {
+                  MatrixLayout layout, const Shape& shape, int64_t m, int passes) {
   const int64_t cols = shape.cols;
   const size_t row_bytes = RowBytes(type, cols);
   const size_t mat_bytes = (row_bytes * shape.rows + 4095) / 4096 * 4096;
@@ -123,18 +84,22 @@ Result TimeMatMul(ThreadPool* pool, uint8_t* arena, size_t arena_bytes, GgmlType
     for (float& v : row) v = dist(rng);
     QuantizeRow(type, row.data(), arena + r * row_bytes, cols);
   }
+  if (layout == MatrixLayout::kGroup8) {
+    std::vector<uint8_t> gguf(arena, arena + row_bytes * shape.rows);
+    RepackRowsGroup8(type, cols, shape.rows, row_bytes, gguf.data(), arena);
+  }
   pool->ParallelFor(copies - 1, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t c = lo + 1; c <= hi; ++c) std::memcpy(arena + c * mat_bytes, arena, mat_bytes);
   });
 
   std::vector<float> x(m * cols), y(m * shape.rows);
   for (float& v : x) v = dist(rng) * 10;
-  MatMul(pool, DenseMatrix(type, shape.rows, cols, arena), x.data(), m, y.data());  // warm-up
+  MatMul(pool, Matrix(type, layout, shape.rows, cols, arena), x.data(), m, y.data());  // warm-up
   std::vector<double> times;  // seconds per call, one entry per pass
   for (int pass = 0; pass < passes; ++pass) {
     const double t0 = Now();
     for (int64_t c = 0; c < copies; ++c) {
-      MatMul(pool, DenseMatrix(type, shape.rows, cols, arena + c * mat_bytes), x.data(), m,
+      MatMul(pool, Matrix(type, layout, shape.rows, cols, arena + c * mat_bytes), x.data(), m,
              y.data());
     }
     times.push_back((Now() - t0) / static_cast<double>(copies));
@@ -162,6 +127,7 @@ int Main(int argc, char** argv) {
   bool quick = false;
   std::vector<GgmlType> types = {GgmlType::kQ4_1, GgmlType::kQ8_0, GgmlType::kQ4_K, GgmlType::kF16};
   std::vector<int64_t> batches = {1, 8, 32};
+  std::string layout_name = "auto";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) {
@@ -193,36 +159,47 @@ int Main(int argc, char** argv) {
     } else if (a == "--batches" && i + 1 < argc) {
       batches.clear();
       for (const std::string& b : SplitList(argv[++i])) batches.push_back(std::atoll(b.c_str()));
+    } else if (a == "--layout" && i + 1 < argc) {
+      layout_name = argv[++i];
+      if (layout_name != "auto" && layout_name != "gguf" && layout_name != "group8") {
+        std::fprintf(stderr, "--layout takes auto, gguf or group8, not %s\n", layout_name.c_str());
+        return 2;
+      }
     } else if (a == "--quick") {
       quick = true;
     } else {
       std::fprintf(stderr,
                    "usage: kernels_bench [--threads N] [--isa scalar|avx2|avx512] "
-                   "[--types q4_1,q8_0,...] [--batches 1,8,32] [--quick]\n");
+                   "[--types q4_1,q8_0,...] [--batches 1,8,32] [--layout auto|gguf|group8] "
+                   "[--quick]\n");
       return 2;
     }
   }
   ThreadPool pool(threads);
   const size_t arena_bytes = size_t{512} << 20;
-  AlignedBuffer a(arena_bytes), b(arena_bytes);
-  Fill(&pool, a.data, arena_bytes, 1);
-  Fill(&pool, b.data, arena_bytes, 2);
-  const Rate copy = CopyBandwidth(&pool, a.data, b.data, arena_bytes, 7);
-  const Rate read = ReadBandwidth(&pool, a.data, arena_bytes, 7);
+  const bench::DramBandwidth dram = bench::MeasureDramBandwidth(&pool, arena_bytes, 7);
+  const bench::Rate copy = dram.copy, read = dram.read;
   const double copy_gbs = copy.best;
+  AlignedBuffer a(arena_bytes);
+  Fill(&pool, a.data, arena_bytes, 1);
   std::printf("kernels_bench: isa=%s threads=%d\n", IsaName(ActiveIsa()), threads);
   std::printf(
       "DRAM bandwidth over 512 MiB: copy best %.2f / median %.2f GB/s (read+write, STREAM "
-      "convention); read-only best %.2f / median %.2f GB/s\n\n",
+      "convention); read-only (8 streams per thread) best %.2f / median %.2f GB/s\n\n",
       copy.best, copy.median, read.best, read.median);
 
   // The reference model's matrices: attn_q / attn_output, attn_k / attn_v, ffn_gate / ffn_up,
   // ffn_down, and the (tied) output projection.
   const Shape shapes[] = {{576, 576}, {192, 576}, {1536, 576}, {576, 1536}, {49152, 576}};
   const int passes = quick ? 3 : 7;
-  std::printf("%-6s %-12s %3s %10s %11s %8s %12s %8s\n", "type", "rows x K", "m", "best us",
-              "weight GB/s", "of copy", "median us", "vs m=1");
+  std::printf("%-6s %-7s %-12s %3s %10s %11s %8s %12s %8s\n", "type", "layout", "rows x K", "m",
+              "best us", "weight GB/s", "of copy", "median us", "vs m=1");
   for (GgmlType type : types) {
+    // auto: as the CPU backend runs the model (kGroup8 where this ISA reads it natively).
+    const bool group8 =
+        Group8Supported(type) && (layout_name == "group8" ||
+                                  (layout_name == "auto" && Group8Native(ActiveIsa())));
+    const MatrixLayout layout = group8 ? MatrixLayout::kGroup8 : MatrixLayout::kGguf;
     for (const Shape& s0 : shapes) {
       Shape s = s0;
       // K-quants need K % 256 == 0: 576 becomes 768 for Q4_K.
@@ -230,13 +207,13 @@ int Main(int argc, char** argv) {
         s.cols = (s.cols + 255) / 256 * 256;
       double t1 = 0;
       for (int64_t m : batches) {
-        const Result r = TimeMatMul(&pool, a.data, arena_bytes, type, s, m, passes);
+        const Result r = TimeMatMul(&pool, a.data, arena_bytes, type, layout, s, m, passes);
         if (m == 1) t1 = r.best_us;
         char shape_text[64];
         std::snprintf(shape_text, sizeof(shape_text), "%lldx%lld", static_cast<long long>(s.rows),
                       static_cast<long long>(s.cols));
-        std::printf("%-6s %-12s %3lld %10.1f %11.2f %7.0f%% %12.1f %7.2fx\n",
-                    GetTypeInfo(type).name, shape_text, static_cast<long long>(m), r.best_us,
+        std::printf("%-6s %-7s %-12s %3lld %10.1f %11.2f %7.0f%% %12.1f %7.2fx\n",
+                    GetTypeInfo(type).name, group8 ? "group8" : "gguf", shape_text, static_cast<long long>(m), r.best_us,
                     r.best_gbs, 100.0 * r.best_gbs / copy_gbs, r.median_us, r.best_us / t1);
         std::fflush(stdout);
       }

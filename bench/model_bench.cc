@@ -9,10 +9,11 @@
 // 512 MiB buffers, far larger than the last-level cache, best of 5 passes:
 //  - copy: memcpy of half the buffer onto the other half; bytes read + bytes written per second
 //    (the STREAM convention). This is the figure the "bound" line uses.
-//  - read: a summing loop over the buffer; bytes read per second. Decode only reads weights, so
-//    this is the bandwidth decode can actually draw; with few cores it is well below the copy
-//    figure, because copy's writes stream out without holding the read-miss slots that limit
-//    how many lines one core can have in flight.
+//  - read: a summing loop over the buffer, each thread walking its share as 8 interleaved
+//    streams with software prefetch; bytes read per second. Decode only reads weights, so this
+//    is the most decode can draw (bench/common/bandwidth.h). On few cores it is below the copy
+//    figure, which counts every byte twice and whose writes stream out without holding the
+//    read-miss slots that limit how many lines one core can have in flight.
 // The reference model (98 MB) is close to the size of large server L3 caches, so part of it may
 // be served from cache between steps: decode can then beat the read-only figure, and its
 // fraction of the copy bound is the conservative number.
@@ -34,6 +35,7 @@
 
 #include "CLI/CLI.hpp"
 #include "nlohmann/json.hpp"
+#include "bench/common/bandwidth.h"
 #include "src/common/clock.h"
 #include "src/common/status.h"
 #include "src/common/thread_pool.h"
@@ -45,49 +47,6 @@ namespace crescent {
 namespace {
 
 double Now() { return RealClock::Get()->NowSeconds(); }
-
-// STREAM-style copy over buffers far larger than the last-level cache; counts bytes read plus
-// bytes written, as STREAM does. Best of several runs.
-double CopyBandwidthGBs(ThreadPool* pool, char* a, char* b, size_t bytes) {
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    double t0 = Now();
-    const int n = pool->num_threads();
-    pool->Run([&](int i, int) {
-      size_t chunk = bytes / n;
-      size_t lo = chunk * i, hi = i == n - 1 ? bytes : lo + chunk;
-      std::memcpy(b + lo, a + lo, hi - lo);
-    });
-    double t = Now() - t0;
-    best = std::max(best, 2.0 * static_cast<double>(bytes) / t / 1e9);
-  }
-  return best;
-}
-
-// Bytes read per second by a summing loop (eight independent chains, software prefetch ahead,
-// as the matmul kernels do) over `bytes`, split over the pool. Best of several runs.
-double ReadBandwidthGBs(ThreadPool* pool, const char* a, size_t bytes) {
-  std::vector<uint64_t> sink(static_cast<size_t>(pool->num_threads()) * 8);
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    double t0 = Now();
-    pool->Run([&](int t, int nt) {
-      const size_t lo = bytes / nt * t / 64 * 64;
-      const size_t hi = t == nt - 1 ? bytes / 64 * 64 : bytes / nt * (t + 1) / 64 * 64;
-      uint64_t s[8] = {};
-      for (size_t i = lo; i < hi; i += 64) {
-        __builtin_prefetch(a + i + 1024);
-        uint64_t v[8];
-        std::memcpy(v, a + i, 64);
-        for (int j = 0; j < 8; ++j) s[j] += v[j];
-      }
-      for (int j = 0; j < 8; ++j) sink[t * 8] += s[j];
-    });
-    double t = Now() - t0;
-    best = std::max(best, static_cast<double>(bytes) / t / 1e9);
-  }
-  return best + 0.0 * static_cast<double>(sink[0]);
-}
 
 struct Seq {
   std::vector<int32_t> tokens;
@@ -183,17 +142,8 @@ int Main(int argc, char** argv) {
   }
 
   ThreadPool pool(threads);
-  double bw = 0, read_bw = 0;
-  {
-    const size_t bytes = size_t{512} << 20;
-    std::unique_ptr<char[]> a(new char[bytes]), b(new char[bytes]);
-    pool.ParallelFor(static_cast<int64_t>(bytes), 1 << 20, [&](int64_t lo, int64_t hi) {
-      std::memset(a.get() + lo, 1, hi - lo);
-      std::memset(b.get() + lo, 2, hi - lo);
-    });
-    bw = CopyBandwidthGBs(&pool, a.get(), b.get(), bytes);
-    read_bw = ReadBandwidthGBs(&pool, a.get(), bytes);
-  }
+  const bench::DramBandwidth dram = bench::MeasureDramBandwidth(&pool, size_t{512} << 20, 5);
+  const double bw = dram.copy.best, read_bw = dram.read.best;
   double weight_bytes = static_cast<double>((*model)->weights.WeightBytesPerToken());
 
   // Prefill: one 512-token prompt, best of 3.

@@ -177,6 +177,70 @@ QuantizedX PrepareX(ThreadPool* pool, const MatrixView& w, const float* x, int64
   return q;
 }
 
+// The kGroup8 layout of one full group of 8 blocks (see MatrixLayout). Dword (j, i) is dword i
+// of block j of the group in GGUF layout.
+//  Q4_1 (blocks of 5 dwords: (d, m), then 4 of nibbles), 160 bytes:
+//    64 bytes  lane l = nibble dword (l % 8, 1 + l / 8)
+//    64 bytes  lane l = nibble dword (l % 8, 3 + l / 8)
+//    16 bytes  d of blocks 0..7 (f16), then 16 bytes m of blocks 0..7
+//  Q8_0 (blocks of a f16 d and 32 int8 codes), 272 bytes:
+//    4 x 64 bytes  vector p, lane l = code dword 2p + l / 8 of block l % 8, each byte + 128
+//    16 bytes      d of blocks 0..7 (f16)
+// These are the registers the AVX-512 decoders build from GGUF blocks (matmul_simd.inc), in the
+// lane order XGroup8 expects.
+constexpr int kGroupBlocks = 8;
+
+// Copies one group between the layouts: GGUF `in` to kGroup8 `out` when kToGroup8, else back.
+template <bool kToGroup8>
+void ConvertGroup(GgmlType type, const uint8_t* in, uint8_t* out) {
+  const size_t bb = GetTypeInfo(type).type_size;
+  // One dword at GGUF offset `go` <-> group offset `po`, each byte xor `flip`.
+  auto unit = [&](size_t go, size_t po, uint8_t flip) {
+    const uint32_t mask = 0x01010101u * flip;
+    uint32_t v;
+    std::memcpy(&v, in + (kToGroup8 ? go : po), 4);
+    v ^= mask;
+    std::memcpy(out + (kToGroup8 ? po : go), &v, 4);
+  };
+  auto half = [&](size_t go, size_t po) {
+    std::memcpy(out + (kToGroup8 ? po : go), in + (kToGroup8 ? go : po), 2);
+  };
+  if (type == GgmlType::kQ4_1) {
+    for (int v = 0; v < 2; ++v) {
+      for (int l = 0; l < 16; ++l) {
+        unit((l % 8) * bb + 4 * (1 + 2 * v + l / 8), 64 * v + 4 * l, 0);
+      }
+    }
+    for (int j = 0; j < kGroupBlocks; ++j) {
+      half(j * bb, 128 + 2 * j);      // d
+      half(j * bb + 2, 144 + 2 * j);  // m
+    }
+  } else {  // Q8_0
+    for (int p = 0; p < 4; ++p) {
+      for (int l = 0; l < 16; ++l) {
+        unit((l % 8) * bb + 2 + 4 * (2 * p + l / 8), 64 * p + 4 * l, 0x80);
+      }
+    }
+    for (int j = 0; j < kGroupBlocks; ++j) half(j * bb, 256 + 2 * j);
+  }
+}
+
+template <bool kToGroup8>
+void ConvertRows(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
+                 void* dst) {
+  const size_t group_bytes = kGroupBlocks * GetTypeInfo(type).type_size;
+  const int64_t groups = cols / kQK / kGroupBlocks;
+  const size_t packed_bytes = static_cast<size_t>(groups) * group_bytes;
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto* in = static_cast<const uint8_t*>(src) + r * row_stride;
+    auto* out = static_cast<uint8_t*>(dst) + r * row_stride;
+    for (int64_t g = 0; g < groups; ++g) {
+      ConvertGroup<kToGroup8>(type, in + g * group_bytes, out + g * group_bytes);
+    }
+    std::memcpy(out + packed_bytes, in + packed_bytes, row_stride - packed_bytes);
+  }
+}
+
 internal::GemmFn GemmFor(Isa isa) {
 #if defined(CRESCENT_KERNELS_X86)
   switch (isa) {
@@ -193,7 +257,46 @@ internal::GemmFn GemmFor(Isa isa) {
   return internal::GemmScalar;
 }
 
+// Computes rows [begin, end) of y with `gemm`. A kGroup8 matrix that `isa` cannot read directly
+// is unpacked into per-thread scratch a few rows at a time first.
+void RunGemm(internal::GemmFn gemm, Isa isa, const MatrixView& w, const QuantizedX& q, float* y,
+             int64_t begin, int64_t end) {
+  if (w.layout != MatrixLayout::kGroup8 || Group8Native(isa)) {
+    gemm(w, q, y, begin, end);
+    return;
+  }
+  constexpr int64_t kRows = 16;
+  thread_local Workspace scratch;
+  auto* rows = static_cast<uint8_t*>(scratch.Get(kRows * w.row_stride));
+  for (int64_t b = begin; b < end; b += kRows) {
+    const int64_t n = std::min(kRows, end - b);
+    UnpackRowsGroup8(w.type, w.cols, n, w.row_stride,
+                     static_cast<const uint8_t*>(w.data) + b * w.row_stride, rows);
+    // A view whose row b is the scratch's first row (only rows [b, b + n) are read).
+    MatrixView v = w;
+    v.layout = MatrixLayout::kGguf;
+    v.data = reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(rows) - b * w.row_stride);
+    gemm(v, q, y, b, b + n);
+  }
+}
+
 }  // namespace
+
+bool Group8Supported(GgmlType type) {
+  return type == GgmlType::kQ4_1 || type == GgmlType::kQ8_0;
+}
+
+bool Group8Native(Isa isa) { return isa == Isa::kAvx512Vnni; }
+
+void RepackRowsGroup8(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
+                      void* dst) {
+  ConvertRows<true>(type, cols, rows, row_stride, src, dst);
+}
+
+void UnpackRowsGroup8(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
+                      void* dst) {
+  ConvertRows<false>(type, cols, rows, row_stride, src, dst);
+}
 
 bool MatMulSupports(GgmlType type) {
   switch (type) {
@@ -235,7 +338,7 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
   constexpr size_t kMinParallelBytes = 16 << 10;
   if (threads == 1 || work < kMinParallelBytes || total_rows < 8) {
     for (int j = 0; j < count; ++j) {
-      if (ws[j].rows > 0) gemm(ws[j], q, ys[j], 0, ws[j].rows);
+      if (ws[j].rows > 0) RunGemm(gemm, isa, ws[j], q, ys[j], 0, ws[j].rows);
     }
     return;
   }
@@ -249,7 +352,8 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
       const int64_t b = std::max(tile_begin, first_tile),
                     e = std::min(tile_end, first_tile + tiles);
       if (b < e) {
-        gemm(ws[j], q, ys[j], (b - first_tile) * 4, std::min(ws[j].rows, (e - first_tile) * 4));
+        RunGemm(gemm, isa, ws[j], q, ys[j], (b - first_tile) * 4,
+                std::min(ws[j].rows, (e - first_tile) * 4));
       }
       first_tile += tiles;
     }
@@ -261,7 +365,7 @@ void MatMulRows(const MatrixView& w, const float* x, int64_t m, float* y, int64_
   if (m <= 0 || row_begin >= row_end) return;
   const Isa isa = ActiveIsa();
   const QuantizedX q = PrepareX(nullptr, w, x, m, isa);
-  GemmFor(isa)(w, q, y, row_begin, row_end);
+  RunGemm(GemmFor(isa), isa, w, q, y, row_begin, row_end);
 }
 
 }  // namespace crescent::kernels

@@ -12,20 +12,40 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/types.h"
 #include "src/common/thread_pool.h"
 
 namespace crescent::kernels {
 
-// A weight matrix as GGUF stores it: `rows` output features, each a row of `cols` input
-// features (K) encoded as `type`. Row r starts at data + r * row_stride. Not owning.
+// A weight matrix: `rows` output features, each a row of `cols` input features (K) encoded as
+// `type` and laid out as `layout`. Row r starts at data + r * row_stride. Not owning.
 struct MatrixView {
   GgmlType type = GgmlType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
   const void* data = nullptr;
   size_t row_stride = 0;  // bytes; >= RowBytes(type, cols).
+  MatrixLayout layout = MatrixLayout::kGguf;
 };
+
+// True for the types that have a kGroup8 layout: Q4_1 and Q8_0.
+bool Group8Supported(GgmlType type);
+
+// True when `isa`'s kernels read kGroup8 rows directly (AVX-512 VNNI), i.e. when repacking
+// speeds matmuls up rather than slowing them down.
+bool Group8Native(Isa isa);
+
+// Rewrites `rows` rows of `cols` values from the GGUF layout at `src` into the kGroup8 layout at
+// `dst` (both row_stride bytes apart; bytes past RowBytes(type, cols) are copied as they are).
+// REQUIRES: Group8Supported(type); cols % 32 == 0; row_stride >= RowBytes(type, cols); src and
+// dst do not overlap.
+void RepackRowsGroup8(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
+                      void* dst);
+
+// The inverse of RepackRowsGroup8, with the same contract.
+void UnpackRowsGroup8(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
+                      void* dst);
 
 // A view of a contiguous matrix (row_stride = RowBytes(type, cols)).
 inline MatrixView DenseMatrix(GgmlType type, int64_t rows, int64_t cols, const void* data) {
@@ -46,7 +66,9 @@ bool MatMulSupports(GgmlType type);
 // Thread-safety: calls may run concurrently (each calling thread has its own scratch for the
 // quantized x) as long as their y do not overlap; a pool serializes concurrent users itself.
 // REQUIRES: MatMulSupports(w.type); w.cols % block_size(w.type) == 0; m >= 0; y does not
-// overlap x or the weights; the weight data meets the alignment stated in quants.h.
+// overlap x or the weights; the weight data meets the alignment stated in quants.h; a kGroup8
+// view has Group8Supported(w.type). Results are the same, bit for bit, for a kGroup8 view and
+// the GGUF matrix it was repacked from.
 void MatMul(ThreadPool* pool, const MatrixView& w, const float* x, int64_t m, float* y);
 
 // Several products that share x, in one parallel pass: ys[j] = MatMul(ws[j], x) for j < count.

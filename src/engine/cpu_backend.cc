@@ -16,7 +16,7 @@ namespace crescent::engine {
 namespace {
 
 kernels::MatrixView View(const model::TensorRef& t) {
-  return kernels::MatrixView{t.type, t.rows, t.cols, t.data, t.row_stride};
+  return kernels::MatrixView{t.type, t.rows, t.cols, t.data, t.row_stride, t.layout};
 }
 
 // y_i = x W_i^T for several weight matrices over the same x. When they share a type and width
@@ -104,13 +104,19 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const model::Mode
   }
   if (num_threads <= 0) num_threads = ThreadPool::DefaultThreadCount();
   std::unique_ptr<CpuBackend> backend(new CpuBackend(config, weights, num_threads));
-  if (const char* env = std::getenv("CRESCENT_HUGE_WEIGHTS"); env != nullptr && env[0] == '1') {
-    CRESCENT_RETURN_IF_ERROR(backend->CopyWeightsToHugePages());
+  auto env_is = [](const char* name, char value) {
+    const char* env = std::getenv(name);
+    return env != nullptr && env[0] == value;
+  };
+  const bool repack =
+      kernels::Group8Native(kernels::ActiveIsa()) && !env_is("CRESCENT_REPACK_WEIGHTS", '0');
+  if (repack || env_is("CRESCENT_HUGE_WEIGHTS", '1')) {
+    CRESCENT_RETURN_IF_ERROR(backend->CopyWeights(repack));
   }
   return backend;
 }
 
-absl::Status CpuBackend::CopyWeightsToHugePages() {
+absl::Status CpuBackend::CopyWeights(bool repack) {
   copied_weights_ = *weights_;
   std::vector<model::TensorRef*> mats;
   for (model::LayerWeights& lw : copied_weights_.layers) {
@@ -130,12 +136,23 @@ absl::Status CpuBackend::CopyWeightsToHugePages() {
     jobs.emplace_back(t, dst);
     dst += (t->nbytes + 63) / 64 * 64;
   }
+  auto packs = [repack](const model::TensorRef& t) {
+    return repack && kernels::Group8Supported(t.type) && t.layout == kernels::MatrixLayout::kGguf;
+  };
   pool_.ParallelFor(static_cast<int64_t>(jobs.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      std::memcpy(jobs[i].second, jobs[i].first->data, jobs[i].first->nbytes);
+      const model::TensorRef& t = *jobs[i].first;
+      if (packs(t)) {
+        kernels::RepackRowsGroup8(t.type, t.cols, t.rows, t.row_stride, t.data, jobs[i].second);
+      } else {
+        std::memcpy(jobs[i].second, t.data, t.nbytes);
+      }
     }
   });
-  for (auto& [t, p] : jobs) t->data = p;
+  for (auto& [t, p] : jobs) {
+    if (packs(*t)) t->layout = kernels::MatrixLayout::kGroup8;
+    t->data = p;
+  }
   weights_ = &copied_weights_;
   return absl::OkStatus();
 }

@@ -17,12 +17,18 @@ namespace crescent::engine {
 class CpuBackend final : public Backend {
  public:
   // `config` and `weights` must outlive the backend (weights point into the mapped GGUF).
-  // num_threads <= 0 picks ThreadPool::DefaultThreadCount(). With CRESCENT_HUGE_WEIGHTS=1 in
-  // the environment (experimental), the matrices decode streams are copied once into memory
-  // backed by transparent huge pages (fewer TLB misses per step; a second copy of them in RAM)
-  // and read from there; results are bit-identical. Errors: Unimplemented when a weight's type
-  // has no CPU matmul kernel (naming the tensor and type); ResourceExhausted when the huge-page
-  // copy cannot be mapped.
+  // num_threads <= 0 picks ThreadPool::DefaultThreadCount().
+  //
+  // Weight copy. When the active ISA reads MatrixLayout::kGroup8 natively (AVX-512 VNNI), the
+  // matrices decode streams (every layer's projections and the output matrix) are copied once
+  // into anonymous memory advised to use transparent huge pages, Q4_1 and Q8_0 ones repacked
+  // to kGroup8, and read from there: batch-1 decode is bound by the decoders' shuffles
+  // otherwise. Same logits, bit for bit; costs a second copy of those matrices in RAM (the
+  // file's page-cache pages stay reclaimable). Environment: CRESCENT_REPACK_WEIGHTS=0 turns the
+  // copy off; CRESCENT_HUGE_WEIGHTS=1 makes the copy (without repacking) on any ISA.
+  //
+  // Errors: Unimplemented when a weight's type has no CPU matmul kernel (naming the tensor and
+  // type); ResourceExhausted when the copy cannot be mapped.
   static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(const model::ModelConfig& config,
                                                             const model::ModelWeights& weights,
                                                             int num_threads);
@@ -38,8 +44,9 @@ class CpuBackend final : public Backend {
   absl::Status Validate(std::span<const SequenceBatch> seqs, const KvCache& cache) const;
 
   // Copies the matrices decode streams (every layer's projections and the output matrix) into
-  // one huge-page buffer and points weights_ at the copies. Errors: as HugePageBuffer::Create.
-  absl::Status CopyWeightsToHugePages();
+  // one huge-page buffer, kGroup8 where `repack` and the type has it, and points weights_ at
+  // the copies. Errors: as HugePageBuffer::Create.
+  absl::Status CopyWeights(bool repack);
 
   const model::ModelConfig& config_;
   const model::ModelWeights* weights_;  // the caller's, or copied_weights_

@@ -25,6 +25,8 @@ struct TensorRef {
   const void* data = nullptr;
   size_t row_stride = 0;  // kernels::RowBytes(type, cols).
   size_t nbytes = 0;      // rows * row_stride.
+  // How the rows are encoded: as GGUF stores them, except in a backend's repacked copy.
+  kernels::MatrixLayout layout = kernels::MatrixLayout::kGguf;
 
   bool present() const { return data != nullptr; }
 };

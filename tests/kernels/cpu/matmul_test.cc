@@ -329,3 +329,71 @@ TEST(MatMulTest, RowsAreBitIdenticalForAnyBatchShapeAndThreadSplit) {
 
 }  // namespace
 }  // namespace crescent::kernels
+
+namespace crescent::kernels {
+namespace {
+
+TEST(MatMulGroup8Test, RepackThenUnpackRestoresEveryByte) {
+  std::mt19937 rng(43);
+  for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0}) {
+    ASSERT_TRUE(Group8Supported(t));
+    for (int64_t cols : {32, 256, 576, 1536}) {
+      const Weights w = MakeWeights(rng, t, 9, cols, /*pad=*/24);
+      std::vector<uint8_t> packed(w.bytes.size()), back(w.bytes.size());
+      RepackRowsGroup8(t, cols, w.rows, w.stride, w.bytes.data(), packed.data());
+      UnpackRowsGroup8(t, cols, w.rows, w.stride, packed.data(), back.data());
+      // Rows of at least one full group change; the round trip restores them, padding included.
+      if (cols >= 256) {
+        EXPECT_NE(packed, w.bytes) << GetTypeInfo(t).name << " cols=" << cols;
+      }
+      EXPECT_TRUE(std::equal(back.begin(), back.begin() + w.stride * w.rows, w.bytes.begin()))
+          << GetTypeInfo(t).name << " cols=" << cols;
+    }
+  }
+  EXPECT_FALSE(Group8Supported(GgmlType::kQ4_0));
+  EXPECT_FALSE(Group8Supported(GgmlType::kQ4_K));
+  EXPECT_FALSE(Group8Supported(GgmlType::kF16));
+}
+
+// The repacked layout is a faster encoding of the same matrix: every ISA (natively on AVX-512
+// VNNI, by unpacking elsewhere), batch shape and thread split gives the GGUF view's bits.
+TEST(MatMulGroup8Test, SameBitsAsTheGgufLayout) {
+  std::mt19937 rng(44);
+  ThreadPool pool2(2);
+  for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0}) {
+    for (int64_t cols : {96, 256, 576, 1536}) {
+      const Weights w = MakeWeights(rng, t, 37, cols, /*pad=*/8);
+      std::vector<uint8_t> packed(w.bytes.size());
+      RepackRowsGroup8(t, cols, w.rows, w.stride, w.bytes.data(), packed.data());
+      MatrixView pv = w.view();
+      pv.data = packed.data();
+      pv.layout = MatrixLayout::kGroup8;
+      for (int64_t m : {1, 2, 65}) {
+        const std::vector<float> x = MakeX(rng, m, cols);
+        for (Isa isa : AvailableIsas()) {
+          ScopedIsa scoped(isa);
+          for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
+            std::vector<float> want(m * w.rows), got(m * w.rows, -1.0f);
+            MatMul(pool, w.view(), x.data(), m, want.data());
+            MatMul(pool, pv, x.data(), m, got.data());
+            ASSERT_EQ(got, want) << GetTypeInfo(t).name << " " << IsaName(isa) << " cols=" << cols
+                                 << " m=" << m;
+          }
+          std::vector<float> rows(m * w.rows, 7.0f);
+          MatMulRows(pv, x.data(), m, rows.data(), 5, 30);
+          std::vector<float> want(m * w.rows);
+          MatMul(nullptr, w.view(), x.data(), m, want.data());
+          for (int64_t i = 0; i < m; ++i) {
+            for (int64_t n = 0; n < w.rows; ++n) {
+              const float expect = n >= 5 && n < 30 ? want[i * w.rows + n] : 7.0f;
+              ASSERT_EQ(rows[i * w.rows + n], expect) << IsaName(isa) << " i=" << i << " n=" << n;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace crescent::kernels

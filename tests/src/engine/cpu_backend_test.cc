@@ -201,6 +201,39 @@ TEST(CpuBackendHugePagesTest, CopiedWeightsGiveIdenticalLogits) {
   EXPECT_EQ(plain.AllLogits(tokens), copied.AllLogits(tokens));
 }
 
+// On AVX-512 VNNI the backend repacks Q4_1 / Q8_0 matrices to kernels::MatrixLayout::kGroup8
+// (CRESCENT_REPACK_WEIGHTS=0 turns that off): a faster encoding of the same weights, so the
+// same logits, bit for bit. Rows of 512 values have two full groups of 8 blocks; the output
+// matrix is tied to the embeddings, which must keep being read in GGUF layout. (Without
+// AVX-512 VNNI both sides read the file's layout and the test shows nothing.)
+TEST(CpuBackendRepackTest, RepackedWeightsGiveIdenticalLogits) {
+  for (GgmlType type : {GgmlType::kQ4_1, GgmlType::kQ8_0}) {
+    testing::TinyModelOptions o;
+    o.weight_type = type;
+    o.n_embd = 512;
+    o.n_heads = 8;
+    o.n_ff = 768;
+    Fixture repacked(o);
+    ASSERT_EQ(setenv("CRESCENT_REPACK_WEIGHTS", "0", 1), 0);
+    Fixture plain(o);
+    unsetenv("CRESCENT_REPACK_WEIGHTS");
+    auto tokens = RandomTokens(9, plain.config.vocab_size, 12);
+    EXPECT_EQ(repacked.AllLogits(tokens), plain.AllLogits(tokens))
+        << kernels::GetTypeInfo(type).name;
+    // Decode steps (batch 1) too.
+    auto blocks_r = repacked.Blocks(12), blocks_p = plain.Blocks(12);
+    for (int i = 0; i < 12; ++i) {
+      std::vector<float> lr, lp;
+      SequenceBatch sr{std::span(tokens).subspan(i % 9, 1), i, blocks_r, LogitsMode::kLast};
+      SequenceBatch sp{std::span(tokens).subspan(i % 9, 1), i, blocks_p, LogitsMode::kLast};
+      ASSERT_TRUE(repacked.backend->Forward(std::span(&sr, 1), repacked.cache.get(), nullptr, &lr)
+                      .ok());
+      ASSERT_TRUE(plain.backend->Forward(std::span(&sp, 1), plain.cache.get(), nullptr, &lp).ok());
+      ASSERT_EQ(lr, lp) << kernels::GetTypeInfo(type).name << " step " << i;
+    }
+  }
+}
+
 TEST(CpuBackendValidationTest, LayerHookRunsOncePerLayerInOrder) {
   Fixture f({});
   auto tokens = RandomTokens(6, f.config.vocab_size, 3);

@@ -1,0 +1,35 @@
+// DRAM bandwidth as the CPU benchmarks (model_bench, kernels_bench) state their bounds: measured
+// on the threads that run the model, over buffers far larger than the last-level cache.
+#ifndef CRESCENT_BENCH_COMMON_BANDWIDTH_H_
+#define CRESCENT_BENCH_COMMON_BANDWIDTH_H_
+
+#include <cstddef>
+
+#include "src/common/thread_pool.h"
+
+namespace crescent::bench {
+
+// GB/s over the passes of one test: the fastest pass and the middle one. On a shared machine the
+// best pass is the closest to the uncontended figure; the median shows the interference.
+struct Rate {
+  double best = 0;
+  double median = 0;
+};
+
+struct DramBandwidth {
+  // STREAM copy: memcpy of one buffer onto another, bytes read + bytes written per second.
+  Rate copy;
+  // Bytes read per second by a summing loop in which each thread walks its share as 8
+  // interleaved sequential streams with software prefetch: one stream per core reaches only
+  // about half of this on many machines, because each stream feeds one hardware prefetcher.
+  // This is the most a decode step, which only reads its weights, can draw.
+  Rate read;
+};
+
+// Runs both tests over two buffers of `bytes` each (allocated here, first touched by the pool's
+// threads), `passes` passes each. REQUIRES: bytes >= 1 MiB; passes >= 1.
+DramBandwidth MeasureDramBandwidth(ThreadPool* pool, size_t bytes, int passes);
+
+}  // namespace crescent::bench
+
+#endif  // CRESCENT_BENCH_COMMON_BANDWIDTH_H_
