@@ -177,22 +177,25 @@ QuantizedX PrepareX(ThreadPool* pool, const MatrixView& w, const float* x, int64
   return q;
 }
 
-// The kGroup8 layout of one full group of 8 blocks (see MatrixLayout). Dword (j, i) is dword i
-// of block j of the group in GGUF layout.
-//  Q4_1 (blocks of 5 dwords: (d, m), then 4 of nibbles), 160 bytes:
-//    64 bytes  lane l = nibble dword (l % 8, 1 + l / 8)
-//    64 bytes  lane l = nibble dword (l % 8, 3 + l / 8)
-//    16 bytes  d of blocks 0..7 (f16), then 16 bytes m of blocks 0..7
-//  Q8_0 (blocks of a f16 d and 32 int8 codes), 272 bytes:
-//    4 x 64 bytes  vector p, lane l = code dword 2p + l / 8 of block l % 8, each byte + 128
-//    16 bytes      d of blocks 0..7 (f16)
+// The kGroup8 layout of a group of c blocks (c = 8, or the 1..7 blocks a row has left over;
+// see MatrixLayout). Dword (j, i) is dword i of block j of the group in GGUF layout. Vectors
+// hold 2c dwords: dword k belongs to lane l = k for k < c, else 8 + k - c, and lane l to block
+// l % 8 (a full group fills all 16 lanes in order; a short one is expanded into its lanes).
+//  Q4_1 (blocks of 5 dwords: (d, m), then 4 of nibbles), 20c bytes:
+//    8c bytes  lane l = nibble dword (l % 8, 1 + l / 8)
+//    8c bytes  lane l = nibble dword (l % 8, 3 + l / 8)
+//    2c bytes  d of blocks 0..c-1 (f16), then 2c bytes m of blocks 0..c-1
+//  Q8_0 (blocks of a f16 d and 32 int8 codes), 34c bytes:
+//    4 x 8c bytes  vector p, lane l = code dword 2p + l / 8 of block l % 8, each byte + 128
+//    2c bytes      d of blocks 0..c-1 (f16)
 // These are the registers the AVX-512 decoders build from GGUF blocks (matmul_simd.inc), in the
 // lane order XGroup8 expects.
 constexpr int kGroupBlocks = 8;
 
-// Copies one group between the layouts: GGUF `in` to kGroup8 `out` when kToGroup8, else back.
+// Copies a group of c blocks between the layouts: GGUF `in` to kGroup8 `out` when kToGroup8,
+// else back.
 template <bool kToGroup8>
-void ConvertGroup(GgmlType type, const uint8_t* in, uint8_t* out) {
+void ConvertGroup(GgmlType type, int c, const uint8_t* in, uint8_t* out) {
   const size_t bb = GetTypeInfo(type).type_size;
   // One dword at GGUF offset `go` <-> group offset `po`, each byte xor `flip`.
   auto unit = [&](size_t go, size_t po, uint8_t flip) {
@@ -205,39 +208,45 @@ void ConvertGroup(GgmlType type, const uint8_t* in, uint8_t* out) {
   auto half = [&](size_t go, size_t po) {
     std::memcpy(out + (kToGroup8 ? po : go), in + (kToGroup8 ? go : po), 2);
   };
+  // Vector dword k: block k % c, the block's (k / c)-th dword of the pair the vector holds.
+  const size_t vec = 8 * static_cast<size_t>(c);  // bytes per vector
   if (type == GgmlType::kQ4_1) {
     for (int v = 0; v < 2; ++v) {
-      for (int l = 0; l < 16; ++l) {
-        unit((l % 8) * bb + 4 * (1 + 2 * v + l / 8), 64 * v + 4 * l, 0);
+      for (int k = 0; k < 2 * c; ++k) {
+        unit((k % c) * bb + 4 * (1 + 2 * v + k / c), vec * v + 4 * k, 0);
       }
     }
-    for (int j = 0; j < kGroupBlocks; ++j) {
-      half(j * bb, 128 + 2 * j);      // d
-      half(j * bb + 2, 144 + 2 * j);  // m
+    for (int j = 0; j < c; ++j) {
+      half(j * bb, 2 * vec + 2 * j);              // d
+      half(j * bb + 2, 2 * vec + 2 * c + 2 * j);  // m
     }
   } else {  // Q8_0
     for (int p = 0; p < 4; ++p) {
-      for (int l = 0; l < 16; ++l) {
-        unit((l % 8) * bb + 2 + 4 * (2 * p + l / 8), 64 * p + 4 * l, 0x80);
+      for (int k = 0; k < 2 * c; ++k) {
+        unit((k % c) * bb + 2 + 4 * (2 * p + k / c), vec * p + 4 * k, 0x80);
       }
     }
-    for (int j = 0; j < kGroupBlocks; ++j) half(j * bb, 256 + 2 * j);
+    for (int j = 0; j < c; ++j) half(j * bb, 4 * vec + 2 * j);
   }
 }
 
 template <bool kToGroup8>
 void ConvertRows(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
                  void* dst) {
-  const size_t group_bytes = kGroupBlocks * GetTypeInfo(type).type_size;
-  const int64_t groups = cols / kQK / kGroupBlocks;
-  const size_t packed_bytes = static_cast<size_t>(groups) * group_bytes;
+  const size_t block_bytes = GetTypeInfo(type).type_size;
+  const int64_t blocks = cols / kQK;
+  const int tail = static_cast<int>(blocks % kGroupBlocks);
+  const size_t row_bytes = static_cast<size_t>(blocks) * block_bytes;
   for (int64_t r = 0; r < rows; ++r) {
     const auto* in = static_cast<const uint8_t*>(src) + r * row_stride;
     auto* out = static_cast<uint8_t*>(dst) + r * row_stride;
-    for (int64_t g = 0; g < groups; ++g) {
-      ConvertGroup<kToGroup8>(type, in + g * group_bytes, out + g * group_bytes);
+    size_t off = 0;
+    for (int64_t b = 0; b + kGroupBlocks <= blocks; b += kGroupBlocks) {
+      ConvertGroup<kToGroup8>(type, kGroupBlocks, in + off, out + off);
+      off += kGroupBlocks * block_bytes;
     }
-    std::memcpy(out + packed_bytes, in + packed_bytes, row_stride - packed_bytes);
+    if (tail > 0) ConvertGroup<kToGroup8>(type, tail, in + off, out + off);
+    std::memcpy(out + row_bytes, in + row_bytes, row_stride - row_bytes);
   }
 }
 

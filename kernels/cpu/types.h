@@ -77,10 +77,10 @@ constexpr size_t RowBytes(GgmlType type, int64_t n) {
 // How the blocks of a weight row are laid out in memory.
 enum class MatrixLayout {
   kGguf,  // as GGUF stores them.
-  // Q4_1 and Q8_0 only: each full group of 8 blocks (256 values) of a row rewritten as the
-  // registers the AVX-512 kernels decode it into (RepackRowsGroup8 in matmul.h), same bytes per
-  // row; a partial last group stays as GGUF stores it. The AVX-512 VNNI kernels then decode with loads
-  // alone (no permutes or gathers), which is what limits batch-1 decode. Other ISAs read it by
+  // Q4_1 and Q8_0 only: each group of 8 blocks (256 values) of a row, and the 1..7 blocks a
+  // row may have left over, rewritten as the registers the AVX-512 kernels decode it into
+  // (RepackRowsGroup8 in matmul.h), same bytes per row. The AVX-512 VNNI kernels then decode
+  // with loads alone (no permutes or gathers), which is what limits batch-1 decode. Other ISAs read it by
   // unpacking a few rows at a time into scratch (slow: meant for tests and forced ISAs).
   kGroup8,
 };
