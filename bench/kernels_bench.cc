@@ -25,10 +25,10 @@
 #include <string>
 #include <vector>
 
+#include "bench/common/bandwidth.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/quants.h"
-#include "bench/common/bandwidth.h"
 #include "src/common/thread_pool.h"
 
 namespace crescent::kernels {
@@ -197,8 +197,8 @@ int Main(int argc, char** argv) {
   for (GgmlType type : types) {
     // auto: as the CPU backend runs the model (kGroup8 where this ISA reads it natively).
     const bool group8 =
-        Group8Supported(type) && (layout_name == "group8" ||
-                                  (layout_name == "auto" && Group8Native(ActiveIsa())));
+        Group8Supported(type) &&
+        (layout_name == "group8" || (layout_name == "auto" && Group8Native(ActiveIsa())));
     const MatrixLayout layout = group8 ? MatrixLayout::kGroup8 : MatrixLayout::kGguf;
     for (const Shape& s0 : shapes) {
       Shape s = s0;
@@ -213,8 +213,9 @@ int Main(int argc, char** argv) {
         std::snprintf(shape_text, sizeof(shape_text), "%lldx%lld", static_cast<long long>(s.rows),
                       static_cast<long long>(s.cols));
         std::printf("%-6s %-7s %-12s %3lld %10.1f %11.2f %7.0f%% %12.1f %7.2fx\n",
-                    GetTypeInfo(type).name, group8 ? "group8" : "gguf", shape_text, static_cast<long long>(m), r.best_us,
-                    r.best_gbs, 100.0 * r.best_gbs / copy_gbs, r.median_us, r.best_us / t1);
+                    GetTypeInfo(type).name, group8 ? "group8" : "gguf", shape_text,
+                    static_cast<long long>(m), r.best_us, r.best_gbs, 100.0 * r.best_gbs / copy_gbs,
+                    r.median_us, r.best_us / t1);
         std::fflush(stdout);
       }
     }

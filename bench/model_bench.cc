@@ -35,8 +35,8 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
-#include "nlohmann/json.hpp"
 #include "bench/common/bandwidth.h"
+#include "nlohmann/json.hpp"
 #include "src/common/clock.h"
 #include "src/common/status.h"
 #include "src/common/thread_pool.h"

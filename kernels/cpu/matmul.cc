@@ -291,9 +291,7 @@ void RunGemm(internal::GemmFn gemm, Isa isa, const MatrixView& w, const Quantize
 
 }  // namespace
 
-bool Group8Supported(GgmlType type) {
-  return type == GgmlType::kQ4_1 || type == GgmlType::kQ8_0;
-}
+bool Group8Supported(GgmlType type) { return type == GgmlType::kQ4_1 || type == GgmlType::kQ8_0; }
 
 bool Group8Native(Isa isa) { return isa == Isa::kAvx512Vnni; }
 

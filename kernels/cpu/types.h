@@ -80,8 +80,8 @@ enum class MatrixLayout {
   // Q4_1 and Q8_0 only: each group of 8 blocks (256 values) of a row, and the 1..7 blocks a
   // row may have left over, rewritten as the registers the AVX-512 kernels decode it into
   // (RepackRowsGroup8 in matmul.h), same bytes per row. The AVX-512 VNNI kernels then decode
-  // with loads alone (no permutes or gathers), which is what limits batch-1 decode. Other ISAs read it by
-  // unpacking a few rows at a time into scratch (slow: meant for tests and forced ISAs).
+  // with loads alone (no permutes or gathers), which is what limits batch-1 decode. Other ISAs
+  // read it by unpacking a few rows at a time into scratch (slow: for tests and forced ISAs).
   kGroup8,
 };
 

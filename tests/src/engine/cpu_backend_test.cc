@@ -226,8 +226,8 @@ TEST(CpuBackendRepackTest, RepackedWeightsGiveIdenticalLogits) {
       std::vector<float> lr, lp;
       SequenceBatch sr{std::span(tokens).subspan(i % 9, 1), i, blocks_r, LogitsMode::kLast};
       SequenceBatch sp{std::span(tokens).subspan(i % 9, 1), i, blocks_p, LogitsMode::kLast};
-      ASSERT_TRUE(repacked.backend->Forward(std::span(&sr, 1), repacked.cache.get(), nullptr, &lr)
-                      .ok());
+      ASSERT_TRUE(
+          repacked.backend->Forward(std::span(&sr, 1), repacked.cache.get(), nullptr, &lr).ok());
       ASSERT_TRUE(plain.backend->Forward(std::span(&sp, 1), plain.cache.get(), nullptr, &lp).ok());
       ASSERT_EQ(lr, lp) << kernels::GetTypeInfo(type).name << " step " << i;
     }
