@@ -144,10 +144,13 @@ class TcpTransportTest : public ::testing::Test {
     return *reply;
   }
 
+  // Declared first, destroyed last: a registered segment's memory must outlive the server
+  // (Transport::RegisterLocalSegment). A server thread may still be returning from the sendmsg
+  // of a reply the client has already received (ASan checks the buffer after the call).
+  std::vector<uint8_t> memory_;
   TcpTransportOptions client_options_;
   std::unique_ptr<TcpTransport> server_;
   std::unique_ptr<TcpTransport> client_;
-  std::vector<uint8_t> memory_;
   SegmentDescriptor descriptor_;
   std::shared_ptr<RemoteSegment> remote_;
 };
