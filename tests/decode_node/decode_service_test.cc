@@ -27,6 +27,7 @@
 #include "src/engine/cpu_backend.h"
 #include "src/engine/engine.h"
 #include "src/engine/loaded_model.h"
+#include "tests/testing/prompts.h"
 #include "tests/testing/tiny_model.h"
 
 namespace crescent::decode_node {
@@ -35,15 +36,7 @@ namespace {
 namespace v1 = ::crescent::cluster::v1;
 using std::chrono::milliseconds;
 
-std::vector<int32_t> MakePrompt(int n, int seed) {
-  std::vector<int32_t> p;
-  uint32_t x = 2654435761u * static_cast<uint32_t>(seed + 1);
-  for (int i = 0; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    p.push_back(static_cast<int32_t>(32 + (x >> 24) % 200));
-  }
-  return p;
-}
+using testing::MakePrompt;
 
 // Runs one request to the end on `engine`; returns its tokens (for a PrefillOnly request, the
 // first token) and, when `blocks_out` is set, a copy of the bytes of its KV blocks.

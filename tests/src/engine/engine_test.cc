@@ -18,6 +18,7 @@
 #include "src/engine/cpu_backend.h"
 #include "src/engine/loaded_model.h"
 #include "src/engine/session.h"
+#include "tests/testing/prompts.h"
 #include "tests/testing/tiny_model.h"
 
 namespace crescent::engine {
@@ -92,16 +93,7 @@ EngineRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
   return r;
 }
 
-// Prompt of n tokens from a seed, within the tiny model's byte range.
-std::vector<int32_t> MakePrompt(int n, int seed) {
-  std::vector<int32_t> p;
-  uint32_t x = 2654435761u * static_cast<uint32_t>(seed + 1);
-  for (int i = 0; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    p.push_back(static_cast<int32_t>(32 + (x >> 24) % 200));
-  }
-  return p;
-}
+using testing::MakePrompt;
 
 // on_finish runs while the request's blocks are still referenced; the engine releases them
 // right after it returns. Waits (up to 5 s) until no block is referenced; returns the stats.
