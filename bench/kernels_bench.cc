@@ -38,21 +38,6 @@ double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-struct AlignedBuffer {
-  explicit AlignedBuffer(size_t n)
-      : size(n), data(static_cast<uint8_t*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))) {}
-  ~AlignedBuffer() { std::free(data); }
-  size_t size;
-  uint8_t* data;
-};
-
-// Touches every page on the pool's threads (first touch places pages near them).
-void Fill(ThreadPool* pool, uint8_t* p, size_t n, int value) {
-  pool->ParallelFor(static_cast<int64_t>(n), 1 << 22, [&](int64_t lo, int64_t hi) {
-    std::memset(p + lo, value, static_cast<size_t>(hi - lo));
-  });
-}
-
 MatrixView Matrix(GgmlType type, MatrixLayout layout, int64_t rows, int64_t cols,
                   const void* data) {
   MatrixView v = DenseMatrix(type, rows, cols, data);
@@ -180,8 +165,7 @@ int Main(int argc, char** argv) {
   const bench::DramBandwidth dram = bench::MeasureDramBandwidth(&pool, arena_bytes, 7);
   const bench::Rate copy = dram.copy, read = dram.read;
   const double copy_gbs = copy.best;
-  AlignedBuffer a(arena_bytes);
-  Fill(&pool, a.data, arena_bytes, 1);
+  const bench::PageBuffer arena = bench::AllocateTouched(&pool, arena_bytes, 1);
   std::printf("kernels_bench: isa=%s threads=%d\n", IsaName(ActiveIsa()), threads);
   std::printf(
       "DRAM bandwidth over 512 MiB: copy best %.2f / median %.2f GB/s (read+write, STREAM "
@@ -207,7 +191,7 @@ int Main(int argc, char** argv) {
         s.cols = (s.cols + 255) / 256 * 256;
       double t1 = 0;
       for (int64_t m : batches) {
-        const Result r = TimeMatMul(&pool, a.data, arena_bytes, type, layout, s, m, passes);
+        const Result r = TimeMatMul(&pool, arena.get(), arena_bytes, type, layout, s, m, passes);
         if (m == 1) t1 = r.best_us;
         char shape_text[64];
         std::snprintf(shape_text, sizeof(shape_text), "%lldx%lld", static_cast<long long>(s.rows),

@@ -15,19 +15,6 @@ double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-struct FreeDeleter {
-  void operator()(uint8_t* p) const { std::free(p); }
-};
-using Buffer = std::unique_ptr<uint8_t[], FreeDeleter>;
-
-Buffer Allocate(ThreadPool* pool, size_t bytes, int value) {
-  Buffer b(static_cast<uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096)));
-  pool->ParallelFor(static_cast<int64_t>(bytes), int64_t{1} << 22, [&](int64_t lo, int64_t hi) {
-    std::memset(b.get() + lo, value, static_cast<size_t>(hi - lo));
-  });
-  return b;
-}
-
 Rate Summarize(std::vector<double> rates) {
   std::sort(rates.begin(), rates.end());
   return {rates.back(), rates[rates.size() / 2]};
@@ -63,9 +50,17 @@ uint64_t SumStreams(const uint8_t* a, size_t lo, size_t hi) {
 
 }  // namespace
 
+PageBuffer AllocateTouched(ThreadPool* pool, size_t bytes, int value) {
+  PageBuffer b(static_cast<uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096)));
+  pool->ParallelFor(static_cast<int64_t>(bytes), int64_t{1} << 22, [&](int64_t lo, int64_t hi) {
+    std::memset(b.get() + lo, value, static_cast<size_t>(hi - lo));
+  });
+  return b;
+}
+
 DramBandwidth MeasureDramBandwidth(ThreadPool* pool, size_t bytes, int passes) {
   bytes = bytes / 64 * 64;
-  Buffer a = Allocate(pool, bytes, 1), b = Allocate(pool, bytes, 2);
+  PageBuffer a = AllocateTouched(pool, bytes, 1), b = AllocateTouched(pool, bytes, 2);
   const int nt = pool->num_threads();
   auto share = [&](int t) {
     const size_t lo = bytes / nt * t / 64 * 64;

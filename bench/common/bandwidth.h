@@ -4,10 +4,22 @@
 #define CRESCENT_BENCH_COMMON_BANDWIDTH_H_
 
 #include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
 
 #include "src/common/thread_pool.h"
 
 namespace crescent::bench {
+
+struct FreeDeleter {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+using PageBuffer = std::unique_ptr<uint8_t[], FreeDeleter>;
+
+// `bytes` of 4 KiB-aligned memory filled with `value`, each page first touched by one of the
+// pool's threads (first touch places pages near the threads that will read them).
+PageBuffer AllocateTouched(ThreadPool* pool, size_t bytes, int value);
 
 // GB/s over the passes of one test: the fastest pass and the middle one. On a shared machine the
 // best pass is the closest to the uncontended figure; the median shows the interference.
