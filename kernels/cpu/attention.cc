@@ -13,25 +13,23 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // Queries x heads of one KV head handled together (they share every K/V load).
 constexpr int kMaxRows = 48;
-// Positions scored at once: the score tile stays in L1.
-constexpr int kWindow = 64;
-// A position range of one piece, when decode is split over positions, is at least this long.
-// Short enough that batch-1 decode of a model with few KV heads (3 for SmolLM2, which would
-// leave one of two threads idle a third of the time) splits from ~128 positions on; long
-// enough that the merge stays a small part of each piece.
-constexpr int64_t kMinSplitPositions = 64;
 // Positions [k * kSegment, (k + 1) * kSegment) form segment k. Each row's softmax is computed
-// per segment and the segments folded in order (see Fold), whether or not the positions are
-// split over threads, so the result is the same for every batch shape and thread count.
+// per segment, in one pass over the segment's scores, and the segments folded in order (see
+// Fold), whether or not the positions are split over threads and whatever the page size, so
+// the result is the same for every batch shape, thread count and block_tokens. The score tile
+// of a segment (rows x kSegment floats) stays in L1.
 constexpr int64_t kSegment = 64;
-static_assert(kWindow <= kSegment && kMinSplitPositions % kSegment == 0);
 
+// One piece of work: queries [j0, j1) of sequence `seq` against KV heads [g0, g1), over
+// positions [p_begin, p_end) (whole segments, except where the sequence ends). Its rows are
+// head-major: row r is KV head g0 + r / rows_per_head, query j0 + (r % rows_per_head) / group,
+// query head (g0 + r / rows_per_head) * group + r % group.
 struct Item {
   int seq;
-  int kv_head;
-  int j0, j1;              // queries [j0, j1) of the sequence.
-  int64_t p_begin, p_end;  // positions [p_begin, p_end) this piece covers.
-  int64_t partial;         // index of its first row in the partial buffers, or -1 (final).
+  int g0, g1;
+  int j0, j1;
+  int64_t p_begin, p_end;
+  int64_t partial;  // index of its first row in the partial buffers, or -1 (final).
 };
 
 struct Scratch {
@@ -49,18 +47,25 @@ struct Shape {
   float scale;
 };
 
-// Asks for positions [t0, t1) of one KV head's K and V rows (all on one page) ahead of use. At
-// batch 1 the KV rows come from DRAM (a decode step streams all weights through the caches in
-// between), and a strided walk with a few short rows per position leaves the hardware
-// prefetchers little to go on.
+// Asks for the K and V rows of KV heads [g0, g1) at positions [t0, t1) (all on one page) ahead
+// of use. At batch 1 the KV rows come from DRAM (a decode step streams all weights through the
+// caches in between); with every KV head of a position taken together the rows are one
+// contiguous run of the page.
 void PrefetchKv(const AttentionSeq& seq, int64_t page, int64_t t0, int64_t t1, size_t kv_stride,
-                int64_t bt, int kv_head, int hd) {
+                int64_t bt, int g0, int g1, int hd) {
   const size_t offset =
-      static_cast<size_t>(t0 - page * bt) * kv_stride + static_cast<size_t>(kv_head) * hd;
+      static_cast<size_t>(t0 - page * bt) * kv_stride + static_cast<size_t>(g0) * hd;
   const char* k = reinterpret_cast<const char*>(seq.k_blocks[page] + offset);
   const char* v = reinterpret_cast<const char*>(seq.v_blocks[page] + offset);
-  const size_t row_bytes = static_cast<size_t>(hd) * sizeof(uint16_t);
+  const size_t row_bytes = static_cast<size_t>(g1 - g0) * hd * sizeof(uint16_t);
   const size_t stride_bytes = kv_stride * sizeof(uint16_t);
+  if (row_bytes == stride_bytes) {  // one run of (t1 - t0) rows
+    for (size_t off = 0; off < row_bytes * static_cast<size_t>(t1 - t0); off += 64) {
+      __builtin_prefetch(k + off);
+      __builtin_prefetch(v + off);
+    }
+    return;
+  }
   for (int64_t t = t0; t < t1; ++t, k += stride_bytes, v += stride_bytes) {
     for (size_t off = 0; off < row_bytes; off += 64) {
       __builtin_prefetch(k + off);
@@ -91,18 +96,20 @@ __attribute__((noinline)) void Fold(float* fm, float* fl, float* fa, float m, fl
   *fm = mx;
 }
 
-// Runs one item: for each segment of its positions, online softmax over the segment's windows
-// from scratch, for its rows (query j, head of the group). A final item folds the segments and
-// writes the normalized output; a piece of a split writes each segment's (m, l, acc) into the
-// partial buffers (segment k of the item at rows it.partial + k * nr).
+// Runs one item: for each segment of its positions, the scores of all its rows (page by page),
+// one softmax pass per row, then the weighted sum of V (page by page). A final item folds the
+// segments and writes the normalized output; a piece of a split writes each segment's
+// (m, l, acc) into the partial buffers (segment k of the item at rows it.partial + k * nr).
 void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
              const internal::VecKernels& vk, float* part_m, float* part_l, float* part_acc) {
   const int hd = sh.head_dim, group = sh.group;
-  const int nr = (it.j1 - it.j0) * group;
+  const int per_head = (it.j1 - it.j0) * group;
+  const int heads = it.g1 - it.g0;
+  const int nr = heads * per_head;
   Scratch& s = ThreadScratch();
   s.q.resize(static_cast<size_t>(nr) * hd);
   s.acc.resize(static_cast<size_t>(nr) * hd);
-  s.scores.resize(static_cast<size_t>(nr) * kWindow);
+  s.scores.resize(static_cast<size_t>(nr) * kSegment);
   s.m.resize(nr);
   s.l.resize(nr);
   const bool final = it.partial < 0;
@@ -111,70 +118,77 @@ void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
     s.fl.assign(nr, 0.0f);
     s.facc.assign(static_cast<size_t>(nr) * hd, 0.0f);
   }
+  auto query_of = [&](int r) { return it.j0 + (r % per_head) / group; };
+  auto head_of = [&](int r) { return (it.g0 + r / per_head) * group + r % group; };
   for (int r = 0; r < nr; ++r) {
-    const int j = it.j0 + r / group, h = it.kv_head * group + r % group;
-    const float* src = seq.q + (static_cast<int64_t>(j) * sh.n_heads + h) * hd;
+    const float* src = seq.q + (static_cast<int64_t>(query_of(r)) * sh.n_heads + head_of(r)) * hd;
     for (int d = 0; d < hd; ++d) s.q[r * hd + d] = src[d] * sh.scale;
   }
   const size_t kv_stride = static_cast<size_t>(sh.n_kv_heads) * hd;
   const int64_t bt = sh.block_tokens;
-  // The window that starts at t0: positions [t0, *t1), all on page *page and in one segment.
-  // While one window is computed, the next one's K/V rows are prefetched.
-  auto window_at = [&](int64_t t0, int64_t* page, int64_t* t1) {
+  // The run of positions from t0 that lies on one page and in one segment: [t0, *t1).
+  auto run_at = [&](int64_t t0, int64_t* page, int64_t* t1) {
     *page = t0 / bt;
-    *t1 = std::min({it.p_end, (*page + 1) * bt, t0 + kWindow, (t0 / kSegment + 1) * kSegment});
+    *t1 = std::min({it.p_end, (*page + 1) * bt, (t0 / kSegment + 1) * kSegment});
   };
-  if (it.p_begin < it.p_end) {
+  auto prefetch_run = [&](int64_t t0) {
+    if (t0 >= it.p_end) return;
     int64_t page, t1;
-    window_at(it.p_begin, &page, &t1);
-    PrefetchKv(seq, page, it.p_begin, t1, kv_stride, bt, it.kv_head, hd);
-  }
+    run_at(t0, &page, &t1);
+    PrefetchKv(seq, page, t0, t1, kv_stride, bt, it.g0, it.g1, hd);
+  };
+  auto kv_offset = [&](int64_t t0, int64_t page, int gi) {
+    return static_cast<size_t>(t0 - page * bt) * kv_stride + static_cast<size_t>(it.g0 + gi) * hd;
+  };
+  prefetch_run(it.p_begin);
   int64_t seg_index = 0;
   for (int64_t seg0 = it.p_begin; seg0 < it.p_end; ++seg_index) {
     const int64_t seg1 = std::min(it.p_end, (seg0 / kSegment + 1) * kSegment);
-    std::fill(s.m.begin(), s.m.end(), kNegInf);
-    std::fill(s.l.begin(), s.l.end(), 0.0f);
-    std::fill(s.acc.begin(), s.acc.end(), 0.0f);
+    const int nt = static_cast<int>(seg1 - seg0);
+    // Scores, a page run at a time; the next run's K and V are fetched meanwhile.
     for (int64_t t0 = seg0; t0 < seg1;) {
       int64_t page, t1;
-      window_at(t0, &page, &t1);
-      if (t1 < it.p_end) {
-        int64_t next_page, next_t1;
-        window_at(t1, &next_page, &next_t1);
-        PrefetchKv(seq, next_page, t1, next_t1, kv_stride, bt, it.kv_head, hd);
+      run_at(t0, &page, &t1);
+      prefetch_run(t1);
+      for (int gi = 0; gi < heads; ++gi) {
+        vk.scores_f16(s.q.data() + static_cast<size_t>(gi) * per_head * hd, per_head, hd,
+                      seq.k_blocks[page] + kv_offset(t0, page, gi), kv_stride,
+                      static_cast<int>(t1 - t0),
+                      s.scores.data() + static_cast<size_t>(gi) * per_head * kSegment + (t0 - seg0),
+                      kSegment);
       }
-      const int nt = static_cast<int>(t1 - t0);
-      const size_t offset =
-          static_cast<size_t>(t0 - page * bt) * kv_stride + static_cast<size_t>(it.kv_head) * hd;
-      vk.scores_f16(s.q.data(), nr, hd, seq.k_blocks[page] + offset, kv_stride, nt, s.scores.data(),
-                    kWindow);
-      for (int r = 0; r < nr; ++r) {
-        float* row = s.scores.data() + r * kWindow;
-        const int64_t limit = seq.q_pos0 + it.j0 + r / group;  // last position this row sees.
-        const int valid = static_cast<int>(std::clamp<int64_t>(limit - t0 + 1, 0, nt));
-        // Positions past the row's own add exact zeros below: the result does not depend on
-        // which later queries share the call.
-        std::fill(row + valid, row + nt, 0.0f);
-        if (valid == 0) continue;
-        const float m_new = std::max(s.m[r], vk.max(row, valid));
-        const float sum = vk.exp_shift_sum(row, row, valid, m_new);
-        if (s.m[r] != kNegInf && s.m[r] != m_new) {
-          const float corr = std::exp(s.m[r] - m_new);
-          s.l[r] *= corr;
-          float* a = s.acc.data() + r * hd;
-          for (int d = 0; d < hd; ++d) a[d] *= corr;
-        }
-        s.l[r] += sum;
-        s.m[r] = m_new;
-      }
-      vk.accum_f16(s.scores.data(), kWindow, nr, seq.v_blocks[page] + offset, kv_stride, nt, hd,
-                   s.acc.data());
       t0 = t1;
     }
     for (int r = 0; r < nr; ++r) {
-      const float* a = s.acc.data() + r * hd;
+      float* row = s.scores.data() + static_cast<size_t>(r) * kSegment;
+      const int64_t limit = seq.q_pos0 + query_of(r);  // last position this row sees.
+      const int valid = static_cast<int>(std::clamp<int64_t>(limit - seg0 + 1, 0, nt));
+      // Positions past the row's own add exact zeros below: the result does not depend on
+      // which later queries share the call.
+      std::fill(row + valid, row + nt, 0.0f);
+      s.m[r] = kNegInf;
+      s.l[r] = 0.0f;
+      if (valid == 0) continue;
+      s.m[r] = vk.max(row, valid);
+      s.l[r] = vk.exp_shift_sum(row, row, valid, s.m[r]);
+    }
+    std::fill(s.acc.begin(), s.acc.end(), 0.0f);
+    for (int64_t t0 = seg0; t0 < seg1;) {
+      int64_t page, t1;
+      run_at(t0, &page, &t1);
+      for (int gi = 0; gi < heads; ++gi) {
+        vk.accum_f16(s.scores.data() + static_cast<size_t>(gi) * per_head * kSegment + (t0 - seg0),
+                     kSegment, per_head, seq.v_blocks[page] + kv_offset(t0, page, gi), kv_stride,
+                     static_cast<int>(t1 - t0), hd,
+                     s.acc.data() + static_cast<size_t>(gi) * per_head * hd);
+      }
+      t0 = t1;
+    }
+    for (int r = 0; r < nr; ++r) {
+      const float* a = s.acc.data() + static_cast<size_t>(r) * hd;
       if (final) {
-        Fold(&s.fm[r], &s.fl[r], s.facc.data() + r * hd, s.m[r], s.l[r], a, hd);
+        Fold(&s.fm[r], &s.fl[r], s.facc.data() + static_cast<size_t>(r) * hd, s.m[r], s.l[r], a,
+             hd);
       } else {
         const int64_t pr = it.partial + seg_index * nr + r;
         part_m[pr] = s.m[r];
@@ -186,9 +200,8 @@ void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
   }
   if (!final) return;
   for (int r = 0; r < nr; ++r) {
-    const float* a = s.facc.data() + r * hd;
-    const int j = it.j0 + r / group, h = it.kv_head * group + r % group;
-    float* dst = seq.out + (static_cast<int64_t>(j) * sh.n_heads + h) * hd;
+    const float* a = s.facc.data() + static_cast<size_t>(r) * hd;
+    float* dst = seq.out + (static_cast<int64_t>(query_of(r)) * sh.n_heads + head_of(r)) * hd;
     const float inv = 1.0f / s.fl[r];
     for (int d = 0; d < hd; ++d) dst[d] = a[d] * inv;
   }
@@ -202,10 +215,16 @@ void Attention(ThreadPool* pool, const AttentionSeq* seqs, int n_seqs, int n_hea
   const int q_chunk = std::max(1, kMaxRows / sh.group);
   const int threads = pool != nullptr ? pool->num_threads() : 1;
 
-  // Pieces of (sequence, KV head, query chunk); position splits when these are too few.
-  int64_t base_items = 0;
+  // Units of work: a chunk of one sequence's queries against one KV head, or, for a single
+  // query (decode), against all KV heads at once, so that each page is read front to back.
+  // When there are fewer units than the pool can use well, their positions are split into
+  // pieces of whole segments, merged at the end.
+  auto heads_per_unit = [&](int queries) { return queries == 1 ? n_kv_heads : 1; };
+  int64_t units = 0;
   for (int s = 0; s < n_seqs; ++s) {
-    base_items += static_cast<int64_t>(n_kv_heads) * ((seqs[s].n_q + q_chunk - 1) / q_chunk);
+    for (int j0 = 0; j0 < seqs[s].n_q; j0 += q_chunk) {
+      units += n_kv_heads / heads_per_unit(std::min(seqs[s].n_q - j0, q_chunk));
+    }
   }
   const int64_t want = 4 * static_cast<int64_t>(threads);
 
@@ -213,36 +232,33 @@ void Attention(ThreadPool* pool, const AttentionSeq* seqs, int n_seqs, int n_hea
   items.clear();
   int64_t partial_rows = 0;
   struct Merge {
-    int seq, kv_head, j0, j1, segments;  // segments of the rows' positions
+    int seq, g0, g1, j0, j1, segments;  // segments of the rows' positions
     int64_t first_row;  // partial row of segment 0; segment k's rows follow at k * rows.
   };
   thread_local std::vector<Merge> merges;
   merges.clear();
   for (int s = 0; s < n_seqs; ++s) {
     const AttentionSeq& seq = seqs[s];
-    for (int g = 0; g < n_kv_heads; ++g) {
-      for (int j0 = 0; j0 < seq.n_q; j0 += q_chunk) {
-        const int j1 = std::min(seq.n_q, j0 + q_chunk);
+    for (int j0 = 0; j0 < seq.n_q; j0 += q_chunk) {
+      const int j1 = std::min(seq.n_q, j0 + q_chunk);
+      const int step = heads_per_unit(j1 - j0);
+      for (int g0 = 0; g0 < n_kv_heads; g0 += step) {
+        const int g1 = g0 + step;
         const int64_t n_pos = seq.q_pos0 + j1;  // positions [0, n_pos).
-        int splits = 1;
-        if (threads > 1 && base_items < want) {
-          const int64_t by_need = (want + base_items - 1) / base_items;
-          const int64_t by_size = n_pos / kMinSplitPositions;
-          splits = static_cast<int>(std::clamp<int64_t>(std::min(by_need, by_size), 1, 64));
-        }
-        if (splits == 1) {
-          items.push_back({s, g, j0, j1, 0, n_pos, -1});
+        const int64_t segs = (n_pos + kSegment - 1) / kSegment;
+        int64_t splits = 1;
+        if (threads > 1 && units < want) splits = std::min((want + units - 1) / units, segs);
+        if (splits <= 1) {
+          items.push_back({s, g0, g1, j0, j1, 0, n_pos, -1});
           continue;
         }
-        const int rows = (j1 - j0) * sh.group;
-        const int64_t segs = (n_pos + kSegment - 1) / kSegment;
-        splits = static_cast<int>(std::min<int64_t>(splits, segs));
-        merges.push_back({s, g, j0, j1, static_cast<int>(segs), partial_rows});
+        const int rows = step * (j1 - j0) * sh.group;
+        merges.push_back({s, g0, g1, j0, j1, static_cast<int>(segs), partial_rows});
         // Pieces of whole segments; piece i's segment k is segment seg_b + k of the row.
-        for (int i = 0; i < splits; ++i) {
+        for (int64_t i = 0; i < splits; ++i) {
           const int64_t seg_b = segs * i / splits, seg_e = segs * (i + 1) / splits;
           if (seg_b == seg_e) continue;
-          items.push_back({s, g, j0, j1, seg_b * kSegment, std::min(n_pos, seg_e * kSegment),
+          items.push_back({s, g0, g1, j0, j1, seg_b * kSegment, std::min(n_pos, seg_e * kSegment),
                            partial_rows + seg_b * rows});
         }
         partial_rows += segs * rows;
@@ -277,14 +293,16 @@ void Attention(ThreadPool* pool, const AttentionSeq* seqs, int n_seqs, int n_hea
   fold_acc.resize(head_dim);
   for (const Merge& mg : merges) {
     const AttentionSeq& seq = seqs[mg.seq];
-    const int rows = (mg.j1 - mg.j0) * sh.group;
+    const int per_head = (mg.j1 - mg.j0) * sh.group;
+    const int rows = (mg.g1 - mg.g0) * per_head;
     for (int r = 0; r < rows; ++r) {
       float fm = kNegInf, fl = 0;
       for (int k = 0; k < mg.segments; ++k) {
         const int64_t pr = mg.first_row + static_cast<int64_t>(k) * rows + r;
         Fold(&fm, &fl, fold_acc.data(), pm[pr], pl[pr], pa + pr * head_dim, head_dim);
       }
-      const int j = mg.j0 + r / sh.group, h = mg.kv_head * sh.group + r % sh.group;
+      const int j = mg.j0 + (r % per_head) / sh.group;
+      const int h = (mg.g0 + r / per_head) * sh.group + r % sh.group;
       float* dst = seq.out + (static_cast<int64_t>(j) * n_heads + h) * head_dim;
       const float inv = 1.0f / fl;
       for (int d = 0; d < head_dim; ++d) dst[d] = fold_acc[d] * inv;

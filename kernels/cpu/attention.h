@@ -22,13 +22,15 @@ struct AttentionSeq {
 };
 
 // For every sequence, query j and head h: out = softmax(scale * q . k_p) . v_p over positions
-// p = 0 .. q_pos0 + j (inclusive), with K/V from KV head h / (n_heads / n_kv_heads). Online
-// softmax with fp32 accumulation (no overflow for any finite scores). Work is split over
-// (sequence, KV head, chunk of queries) and, when that gives too few pieces for the pool
-// (decode), over ranges of positions merged at the end. pool may be nullptr (calling thread).
+// p = 0 .. q_pos0 + j (inclusive), with K/V from KV head h / (n_heads / n_kv_heads). Softmax
+// with fp32 accumulation (no overflow for any finite scores), one pass per 64-position segment,
+// segments folded online. Work is split over (sequence, chunk of queries, KV head); a chunk of
+// one query (decode) takes every KV head at once, so that each page is read front to back. When
+// that gives too few pieces for the pool, positions are split over threads in whole segments
+// and merged at the end. pool may be nullptr (calling thread).
 // Each (query, head) output is bit-identical whatever the other queries and sequences of the
-// call, the chunk its query came in and the pool's size (for one ISA): every row folds
-// per-64-position segment softmax states in position order, split over threads or not.
+// call, the chunk its query came in, the pool's size and block_tokens (for one ISA): every row
+// folds per-segment softmax states in position order, split over threads or not.
 // Thread-safe for distinct outputs.
 // REQUIRES: n_seqs >= 0; n_heads % n_kv_heads == 0; head_dim > 0; block_tokens > 0; each
 // seqs[i].n_q >= 0, q_pos0 >= 0; outputs do not overlap inputs.

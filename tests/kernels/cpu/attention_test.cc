@@ -245,5 +245,30 @@ TEST(AttentionTest, RowsAreBitIdenticalForAnyChunkingBatchAndThreads) {
   }
 }
 
+TEST(AttentionTest, RowsAreBitIdenticalForAnyPageSize) {
+  ThreadPool pool2(2);
+  for (Isa isa : AvailableIsas()) {
+    ScopedIsa scoped(isa);
+    for (auto [n_q, pos0] : {std::pair<int, int64_t>{1, 150}, {5, 200}, {70, 0}}) {
+      std::vector<float> first;
+      for (int bt : {16, 1, 5, 64, 256}) {
+        std::mt19937 rng(47);  // the same K, V and q whatever the page size
+        const Shape s{9, 3, 64, bt};
+        PagedSeq seq = MakeSeq(rng, s, n_q, pos0, 2.0f);
+        AttentionSeq view{seq.q.data(),      seq.n_q,           seq.q_pos0,
+                          seq.k_ptrs.data(), seq.v_ptrs.data(), seq.out.data()};
+        Attention(&pool2, &view, 1, s.n_heads, s.n_kv, s.hd, s.bt, 0.125f);
+        if (first.empty()) {
+          first = seq.out;
+          continue;
+        }
+        for (size_t i = 0; i < first.size(); ++i) {
+          ASSERT_EQ(seq.out[i], first[i]) << IsaName(isa) << " bt=" << bt << " n_q=" << n_q;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace crescent::kernels
