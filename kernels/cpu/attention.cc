@@ -57,16 +57,14 @@ void PrefetchKv(const AttentionSeq& seq, int64_t page, int64_t t0, int64_t t1, s
       static_cast<size_t>(t0 - page * bt) * kv_stride + static_cast<size_t>(g0) * hd;
   const char* k = reinterpret_cast<const char*>(seq.k_blocks[page] + offset);
   const char* v = reinterpret_cast<const char*>(seq.v_blocks[page] + offset);
-  const size_t row_bytes = static_cast<size_t>(g1 - g0) * hd * sizeof(uint16_t);
+  size_t row_bytes = static_cast<size_t>(g1 - g0) * hd * sizeof(uint16_t);
   const size_t stride_bytes = kv_stride * sizeof(uint16_t);
-  if (row_bytes == stride_bytes) {  // one run of (t1 - t0) rows
-    for (size_t off = 0; off < row_bytes * static_cast<size_t>(t1 - t0); off += 64) {
-      __builtin_prefetch(k + off);
-      __builtin_prefetch(v + off);
-    }
-    return;
+  int64_t rows = t1 - t0;
+  if (row_bytes == stride_bytes) {  // all KV heads: the rows are one contiguous run
+    row_bytes *= static_cast<size_t>(rows);
+    rows = 1;
   }
-  for (int64_t t = t0; t < t1; ++t, k += stride_bytes, v += stride_bytes) {
+  for (int64_t t = 0; t < rows; ++t, k += stride_bytes, v += stride_bytes) {
     for (size_t off = 0; off < row_bytes; off += 64) {
       __builtin_prefetch(k + off);
       __builtin_prefetch(v + off);
