@@ -24,7 +24,7 @@ absl::StatusOr<std::unique_ptr<HugePageBuffer>> HugePageBuffer::Create(size_t by
   if (mapping == MAP_FAILED) {
     const int err = errno;
     return absl::ResourceExhaustedError(
-        absl::StrCat("mmap of ", mapping_bytes, " bytes for weights: ", std::strerror(err)));
+        absl::StrCat("mmap of ", mapping_bytes, " bytes: ", std::strerror(err)));
   }
   const auto start = reinterpret_cast<uintptr_t>(mapping);
   void* data = reinterpret_cast<void*>((start + kHugePage - 1) / kHugePage * kHugePage);

@@ -82,6 +82,12 @@ absl::StatusOr<SharedMemory> SharedMemory::Create(std::string_view name, uint64_
       CRESCENT_SYS_PTR(::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, shm.fd_, 0),
                        MAP_FAILED));
   shm.length_ = length;
+#if defined(MADV_HUGEPAGE)
+  // Best effort: segments hold KV caches that decode reads scattered pages of on every step.
+  // Shared memory gets huge pages only where /sys/kernel/mm/transparent_hugepage/shmem_enabled
+  // is `advise` or `always` (docs/operations.md).
+  (void)::madvise(shm.data_, length, MADV_HUGEPAGE);
+#endif
   return shm;
 }
 

@@ -1,16 +1,11 @@
 #include "src/engine/kv_cache.h"
 
-#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "src/common/status.h"
 
 namespace crescent::engine {
-
-void KvCache::FreeDeleter::operator()(uint8_t* p) const {
-  if (owned) std::free(p);
-}
 
 absl::Status KvCache::CheckConfig(const KvCacheConfig& config) {
   if (config.n_layers <= 0 || config.n_kv_heads <= 0 || config.head_dim <= 0 ||
@@ -34,28 +29,32 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::CreateInMemory(const KvCacheCo
     return absl::InvalidArgumentError("KV cache memory must be non-null and 64-byte aligned");
   }
   std::memset(data, 0, MemoryBytes(config));
-  return std::unique_ptr<KvCache>(new KvCache(config, static_cast<uint8_t*>(data), false));
+  return std::unique_ptr<KvCache>(new KvCache(config, static_cast<uint8_t*>(data), nullptr));
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheConfig& config) {
   CRESCENT_RETURN_IF_ERROR(CheckConfig(config));
-  size_t bytes = config.BlockBytes() * static_cast<size_t>(config.num_blocks);
-  // 64-byte alignment: pages are read with full-width vector loads.
-  size_t rounded = (bytes + 63) / 64 * 64;
-  void* data = std::aligned_alloc(64, rounded);
-  if (data == nullptr) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cannot allocate ", bytes, " bytes for ", config.num_blocks, " KV blocks"));
+  const size_t bytes = MemoryBytes(config);
+  auto buffer = kernels::HugePageBuffer::Create(bytes);
+  if (!buffer.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes for ",
+                                                     config.num_blocks,
+                                                     " KV blocks: ", buffer.status().message()));
   }
-  std::memset(data, 0, rounded);
-  return std::unique_ptr<KvCache>(new KvCache(config, static_cast<uint8_t*>(data), true));
+  // The mapping reads as zeros already; writing them commits the memory now rather than in
+  // page faults during the first forward passes.
+  auto* data = static_cast<uint8_t*>((*buffer)->data());
+  std::memset(data, 0, bytes);
+  return std::unique_ptr<KvCache>(new KvCache(config, data, *std::move(buffer)));
 }
 
-KvCache::KvCache(const KvCacheConfig& config, uint8_t* data, bool owned)
+KvCache::KvCache(const KvCacheConfig& config, uint8_t* data,
+                 std::unique_ptr<kernels::HugePageBuffer> owned)
     : config_(config),
       page_bytes_(config.PageBytes()),
       block_bytes_(config.BlockBytes()),
-      data_(data, FreeDeleter{owned}),
+      owned_(std::move(owned)),
+      data_(data),
       ref_counts_(config.num_blocks, 0) {
   free_.reserve(config.num_blocks);
   for (int64_t i = config.num_blocks - 1; i >= 0; --i) free_.push_back(static_cast<BlockId>(i));

@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/cpu/huge_pages.h"
 
 namespace crescent::engine {
 
@@ -41,8 +42,10 @@ class KvCache {
  public:
   using BlockId = int32_t;
 
-  // Allocates num_blocks blocks. Errors: InvalidArgument for a non-positive field,
-  // ResourceExhausted when the memory cannot be had.
+  // Allocates num_blocks blocks, zeroed and committed, on transparent huge pages where the
+  // kernel grants them: a decode step reads a few pages of every block in every layer, and on
+  // 4 KiB pages each of those reads is a TLB miss. Errors: InvalidArgument for a non-positive
+  // field, ResourceExhausted when the memory cannot be had.
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(const KvCacheConfig& config);
   // As Create, over `data` (BlockBytes() * num_blocks bytes, 64-byte aligned), which the caller
   // owns and keeps valid for the cache's lifetime (e.g. a transfer-engine segment). Zeroes it.
@@ -72,7 +75,7 @@ class KvCache {
   absl::Status GrowTable(int64_t positions, std::vector<BlockId>* table);
 
   // Start of a block's bytes (BlockBytes() long) and of one layer's K and V pages.
-  uint8_t* BlockData(BlockId id) { return data_.get() + static_cast<size_t>(id) * block_bytes_; }
+  uint8_t* BlockData(BlockId id) { return data_ + static_cast<size_t>(id) * block_bytes_; }
   uint16_t* KPage(BlockId id, int layer) {
     return reinterpret_cast<uint16_t*>(BlockData(id) + static_cast<size_t>(layer) * 2 * page_bytes_);
   }
@@ -82,18 +85,16 @@ class KvCache {
   }
 
  private:
-  struct FreeDeleter {
-    bool owned = true;  // false: the caller's memory (CreateInMemory)
-    void operator()(uint8_t* p) const;
-  };
-
-  KvCache(const KvCacheConfig& config, uint8_t* data, bool owned);
+  // `owned` is null when the memory is the caller's (CreateInMemory).
+  KvCache(const KvCacheConfig& config, uint8_t* data,
+          std::unique_ptr<kernels::HugePageBuffer> owned);
   static absl::Status CheckConfig(const KvCacheConfig& config);
 
   const KvCacheConfig config_;
   const size_t page_bytes_;
   const size_t block_bytes_;
-  std::unique_ptr<uint8_t, FreeDeleter> data_;
+  std::unique_ptr<kernels::HugePageBuffer> owned_;
+  uint8_t* const data_;
   std::vector<int32_t> ref_counts_;
   std::vector<BlockId> free_;  // a stack: the most recently freed block is reused first.
 };
