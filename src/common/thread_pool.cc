@@ -20,7 +20,9 @@ namespace {
 constexpr int kSpinIterations = 1 << 14;
 }  // namespace
 
-ThreadPool::ThreadPool(int num_threads) : num_threads_(num_threads < 1 ? 1 : num_threads) {
+ThreadPool::ThreadPool(int num_threads)
+    : num_threads_(num_threads < 1 ? 1 : num_threads),
+      shares_(std::make_unique<ShareState[]>(num_threads_)) {
   workers_.reserve(num_threads_ - 1);
   for (int i = 1; i < num_threads_; ++i) {
     workers_.emplace_back([this, i] { WorkerLoop(i); });
@@ -38,7 +40,7 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::WorkerLoop(int index) {
-  (void)index;
+  ShareState& mine = shares_[index];
   uint64_t seen = 0;
   for (;;) {
     uint64_t gen;
@@ -56,19 +58,16 @@ void ThreadPool::WorkerLoop(int index) {
     }
     seen = gen;
     if (stop_.load(std::memory_order_acquire)) return;
-    // Join the job only while it is open. The caller closes it and then waits for active_ to
-    // drain; with both sides sequentially consistent, either the caller sees this worker in
-    // active_ and waits for it, or this worker sees the job closed and leaves it alone.
-    active_.fetch_add(1, std::memory_order_seq_cst);
-    if (open_.load(std::memory_order_seq_cst)) {
-      const std::function<void(int, int)>* job = job_.load(std::memory_order_acquire);
-      for (;;) {
-        int share = next_share_.fetch_add(1, std::memory_order_acq_rel);
-        if (share >= num_threads_) break;
-        (*job)(share, num_threads_);
-      }
+    // Claim this generation's share unless the caller already has. A worker that wakes late,
+    // after its job ended, finds `claimed` at or past gen (Run() does not return before every
+    // share is claimed) and leaves it; once the claim succeeds, Run() waits for `done`, so job_
+    // still holds this generation's job.
+    uint64_t claimed = mine.claimed.load(std::memory_order_relaxed);
+    if (claimed < gen && mine.claimed.compare_exchange_strong(
+                             claimed, gen, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+      (*job_.load(std::memory_order_acquire))(index, num_threads_);
+      mine.done.store(gen, std::memory_order_release);
     }
-    active_.fetch_sub(1, std::memory_order_seq_cst);
   }
 }
 
@@ -79,28 +78,30 @@ void ThreadPool::Run(const std::function<void(int, int)>& fn) {
   }
   std::lock_guard<std::mutex> run_lock(run_mu_);
   job_.store(&fn, std::memory_order_release);
-  next_share_.store(0, std::memory_order_release);
-  open_.store(true, std::memory_order_seq_cst);
-  generation_.fetch_add(1, std::memory_order_seq_cst);
+  const uint64_t gen = generation_.load(std::memory_order_relaxed) + 1;
+  generation_.store(gen, std::memory_order_seq_cst);
   if (sleepers_.load(std::memory_order_seq_cst) > 0) {
     std::lock_guard<std::mutex> lock(sleep_mu_);
     sleep_cv_.notify_all();
   }
-  for (;;) {
-    int share = next_share_.fetch_add(1, std::memory_order_acq_rel);
-    if (share >= num_threads_) break;
-    fn(share, num_threads_);
-  }
-  open_.store(false, std::memory_order_seq_cst);
-  int spins = 0;
-  while (active_.load(std::memory_order_seq_cst) != 0) {
-    if (++spins < kSpinIterations) {
-      CRESCENT_CPU_RELAX();
-    } else {
-      std::this_thread::yield();
+  fn(0, num_threads_);
+  for (int i = 1; i < num_threads_; ++i) {
+    ShareState& share = shares_[i];
+    uint64_t claimed = share.claimed.load(std::memory_order_acquire);
+    if (claimed < gen && share.claimed.compare_exchange_strong(
+                             claimed, gen, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      fn(i, num_threads_);  // its worker has not started: run it here.
+      continue;
+    }
+    int spins = 0;
+    while (share.done.load(std::memory_order_acquire) != gen) {
+      if (++spins < kSpinIterations) {
+        CRESCENT_CPU_RELAX();
+      } else {
+        std::this_thread::yield();
+      }
     }
   }
-  job_.store(nullptr, std::memory_order_release);
 }
 
 void ThreadPool::ParallelFor(int64_t n, int64_t grain,

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -30,12 +31,13 @@ class ThreadPool {
   int num_threads() const { return num_threads_; }
 
   // Calls fn(share, num_threads) exactly once for each share in [0, num_threads) and returns
-  // when all calls have returned. Shares are claimed dynamically: the caller takes shares too,
-  // and any share a worker has not claimed by then (e.g. because it is descheduled on an
-  // oversubscribed machine) runs on the caller, so Run() never waits for a thread that has
-  // not started — only for shares already running. A share never runs on two threads at
-  // once, so per-share scratch indexed by `share` is safe. Thread-safe: concurrent callers
-  // are serialized. REQUIRES: fn does not call Run() on this pool.
+  // when all calls have returned. The calling thread runs share 0, first; share i > 0 is worker
+  // i's, but any share a worker has not claimed by the time the caller is done with its own
+  // (e.g. because it is descheduled on an oversubscribed machine) runs on the caller, so Run()
+  // never waits for a thread that has not started — only for shares already running. A share
+  // never runs on two threads at once, so per-share scratch indexed by `share` is safe.
+  // Thread-safe: concurrent callers are serialized. REQUIRES: fn does not call Run() on this
+  // pool.
   void Run(const std::function<void(int thread_index, int num_threads)>& fn);
 
   // Splits [0, n) into chunks of at least `grain` items, handed out dynamically, and calls
@@ -46,20 +48,30 @@ class ThreadPool {
   static int DefaultThreadCount();
 
  private:
+  // Share i's handshake for the job of generation g: whoever moves `claimed` from below g to
+  // g runs the share; the worker then sets `done` to g. Worker i is the only writer of `done`,
+  // and the caller writes `claimed` only to take a share its worker has not, so in the usual
+  // case each Run moves this line between the two cores once.
+  struct alignas(64) ShareState {
+    std::atomic<uint64_t> claimed{0};
+    std::atomic<uint64_t> done{0};
+  };
+
   void WorkerLoop(int index);
 
   const int num_threads_;
   std::vector<std::thread> workers_;
+  std::unique_ptr<ShareState[]> shares_;  // [num_threads_]; entry 0 unused.
 
   std::mutex run_mu_;  // serializes Run() callers.
-  // The job in progress: valid while open_ is true or a worker counted in active_ runs it.
+  // The job's generation, bumped by each Run() (and by the destructor, to stop the workers),
+  // and the job: valid from that bump until every share of it is claimed and done. Alone on
+  // its cache line, which idle workers spin on.
+  alignas(64) std::atomic<uint64_t> generation_{0};
   std::atomic<const std::function<void(int, int)>*> job_{nullptr};
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> next_share_{0};  // next share index to claim
-  std::atomic<bool> open_{false};   // the job still accepts workers
-  std::atomic<int> active_{0};      // workers that joined the job and have not left it
-  std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
+  // Rarely written: read by every Run() to see whether a worker needs waking.
+  alignas(64) std::atomic<int> sleepers_{0};
 
   std::mutex sleep_mu_;
   std::condition_variable sleep_cv_;

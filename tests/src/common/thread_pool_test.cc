@@ -24,6 +24,32 @@ TEST(ThreadPoolTest, RunCallsEveryThreadOnce) {
   }
 }
 
+TEST(ThreadPoolTest, CallerRunsShareZero) {
+  ThreadPool pool(3);
+  const std::thread::id caller = std::this_thread::get_id();
+  for (int iter = 0; iter < 100; ++iter) {
+    std::thread::id ran_on;
+    pool.Run([&](int share, int) {
+      if (share == 0) ran_on = std::this_thread::get_id();
+    });
+    ASSERT_EQ(ran_on, caller) << "iteration " << iter;
+  }
+}
+
+// Plain (non-atomic) writes of every share are visible to the caller once Run() returns, and
+// the next Run() may overwrite them: TSan checks the hand-offs in both directions.
+TEST(ThreadPoolTest, SharesHandOffPlainMemory) {
+  ThreadPool pool(2);
+  std::vector<int64_t> out(2, 0);
+  int64_t expected = 0;
+  for (int iter = 1; iter <= 5000; ++iter) {
+    pool.Run([&](int share, int) { out[share] += iter; });
+    expected += iter;
+    ASSERT_EQ(out[0], expected);
+    ASSERT_EQ(out[1], expected);
+  }
+}
+
 TEST(ThreadPoolTest, ParallelForCoversRangeExactlyOnce) {
   ThreadPool pool(3);
   for (int64_t n : {0, 1, 7, 1000, 12345}) {
