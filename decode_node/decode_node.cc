@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "src/common/clock.h"
+#include "src/common/host_port.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
 #include "src/engine/cpu_backend.h"
@@ -19,27 +20,6 @@ absl::StatusOr<std::vector<std::string>> TransportsFor(std::string_view transpor
   if (transport == "tcp" || transport == "rdma") return std::vector<std::string>{"rdma", "tcp"};
   return absl::InvalidArgumentError(absl::StrCat(
       "--transport must be auto, tcp, shm or rdma, got '", std::string(transport), "'"));
-}
-
-absl::Status SplitHostPort(std::string_view address, std::string_view what, std::string* host,
-                           int* port) {
-  const size_t colon = address.rfind(':');
-  auto bad = [&] {
-    return absl::InvalidArgumentError(
-        absl::StrCat(std::string(what), " must be host:port, got '", std::string(address), "'"));
-  };
-  if (colon == std::string_view::npos || colon == 0 || colon + 1 == address.size()) return bad();
-  std::string_view h = address.substr(0, colon);
-  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-  int p = 0;
-  for (char c : address.substr(colon + 1)) {
-    if (c < '0' || c > '9') return bad();
-    p = p * 10 + (c - '0');
-    if (p > 65535) return bad();
-  }
-  *host = std::string(h);
-  *port = p;
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<DecodeNode>> DecodeNode::Start(const DecodeNodeOptions& options) {
@@ -73,12 +53,8 @@ absl::Status DecodeNode::Init() {
   const DecodeNodeOptions& o = options_;
   segment_ = o.node_id + "/kv";
   CRESCENT_ASSIGN_OR_RETURN(std::vector<std::string> transports, TransportsFor(o.transport));
-  std::string data_host;
-  int data_port = 0;
-  CRESCENT_RETURN_IF_ERROR(SplitHostPort(o.data_listen, "--data-listen", &data_host, &data_port));
-  std::string grpc_host;
-  int grpc_port = 0;
-  CRESCENT_RETURN_IF_ERROR(SplitHostPort(o.grpc_listen, "--grpc-listen", &grpc_host, &grpc_port));
+  CRESCENT_ASSIGN_OR_RETURN(HostPort data, ParseHostPort(o.data_listen, "--data-listen"));
+  CRESCENT_ASSIGN_OR_RETURN(HostPort grpc_listen, ParseHostPort(o.grpc_listen, "--grpc-listen"));
 
   CRESCENT_ASSIGN_OR_RETURN(model_, engine::LoadModel(o.model_path, {}));
   CRESCENT_ASSIGN_OR_RETURN(backend_,
@@ -87,8 +63,8 @@ absl::Status DecodeNode::Init() {
   directory_ = kvstore::client::GrpcSegmentDirectory::Create(o.kv_master);
   kvstore::TransferEngineOptions to;
   to.transports = transports;
-  to.tcp.listen_host = data_host;
-  to.tcp.listen_port = static_cast<uint16_t>(data_port);
+  to.tcp.listen_host = data.host;
+  to.tcp.listen_port = data.port;
   CRESCENT_ASSIGN_OR_RETURN(transfer_, kvstore::TransferEngine::Create(to, directory_.get()));
 
   // The KV cache goes into a shared segment peers write (shm on this host, rdma/tcp elsewhere).
@@ -135,8 +111,7 @@ absl::Status DecodeNode::Init() {
   if (grpc_server_ == nullptr || bound_port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on --grpc-listen ", o.grpc_listen));
   }
-  const bool ipv6 = grpc_host.find(':') != std::string::npos;
-  grpc_endpoint_ = absl::StrCat(ipv6 ? "[" : "", grpc_host, ipv6 ? "]" : "", ":", bound_port);
+  grpc_endpoint_ = JoinHostPort(grpc_listen.host, static_cast<uint16_t>(bound_port));
 
   if (o.metrics_port >= 0) {
     server::HttpServerOptions ho;

@@ -58,10 +58,6 @@ struct DecodeNodeOptions {
 // always listed (the engine skips it without a device). InvalidArgument for an unknown name.
 absl::StatusOr<std::vector<std::string>> TransportsFor(std::string_view transport);
 
-// Splits "host:port" (IPv6 hosts in brackets). InvalidArgument naming `what` when malformed.
-absl::Status SplitHostPort(std::string_view address, std::string_view what, std::string* host,
-                           int* port);
-
 class DecodeNode {
  public:
   // Loads the model and starts everything; the node is registering with the Conductor (which

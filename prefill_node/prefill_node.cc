@@ -9,11 +9,11 @@
 #include <thread>
 #include <utility>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kvstore/client/grpc_segment_directory.h"
 #include "src/common/clock.h"
+#include "src/common/host_port.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
 
@@ -23,23 +23,6 @@ namespace v1 = cluster::v1;
 using Steady = std::chrono::steady_clock;
 
 namespace {
-
-// "host:port" -> (host, port). InvalidArgument naming `what` when malformed.
-absl::StatusOr<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& address,
-                                                               std::string_view what) {
-  const size_t colon = address.rfind(':');
-  uint32_t port = 0;
-  if (colon == std::string::npos || colon == 0 ||
-      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(std::string(what), " must be host:port, got '", address, "'"));
-  }
-  std::string host = address.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  return std::make_pair(host, static_cast<uint16_t>(port));
-}
 
 // Runs one PrefillOnly request to completion (no KV target) and returns its compute seconds.
 absl::StatusOr<double> TimedPrefill(engine::Engine* engine, std::vector<int32_t> prompt,
@@ -144,7 +127,9 @@ absl::Status PrefillNode::CreateEngine() {
 absl::Status PrefillNode::Init() {
   CRESCENT_ASSIGN_OR_RETURN(std::vector<std::string> transports,
                             TransportOrder(options_.transport));
-  CRESCENT_ASSIGN_OR_RETURN(auto data, SplitHostPort(options_.data_listen, "--data-listen"));
+  CRESCENT_ASSIGN_OR_RETURN(HostPort data, ParseHostPort(options_.data_listen, "--data-listen"));
+  CRESCENT_ASSIGN_OR_RETURN(HostPort grpc_listen,
+                            ParseHostPort(options_.grpc_listen, "--grpc-listen"));
 
   engine::LoadOptions load;
   CRESCENT_ASSIGN_OR_RETURN(model_, engine::LoadModel(options_.model_path, load));
@@ -154,8 +139,8 @@ absl::Status PrefillNode::Init() {
   directory_ = kvstore::client::GrpcSegmentDirectory::Create(options_.kv_master_address);
   kvstore::TransferEngineOptions to;
   to.transports = transports;
-  to.tcp.listen_host = data.first;
-  to.tcp.listen_port = data.second;
+  to.tcp.listen_host = data.host;
+  to.tcp.listen_port = data.port;
   CRESCENT_ASSIGN_OR_RETURN(transfer_, kvstore::TransferEngine::Create(to, directory_.get()));
   CRESCENT_RETURN_IF_ERROR(CreateEngine());
 
@@ -171,8 +156,8 @@ absl::Status PrefillNode::Init() {
     so.node_id = options_.node_id + "-pool";
     so.dram_bytes = options_.pool_dram_bytes;
     so.transport = options_.transport == "rdma" ? "auto" : options_.transport;
-    so.data_listen = data.first + ":0";
-    so.rpc_listen = data.first + ":0";
+    so.data_listen = JoinHostPort(data.host, 0);
+    so.rpc_listen = JoinHostPort(data.host, 0);
     so.master_wait = options_.master_wait;
     CRESCENT_ASSIGN_OR_RETURN(storage_, kvstore::server::StorageServer::Start(so));
   }
@@ -193,8 +178,7 @@ absl::Status PrefillNode::Init() {
   if (grpc_ == nullptr || port == 0) {
     return absl::UnavailableError("prefill node cannot listen on " + options_.grpc_listen);
   }
-  const std::string host = options_.grpc_listen.substr(0, options_.grpc_listen.rfind(':'));
-  grpc_endpoint_ = absl::StrCat(host, ":", port);
+  grpc_endpoint_ = JoinHostPort(grpc_listen.host, static_cast<uint16_t>(port));
 
   if (options_.metrics_port >= 0) {
     server::HttpServerOptions ho;

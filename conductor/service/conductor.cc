@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "src/common/clock.h"
+#include "src/common/host_port.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
 
@@ -17,10 +18,7 @@ absl::StatusOr<std::unique_ptr<Conductor>> Conductor::Start(const ConductorOptio
     return absl::InvalidArgumentError(
         absl::StrCat("HTTP port must be in [0, 65535], got ", options.port));
   }
-  if (options.grpc_listen.rfind(':') == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("gRPC listen address '", options.grpc_listen, "' is not host:port"));
-  }
+  CRESCENT_RETURN_IF_ERROR(ParseHostPort(options.grpc_listen, "--grpc-listen").status());
   if (options.node_timeout_s <= 0) {
     return absl::InvalidArgumentError("node timeout must be positive");
   }

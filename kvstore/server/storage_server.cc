@@ -5,13 +5,13 @@
 #include <cstring>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "kvstore/client/grpc_segment_directory.h"
 #include "kvstore/master/master_service.h"
 #include "kvstore/master/master_state.h"
 #include "src/common/hash.h"
+#include "src/common/host_port.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
 
@@ -21,17 +21,6 @@ namespace {
 using master::FromGrpcStatus;
 using master::KeyHex;
 using master::ToGrpcStatus;
-
-absl::Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port) {
-  const size_t colon = address.rfind(':');
-  uint32_t p = 0;
-  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &p) || p > 65535) {
-    return absl::InvalidArgumentError("bad host:port '" + address + "'");
-  }
-  *host = address.substr(0, colon);
-  *port = static_cast<uint16_t>(p);
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -56,8 +45,10 @@ absl::StatusOr<std::unique_ptr<StorageServer>> StorageServer::Start(
     return absl::InvalidArgumentError("unknown transport '" + options.transport +
                                       "' (want tcp, shm or auto)");
   }
-  CRESCENT_RETURN_IF_ERROR(SplitHostPort(options.data_listen, &engine_options.tcp.listen_host,
-                                         &engine_options.tcp.listen_port));
+  CRESCENT_ASSIGN_OR_RETURN(HostPort data,
+                            ParseHostPort(options.data_listen, "data listen address"));
+  engine_options.tcp.listen_host = data.host;
+  engine_options.tcp.listen_port = data.port;
 
   std::unique_ptr<StorageServer> server(new StorageServer(options));
   server->directory_ =

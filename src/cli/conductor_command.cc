@@ -11,6 +11,7 @@
 
 #include "conductor/service/conductor.h"
 #include "src/cli/command.h"
+#include "src/common/host_port.h"
 #include "src/common/logging.h"
 #include "src/engine/loaded_model.h"
 
@@ -47,8 +48,8 @@ int RunConductor(const ConductorFlags& f) {
   if (f.slo_tbt_ms < 1) return BadFlag("--slo-tbt-ms must be at least 1");
   if (f.node_timeout_ms < 1) return BadFlag("--node-timeout-ms must be at least 1");
   if (f.http_threads < 1) return BadFlag("--http-threads must be at least 1");
-  if (f.grpc_listen.rfind(':') == std::string::npos) {
-    return BadFlag("--grpc-listen must be host:port, got '" + f.grpc_listen + "'");
+  if (auto listen = ParseHostPort(f.grpc_listen, "--grpc-listen"); !listen.ok()) {
+    return BadFlag(std::string(listen.status().message()));
   }
   auto policy = conductor::service::ParseConductorPrefillPolicy(f.prefill_policy);
   if (!policy.ok()) return BadFlag("--prefill-policy: " + std::string(policy.status().message()));

@@ -2,7 +2,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "decode_node/decode_node.h"
@@ -39,16 +38,6 @@ int RunDecodeNode(const DecodeNodeFlags& f) {
   if (!decode_node::TransportsFor(f.node.transport).ok()) {
     return BadNodeFlag(
         kDecodeRole, "--transport must be auto, tcp, shm or rdma, got '" + f.node.transport + "'");
-  }
-  std::string host;
-  int port = 0;
-  for (const auto& [flag, value] :
-       {std::pair<const char*, const std::string*>{"--grpc-listen", &f.node.grpc_listen},
-        {"--data-listen", &f.node.data_listen},
-        {"--conductor", &f.node.conductor},
-        {"--kv-master", &f.node.kv_master}}) {
-    absl::Status s = decode_node::SplitHostPort(*value, flag, &host, &port);
-    if (!s.ok()) return BadNodeFlag(kDecodeRole, s.message());
   }
 
   decode_node::DecodeNodeOptions o;

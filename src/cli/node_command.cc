@@ -1,6 +1,10 @@
 #include "src/cli/node_command.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
+#include "src/common/host_port.h"
+#include "src/common/status.h"
 
 namespace crescent::cli {
 
@@ -50,6 +54,12 @@ absl::Status ValidateNodeFlags(const NodeFlags& flags) {
   }
   if (flags.drain_timeout_s < 0) {
     return absl::InvalidArgumentError("--drain-timeout-s must be >= 0");
+  }
+  for (const auto& [flag, address] :
+       {std::pair{"--grpc-listen", &flags.grpc_listen},
+        std::pair{"--data-listen", &flags.data_listen}, std::pair{"--conductor", &flags.conductor},
+        std::pair{"--kv-master", &flags.kv_master}}) {
+    CRESCENT_RETURN_IF_ERROR(ParseHostPort(*address, flag).status());
   }
   return absl::OkStatus();
 }

@@ -51,8 +51,9 @@ struct NodeFlags {
 // --kv-master are required. REQUIRES: `flags` outlives parsing.
 void AddNodeFlags(CLI::App* cmd, const NodeRole& role, NodeFlags* flags);
 
-// Checks the shared flags' ranges (not the role-specific meaning of --transport or the address
-// syntax). Errors: InvalidArgument, whose message names the flag and the accepted range.
+// Checks the shared flags' ranges and that the four addresses are host:port (not the
+// role-specific meaning of --transport). Errors: InvalidArgument, whose message names the flag
+// and what it accepts.
 absl::Status ValidateNodeFlags(const NodeFlags& flags);
 
 // Prints "crescent <role.command>: <message>" on stderr.

@@ -5,7 +5,8 @@
 
 Checks: `crescent chat` holds a coherent two-turn English conversation (greedy, stdin piped),
 `generate --ids` and `tokenize` agree with each other, bad input gives a clear error and a
-non-zero exit, and a corrupt model file is rejected with a message naming the problem.
+non-zero exit, a corrupt model file is rejected with a message naming the problem, and the node
+commands reject a malformed address flag (exit 2) before loading anything.
 Exit 77 (CTest skip) when the model file is absent.
 """
 import argparse
@@ -95,6 +96,20 @@ def main():
     r = run([c, "info", "--model", "/nonexistent/model.gguf"])
     if r.returncode == 0 or "nonexistent" not in r.stderr:
         fail(f"missing model not reported: {r.stderr}")
+
+    # A node's addresses are checked before it loads anything: exit 2 naming the flag.
+    for role in ("prefill-node", "decode-node"):
+        good = {"--conductor": "127.0.0.1:1", "--kv-master": "127.0.0.1:2"}
+        for flag, value in (("--conductor", "conductor-without-port"),
+                            ("--kv-master", "h:99999"), ("--grpc-listen", ":80"),
+                            ("--data-listen", "127.0.0.1:")):
+            flags = {**good, flag: value}
+            r = run([c, role, *m, "--node-id", "n0", *[x for kv in flags.items() for x in kv]],
+                    timeout=60)
+            want = f"{flag} must be host:port, got '{value}'"
+            if r.returncode != 2 or want not in r.stderr:
+                fail(f"{role} {flag} {value!r}: rc={r.returncode} {r.stderr!r}")
+        print(role, "bad address:", r.stderr.strip())
     print("PASS")
     return 0
 
