@@ -159,8 +159,17 @@ size_t MasterState::pending_count() const { return objects_.size() - committed_c
 absl::Status MasterState::RegisterNode(std::string_view node_id, std::string_view endpoint,
                                        int64_t now_ns) {
   if (node_id.empty()) return absl::InvalidArgumentError("empty node id");
-  if (nodes_.contains(node_id)) {
-    return absl::AlreadyExistsError(absl::StrCat("node ", Quote(node_id), " is registered"));
+  if (auto it = nodes_.find(node_id); it != nodes_.end()) {
+    if (Alive(it->second, now_ns)) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "node ", Quote(node_id), " is registered and alive (last heartbeat ",
+          (now_ns - it->second.last_heartbeat_ns) / 1'000'000,
+          " ms ago); a restarted node can register once its previous incarnation has been silent "
+          "for ",
+          config_.node_timeout_ns / 1'000'000, " ms"));
+    }
+    // A previous incarnation the next Tick would declare dead: it is, and this one starts over.
+    DropNode(std::string(node_id), now_ns, nullptr);
   }
   Node node;
   node.endpoint = std::string(endpoint);

@@ -117,8 +117,9 @@ class MasterState {
 
   // ---- Nodes and segments ----
 
-  // Adds a node, alive as of now_ns. Errors: InvalidArgument (empty id); AlreadyExists if the
-  // id is registered (a restarted node registers again after it was declared dead).
+  // Adds a node, alive as of now_ns. A registered id whose node has been silent for
+  // node_timeout_ns is dropped first, as a Tick would (a restarted node starts over, empty).
+  // Errors: InvalidArgument (empty id); AlreadyExists if the id's node is alive.
   absl::Status RegisterNode(std::string_view node_id, std::string_view endpoint, int64_t now_ns);
 
   // Records that the node is alive and hands it the move tasks it must perform that it has not

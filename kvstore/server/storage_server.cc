@@ -79,10 +79,19 @@ absl::StatusOr<std::unique_ptr<StorageServer>> StorageServer::Start(
   CRESCENT_ASSIGN_OR_RETURN(void* dram, server->engine_->AllocateSharedSegment(
                                             server->dram_segment(), options.dram_bytes));
   server->dram_ = static_cast<std::byte*>(dram);
-  // The master may still be starting (e.g. `crescent up` starts everything at once).
+  // The master may still be starting (e.g. `crescent up` starts everything at once), or still
+  // hold this id for a previous incarnation of this node that died without unregistering
+  // (AlreadyExists until it has been silent for the master's node timeout).
   const auto give_up = std::chrono::steady_clock::now() + options.master_wait;
   absl::Status registered = server->RegisterAndMount();
-  while (absl::IsUnavailable(registered) && std::chrono::steady_clock::now() < give_up) {
+  bool told = false;
+  while ((absl::IsUnavailable(registered) || absl::IsAlreadyExists(registered)) &&
+         std::chrono::steady_clock::now() < give_up) {
+    if (absl::IsAlreadyExists(registered) && !told) {
+      CRESCENT_LOG(warn, "kv storage node {}: {}; retrying", options.node_id,
+                   std::string(registered.message()));
+      told = true;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     registered = server->RegisterAndMount();
   }

@@ -53,9 +53,12 @@ struct StorageServerOptions {
 class StorageServer final : public v1::KvStorageNode::Service {
  public:
   // Starts the engine and block service, registers, mounts and starts heartbeating.
+  // Registration is retried for options.master_wait while the master is unreachable or still
+  // holds the id for a live-looking node (a previous incarnation that died without unmounting
+  // is dropped once silent for the master's node timeout, 10 s by default).
   // Errors: InvalidArgument (options), Unavailable (cannot listen, or the master stayed
-  // unreachable for options.master_wait), the master's error (e.g. AlreadyExists: a live node
-  // has this id), the engine's or the SSD file's.
+  // unreachable), the master's error (e.g. AlreadyExists: a live node still has this id after
+  // master_wait), the engine's or the SSD file's.
   static absl::StatusOr<std::unique_ptr<StorageServer>> Start(const StorageServerOptions& options);
   ~StorageServer() override;  // Stop().
 

@@ -457,6 +457,27 @@ TEST(MasterScenarioTest, DeadNodeReplicasDisappearAndSurvivorsStillAnswer) {
   EXPECT_THAT(s.NodesOf(1), ElementsAre("n2"));
 }
 
+// A node process killed without unmounting restarts with the same id before any Tick ran: its
+// old registration holds the id while the old incarnation still counts as alive, and is dropped
+// (replicas and segments with it) as soon as it has been silent for node_timeout.
+TEST(MasterScenarioTest, RestartedNodeRegistersOnceThePreviousIncarnationTimesOut) {
+  MasterScenario s;
+  s.GivenNode("n1", kHundredBlocks).GivenNode("n2", kHundredBlocks);
+  ASSERT_TRUE(s.Put(1, kBlock, 2).ok());
+  s.NodeGoesSilent("n1");
+  s.AdvanceSeconds(3);
+  absl::Status again = s.state().RegisterNode("n1", "tcp://n1:7001", s.now());
+  EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(again.message(), HasSubstr("3000 ms ago"));
+  EXPECT_THAT(again.message(), HasSubstr("silent for 10000 ms"));
+  s.AdvanceSeconds(8);
+  ASSERT_TRUE(s.state().RegisterNode("n1", "tcp://n1:7001", s.now()).ok());
+  EXPECT_THAT(s.NodesOf(1), ElementsAre("n2"));  // the old incarnation's replica is gone
+  EXPECT_EQ(s.state().Usage(Tier::kDram).capacity, kHundredBlocks);
+  ASSERT_TRUE(s.state().MountSegment("n1", "n1/dram", Tier::kDram, kHundredBlocks, s.now()).ok());
+  EXPECT_TRUE(s.state().Heartbeat("n1", s.now()).ok());
+}
+
 TEST(MasterScenarioTest, HeartbeatAfterTheTimeoutDeclaresTheNodeDead) {
   MasterScenario s;
   s.GivenNode("n1", kHundredBlocks).GivenNode("n2", kHundredBlocks);
