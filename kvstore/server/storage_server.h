@@ -46,8 +46,9 @@ struct StorageServerOptions {
   std::string rpc_listen = "127.0.0.1:0";   // KvStorageNode; registered as the endpoint.
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds rpc_timeout{5000};
-  // How long Start keeps retrying while the master is unreachable.
-  std::chrono::milliseconds master_wait{10000};
+  // How long Start keeps retrying while the master is unreachable or still holds this id for a
+  // dead predecessor: more than the master's default node timeout (10 s) plus a heartbeat.
+  std::chrono::milliseconds master_wait{15000};
 };
 
 class StorageServer final : public v1::KvStorageNode::Service {
