@@ -65,6 +65,7 @@ absl::Status DecodeNode::Init() {
   to.transports = transports;
   to.tcp.listen_host = data.host;
   to.tcp.listen_port = data.port;
+  to.tcp.advertise_host = AdvertisedHost(data.host, o.advertise_host);
   CRESCENT_ASSIGN_OR_RETURN(transfer_, kvstore::TransferEngine::Create(to, directory_.get()));
 
   // The KV cache goes into a shared segment peers write (shm on this host, rdma/tcp elsewhere).
@@ -111,7 +112,8 @@ absl::Status DecodeNode::Init() {
   if (grpc_server_ == nullptr || bound_port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on --grpc-listen ", o.grpc_listen));
   }
-  grpc_endpoint_ = JoinHostPort(grpc_listen.host, static_cast<uint16_t>(bound_port));
+  grpc_endpoint_ = JoinHostPort(AdvertisedHost(grpc_listen.host, o.advertise_host),
+                                static_cast<uint16_t>(bound_port));
 
   if (o.metrics_port >= 0) {
     server::HttpServerOptions ho;
@@ -148,8 +150,8 @@ DecodeNode::~DecodeNode() { Stop(); }
 
 std::string DecodeNode::metrics_endpoint() const {
   if (http_ == nullptr) return "-";
-  const bool ipv6 = options_.metrics_host.find(':') != std::string::npos;
-  return absl::StrCat(ipv6 ? "[" : "", options_.metrics_host, ipv6 ? "]" : "", ":", http_->port());
+  return JoinHostPort(AdvertisedHost(options_.metrics_host, options_.advertise_host),
+                      static_cast<uint16_t>(http_->port()));
 }
 
 std::string DecodeNode::ReadyLine() const {

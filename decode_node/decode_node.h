@@ -50,6 +50,8 @@ struct DecodeNodeOptions {
   int max_step_tokens = 512;
   std::string transport = "auto";           // auto | tcp | shm | rdma (see TransportsFor).
   std::string data_listen = "127.0.0.1:0";  // The transfer engine's tcp data server.
+  // The host others dial for the gRPC, data and metrics ports; empty: AdvertisedHost's default.
+  std::string advertise_host;
   int64_t reserve_timeout_ms = 30000;       // Default and upper bound of a reservation's wait.
   std::chrono::milliseconds heartbeat_interval{500};
 };

@@ -141,6 +141,7 @@ absl::Status PrefillNode::Init() {
   to.transports = transports;
   to.tcp.listen_host = data.host;
   to.tcp.listen_port = data.port;
+  to.tcp.advertise_host = AdvertisedHost(data.host, options_.advertise_host);
   CRESCENT_ASSIGN_OR_RETURN(transfer_, kvstore::TransferEngine::Create(to, directory_.get()));
   CRESCENT_RETURN_IF_ERROR(CreateEngine());
 
@@ -159,6 +160,7 @@ absl::Status PrefillNode::Init() {
     so.data_listen = JoinHostPort(data.host, 0);
     so.rpc_listen = JoinHostPort(data.host, 0);
     so.master_wait = options_.master_wait;
+    so.advertise_host = options_.advertise_host;
     CRESCENT_ASSIGN_OR_RETURN(storage_, kvstore::server::StorageServer::Start(so));
   }
 
@@ -178,7 +180,8 @@ absl::Status PrefillNode::Init() {
   if (grpc_ == nullptr || port == 0) {
     return absl::UnavailableError("prefill node cannot listen on " + options_.grpc_listen);
   }
-  grpc_endpoint_ = JoinHostPort(grpc_listen.host, static_cast<uint16_t>(port));
+  grpc_endpoint_ = JoinHostPort(AdvertisedHost(grpc_listen.host, options_.advertise_host),
+                                static_cast<uint16_t>(port));
 
   if (options_.metrics_port >= 0) {
     server::HttpServerOptions ho;
@@ -339,7 +342,8 @@ PrefillNode::~PrefillNode() { Stop(); }
 
 std::string PrefillNode::metrics_endpoint() const {
   if (http_ == nullptr) return "-";
-  return absl::StrCat(options_.metrics_host, ":", http_->port());
+  return JoinHostPort(AdvertisedHost(options_.metrics_host, options_.advertise_host),
+                      static_cast<uint16_t>(http_->port()));
 }
 
 std::string PrefillNode::ReadyLine() const {

@@ -57,6 +57,9 @@ struct PrefillNodeOptions {
   // "auto" (shm, rdma, tcp), "tcp" (tcp only), "shm" (shm, tcp), "rdma" (rdma, tcp).
   std::string transport = "auto";
   std::string data_listen = "127.0.0.1:0";  // The transfer engine's tcp data server.
+  // The host others dial for the gRPC, data, pool and metrics ports; empty: AdvertisedHost's
+  // default.
+  std::string advertise_host;
   bool measure_profile = true;              // Run the startup cost measurement.
   std::chrono::milliseconds heartbeat_interval{500};
   // How long Start keeps retrying while the KV master is unreachable.

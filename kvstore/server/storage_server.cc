@@ -49,6 +49,8 @@ absl::StatusOr<std::unique_ptr<StorageServer>> StorageServer::Start(
                             ParseHostPort(options.data_listen, "data listen address"));
   engine_options.tcp.listen_host = data.host;
   engine_options.tcp.listen_port = data.port;
+  engine_options.tcp.advertise_host = AdvertisedHost(data.host, options.advertise_host);
+  CRESCENT_ASSIGN_OR_RETURN(HostPort rpc, ParseHostPort(options.rpc_listen, "rpc listen address"));
 
   std::unique_ptr<StorageServer> server(new StorageServer(options));
   server->directory_ =
@@ -72,7 +74,7 @@ absl::StatusOr<std::unique_ptr<StorageServer>> StorageServer::Start(
     return absl::UnavailableError("storage node cannot listen on " + options.rpc_listen);
   }
   server->endpoint_ =
-      absl::StrCat(options.rpc_listen.substr(0, options.rpc_listen.rfind(':')), ":", port);
+      JoinHostPort(AdvertisedHost(rpc.host, options.advertise_host), static_cast<uint16_t>(port));
 
   // A previous incarnation killed before unpublishing leaves its names in the directory.
   (void)server->directory_->Unpublish(server->dram_segment());

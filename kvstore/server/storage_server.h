@@ -44,6 +44,8 @@ struct StorageServerOptions {
   std::string transport = "auto";           // "tcp" (tcp only), "shm" or "auto" (shm and tcp).
   std::string data_listen = "127.0.0.1:0";  // The transfer engine's tcp data server.
   std::string rpc_listen = "127.0.0.1:0";   // KvStorageNode; registered as the endpoint.
+  // The host the master and clients dial for both ports; empty: AdvertisedHost's default.
+  std::string advertise_host;
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds rpc_timeout{5000};
   // How long Start keeps retrying while the master is unreachable or still holds this id for a

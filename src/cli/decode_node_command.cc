@@ -54,6 +54,8 @@ int RunDecodeNode(const DecodeNodeFlags& f) {
   o.max_step_tokens = f.node.max_step_tokens;
   o.transport = f.node.transport;
   o.data_listen = f.node.data_listen;
+  o.advertise_host = f.node.advertise_host;
+  o.metrics_host = f.node.metrics_host;
   o.reserve_timeout_ms = f.reserve_timeout_ms;
   return RunNodeUntilStopped(kDecodeRole, f.node.drain_timeout_s,
                              [&o] { return decode_node::DecodeNode::Start(o); });

@@ -39,6 +39,7 @@ struct ServerFlags {
   std::string transport = "auto";
   std::string listen = "127.0.0.1:0";
   std::string rpc_listen = "127.0.0.1:0";
+  std::string advertise_host;
   int64_t heartbeat_ms = 1000;
 };
 
@@ -96,6 +97,7 @@ int RunServer(const ServerFlags& f) {
   options.transport = f.transport;
   options.data_listen = f.listen;
   options.rpc_listen = f.rpc_listen;
+  options.advertise_host = f.advertise_host;
   options.heartbeat_interval = std::chrono::milliseconds(f.heartbeat_ms);
   SetLogRole("kv-server");
   const sigset_t signals = BlockStopSignals();
@@ -161,6 +163,9 @@ void AddKvstoreCommands(CLI::App& app, std::vector<Command>* commands) {
       ->add_option("--rpc-listen", sf->rpc_listen,
                    "host:port of the block service (registered as the node's endpoint)")
       ->capture_default_str();
+  server->add_option("--advertise-host", sf->advertise_host,
+                     "host or IP the master and clients dial for both ports (default: the listen "
+                     "host, or this host's name for 0.0.0.0)");
   server->add_option("--heartbeat-ms", sf->heartbeat_ms, "Heartbeat interval (ms)")
       ->capture_default_str();
   commands->push_back({server, [sf] { return RunServer(*sf); }});

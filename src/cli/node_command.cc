@@ -33,6 +33,13 @@ void AddNodeFlags(CLI::App* cmd, const NodeRole& role, NodeFlags* flags) {
   cmd->add_option("--data-listen", flags->data_listen,
                   "the transfer engine's tcp data server, host:port (port 0: any free port)")
       ->capture_default_str();
+  cmd->add_option("--advertise-host", flags->advertise_host,
+                  "host or IP the Conductor, the KV master and peers dial to reach this node's "
+                  "gRPC, data and metrics ports (e.g. the pod IP when listening on 0.0.0.0; "
+                  "default: the listen host, or this host's name for 0.0.0.0)");
+  cmd->add_option("--metrics-host", flags->metrics_host,
+                  "interface of /health /ready /metrics (0.0.0.0: all, for a scraper elsewhere)")
+      ->capture_default_str();
   cmd->add_option(
          "--drain-timeout-s", flags->drain_timeout_s,
          absl::StrCat("on SIGTERM/SIGINT, how long to let ", role.work, " in flight finish"))
@@ -54,6 +61,12 @@ absl::Status ValidateNodeFlags(const NodeFlags& flags) {
   }
   if (flags.drain_timeout_s < 0) {
     return absl::InvalidArgumentError("--drain-timeout-s must be >= 0");
+  }
+  if (flags.advertise_host.find_first_of(" /") != std::string::npos ||
+      (!flags.advertise_host.empty() && IsWildcardHost(flags.advertise_host))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--advertise-host must be a host name or IP others can dial, got '",
+                     flags.advertise_host, "'"));
   }
   for (const auto& [flag, address] :
        {std::pair{"--grpc-listen", &flags.grpc_listen},

@@ -44,6 +44,8 @@ struct NodeFlags {
   int max_step_tokens = 512;
   std::string transport = "auto";
   std::string data_listen = "127.0.0.1:0";
+  std::string advertise_host;  // empty: the listen hosts (this host's name for 0.0.0.0)
+  std::string metrics_host = "127.0.0.1";
   int drain_timeout_s = 30;
 };
 

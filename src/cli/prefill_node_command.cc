@@ -51,6 +51,8 @@ int RunPrefillNode(const PrefillNodeFlags& f) {
   o.max_step_tokens = f.node.max_step_tokens;
   o.transport = f.node.transport;
   o.data_listen = f.node.data_listen;
+  o.advertise_host = f.node.advertise_host;
+  o.metrics_host = f.node.metrics_host;
   o.measure_profile = !f.no_profile;
   return RunNodeUntilStopped(kPrefillRole, f.node.drain_timeout_s,
                              [&o] { return prefill_node::PrefillNode::Start(o); });

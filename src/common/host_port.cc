@@ -1,5 +1,7 @@
 #include "src/common/host_port.h"
 
+#include <unistd.h>
+
 #include "absl/strings/str_cat.h"
 
 namespace crescent {
@@ -23,6 +25,18 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view address, absl::string_v
     if (port > 65535) return bad();
   }
   return HostPort{std::string(host), static_cast<uint16_t>(port)};
+}
+
+bool IsWildcardHost(absl::string_view host) {
+  return host.empty() || host == "0.0.0.0" || host == "::";
+}
+
+std::string AdvertisedHost(absl::string_view listen_host, absl::string_view advertise_host) {
+  if (!advertise_host.empty()) return std::string(advertise_host);
+  if (!IsWildcardHost(listen_host)) return std::string(listen_host);
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "localhost";
+  return name;
 }
 
 std::string JoinHostPort(absl::string_view host, uint16_t port) {

@@ -25,6 +25,14 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view address, absl::string_v
 // back.
 std::string JoinHostPort(absl::string_view host, uint16_t port);
 
+// The host others dial to reach a server bound to `listen_host`: `advertise_host` when given,
+// else `listen_host`, except that a wildcard listen host (empty, "0.0.0.0", "::") is replaced
+// by this machine's host name, the best guess without an advertised one.
+std::string AdvertisedHost(absl::string_view listen_host, absl::string_view advertise_host);
+
+// True for the hosts that name no single interface: "", "0.0.0.0", "::".
+bool IsWildcardHost(absl::string_view host);
+
 }  // namespace crescent
 
 #endif  // CRESCENT_SRC_COMMON_HOST_PORT_H_

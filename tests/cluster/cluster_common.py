@@ -3,6 +3,8 @@ comparison, `crescent serve` through tests/src/serve/serve_common.py), wait unti
 read each role's /metrics, and always stop every process."""
 import json
 import os
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -36,6 +38,26 @@ def metric_sum(metrics, name):
 def get_metrics(host_port, timeout=10):
     with urllib.request.urlopen(f"http://{host_port}/metrics", timeout=timeout) as r:
         return parse_metrics(r.read().decode())
+
+
+def read_line(proc, pattern, timeout):
+    """Reads proc's stdout (a text pipe) until a stripped line matches `pattern`; returns the
+    match. Fails naming what was seen when the process ends or `timeout` seconds pass."""
+    deadline = time.time() + timeout
+    seen = []
+    while time.time() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line.rstrip())
+            m = re.match(pattern, line.strip())
+            if m:
+                return m
+        elif proc.poll() is not None:
+            break
+    fail(f"no line matching {pattern!r} within {timeout} s; stdout: {seen}; exit {proc.poll()}")
 
 
 def pid_alive(pid):

@@ -11,38 +11,19 @@ model file is absent.
 """
 import argparse
 import os
-import re
-import select
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cluster"))
+from cluster_common import read_line  # noqa: E402  (fails by raising AssertionError)
+
 
 def fail(msg):
     print("FAIL:", msg)
     sys.exit(1)
-
-
-def read_line(proc, pattern, timeout):
-    """Reads proc's stdout until a line matches `pattern`; returns the match."""
-    deadline = time.time() + timeout
-    seen = []
-    while time.time() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line.rstrip())
-            m = re.match(pattern, line.strip())
-            if m:
-                return m
-        elif proc.poll() is not None:
-            break
-    fail(f"no line matching {pattern!r} within {timeout} s; stdout: {seen}; "
-         f"exit {proc.poll()}")
 
 
 def stop(proc, timeout=20):

@@ -1,5 +1,7 @@
 #include "src/common/host_port.h"
 
+#include <unistd.h>
+
 #include "gtest/gtest.h"
 
 namespace crescent {
@@ -41,6 +43,18 @@ TEST(HostPortTest, JoinIsReadBackByParse) {
     ASSERT_TRUE(parsed.ok()) << parsed.status();
     EXPECT_EQ(JoinHostPort(parsed->host, parsed->port), address);
   }
+}
+
+TEST(HostPortTest, AdvertisedHostPrefersTheGivenOneThenABoundInterface) {
+  EXPECT_EQ(AdvertisedHost("0.0.0.0", "10.1.2.3"), "10.1.2.3");
+  EXPECT_EQ(AdvertisedHost("127.0.0.1", ""), "127.0.0.1");
+  EXPECT_EQ(AdvertisedHost("::1", ""), "::1");
+  char name[256] = {};
+  ASSERT_EQ(::gethostname(name, sizeof(name) - 1), 0);
+  EXPECT_EQ(AdvertisedHost("0.0.0.0", ""), name);
+  EXPECT_EQ(AdvertisedHost("::", ""), name);
+  EXPECT_TRUE(IsWildcardHost(""));
+  EXPECT_FALSE(IsWildcardHost("127.0.0.1"));
 }
 
 }  // namespace
