@@ -81,10 +81,6 @@ std::array<double, 3> NonNegativeLeastSquares3(const std::vector<std::array<doub
 }
 
 absl::StatusOr<CostModel> CostModel::Fit(const CostProfile& profile) {
-  if (profile.block_tokens <= 0) return absl::InvalidArgumentError("block_tokens must be > 0");
-  if (profile.kv_bytes_per_token <= 0) {
-    return absl::InvalidArgumentError("kv_bytes_per_token must be > 0");
-  }
   if (!(profile.transfer_bandwidth_bytes_per_s > 0.0)) {
     return absl::InvalidArgumentError("transfer_bandwidth_bytes_per_s must be > 0");
   }
@@ -96,37 +92,56 @@ absl::StatusOr<CostModel> CostModel::Fit(const CostProfile& profile) {
         absl::StrCat("a cost profile needs at least 2 prefill and 2 decode samples, got ",
                      profile.prefill.size(), " and ", profile.decode.size()));
   }
-  std::vector<std::array<double, 3>> x;
-  std::vector<double> y;
-  for (size_t i = 0; i < profile.prefill.size(); ++i) {
-    const PrefillSample& s = profile.prefill[i];
-    if (s.new_tokens <= 0 || s.cached_tokens < 0 || s.seconds < 0.0) {
-      return absl::InvalidArgumentError(absl::StrCat("prefill sample ", i,
-                                                     " needs new_tokens > 0, cached_tokens >= 0 "
-                                                     "and seconds >= 0"));
-    }
-    x.push_back(
-        PrefillFeatures(static_cast<double>(s.new_tokens), static_cast<double>(s.cached_tokens)));
-    y.push_back(s.seconds);
+  return FitOver(profile, CostModel());
+}
+
+absl::StatusOr<CostModel> CostModel::FitOver(const CostProfile& profile,
+                                             const CostModel& fallback) {
+  if (profile.block_tokens <= 0) return absl::InvalidArgumentError("block_tokens must be > 0");
+  if (profile.kv_bytes_per_token <= 0) {
+    return absl::InvalidArgumentError("kv_bytes_per_token must be > 0");
   }
-  CostModel model;
-  model.prefill_ = NonNegativeLeastSquares3(x, y);
-  x.clear();
-  y.clear();
-  for (size_t i = 0; i < profile.decode.size(); ++i) {
-    const DecodeSample& s = profile.decode[i];
-    if (s.batch <= 0 || s.context_tokens < 0 || s.seconds < 0.0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "decode sample ", i, " needs batch > 0, context_tokens >= 0 and seconds >= 0"));
-    }
-    x.push_back(DecodeFeatures(s.batch, static_cast<double>(s.context_tokens)));
-    y.push_back(s.seconds);
+  if (profile.prefill.size() < 2 && profile.decode.size() < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a cost profile needs at least 2 prefill or 2 decode samples, got ",
+                     profile.prefill.size(), " and ", profile.decode.size()));
   }
-  model.decode_ = NonNegativeLeastSquares3(x, y);
+  CostModel model = fallback;
   model.block_tokens_ = profile.block_tokens;
   model.kv_bytes_per_token_ = profile.kv_bytes_per_token;
-  model.bandwidth_ = profile.transfer_bandwidth_bytes_per_s;
-  model.latency_ = profile.transfer_latency_s;
+  if (profile.transfer_bandwidth_bytes_per_s > 0.0) {
+    model.bandwidth_ = profile.transfer_bandwidth_bytes_per_s;
+  }
+  if (profile.transfer_latency_s > 0.0) model.latency_ = profile.transfer_latency_s;
+  std::vector<std::array<double, 3>> x;
+  std::vector<double> y;
+  if (profile.prefill.size() >= 2) {
+    for (size_t i = 0; i < profile.prefill.size(); ++i) {
+      const PrefillSample& s = profile.prefill[i];
+      if (s.new_tokens <= 0 || s.cached_tokens < 0 || s.seconds < 0.0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "prefill sample ", i, " needs new_tokens > 0, cached_tokens >= 0 and seconds >= 0"));
+      }
+      x.push_back(
+          PrefillFeatures(static_cast<double>(s.new_tokens), static_cast<double>(s.cached_tokens)));
+      y.push_back(s.seconds);
+    }
+    model.prefill_ = NonNegativeLeastSquares3(x, y);
+  }
+  if (profile.decode.size() >= 2) {
+    x.clear();
+    y.clear();
+    for (size_t i = 0; i < profile.decode.size(); ++i) {
+      const DecodeSample& s = profile.decode[i];
+      if (s.batch <= 0 || s.context_tokens < 0 || s.seconds < 0.0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "decode sample ", i, " needs batch > 0, context_tokens >= 0 and seconds >= 0"));
+      }
+      x.push_back(DecodeFeatures(s.batch, static_cast<double>(s.context_tokens)));
+      y.push_back(s.seconds);
+    }
+    model.decode_ = NonNegativeLeastSquares3(x, y);
+  }
   return model;
 }
 

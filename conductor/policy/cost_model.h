@@ -51,6 +51,13 @@ class CostModel {
   // decode samples, or when a sample has negative values.
   static absl::StatusOr<CostModel> Fit(const CostProfile& profile);
 
+  // Fits the halves of the model `profile` has samples for (at least 2 prefill, or 2 decode)
+  // and takes the rest from `fallback`: the other half, and the bandwidth and latency when the
+  // profile's are not positive. A prefill node measures only prefill, for example. Errors:
+  // InvalidArgument when block_tokens or kv_bytes_per_token is not positive, when neither half
+  // has 2 samples, or when a sample has negative values.
+  static absl::StatusOr<CostModel> FitOver(const CostProfile& profile, const CostModel& fallback);
+
   // A model with the given coefficients (for tests and hand-built scenarios).
   // REQUIRES: all coefficients >= 0, block_tokens > 0, bandwidth > 0.
   static CostModel FromCoefficients(std::array<double, 3> prefill, std::array<double, 3> decode,

@@ -24,12 +24,14 @@ NodeRegistry::NodeRegistry(const NodeRegistryOptions& options, const Clock* cloc
 std::shared_ptr<const policy::CostModel> NodeRegistry::CostFor(const v1::NodeInfo& info,
                                                                int block_tokens) const {
   const v1::CostProfile& p = info.profile();
-  if (p.prefill_size() >= 2 && p.decode_size() >= 2) {
+  const policy::CostModel fallback = DefaultCostModel(block_tokens, options_.kv_bytes_per_token);
+  // A prefill node measures prefill and transfer, a decode node nothing yet: each measured half
+  // replaces the default's.
+  if (p.prefill_size() >= 2 || p.decode_size() >= 2) {
     policy::CostProfile profile;
     profile.block_tokens = block_tokens;
     profile.kv_bytes_per_token = std::max<int64_t>(options_.kv_bytes_per_token, 1);
-    profile.transfer_bandwidth_bytes_per_s =
-        p.transfer_bytes_per_second() > 0 ? p.transfer_bytes_per_second() : 1e9;
+    profile.transfer_bandwidth_bytes_per_s = p.transfer_bytes_per_second();
     for (const auto& pt : p.prefill()) {
       profile.prefill.push_back({static_cast<int64_t>(pt.new_tokens()),
                                  static_cast<int64_t>(pt.cached_tokens()), pt.seconds()});
@@ -38,13 +40,12 @@ std::shared_ptr<const policy::CostModel> NodeRegistry::CostFor(const v1::NodeInf
       profile.decode.push_back(
           {static_cast<int>(pt.batch()), static_cast<int64_t>(pt.context()), pt.seconds()});
     }
-    absl::StatusOr<policy::CostModel> fitted = policy::CostModel::Fit(profile);
+    absl::StatusOr<policy::CostModel> fitted = policy::CostModel::FitOver(profile, fallback);
     if (fitted.ok()) return std::make_shared<const policy::CostModel>(*fitted);
     CRESCENT_LOG(warn, "node {}: unusable cost profile ({}); using the default cost model",
                  info.node_id(), std::string(fitted.status().message()));
   }
-  return std::make_shared<const policy::CostModel>(
-      DefaultCostModel(block_tokens, options_.kv_bytes_per_token));
+  return std::make_shared<const policy::CostModel>(fallback);
 }
 
 absl::StatusOr<v1::RegisterResponse> NodeRegistry::Register(const v1::NodeInfo& info) {

@@ -88,6 +88,33 @@ TEST(CostModel, RejectsBadProfiles) {
               ::testing::HasSubstr("decode sample 1"));
 }
 
+// A prefill node measures only prefill (and transfer): that half is fitted, the decode half and
+// what the profile lacks come from the fallback.
+TEST(CostModel, FitOverFillsTheUnmeasuredHalfFromTheFallback) {
+  const CostModel fallback = CostModel::FromCoefficients({1, 1, 1}, {0.01, 5e-4, 1e-7}, 16, 7,
+                                                         /*bandwidth=*/2e9, /*latency=*/3e-4);
+  CostProfile p = ExactProfile();
+  p.decode.clear();
+  auto model = CostModel::FitOver(p, fallback);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto exact = CostModel::Fit(ExactProfile());
+  ASSERT_TRUE(exact.ok());
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NEAR(model->prefill_coefficients()[i], exact->prefill_coefficients()[i], 1e-12);
+    EXPECT_EQ(model->decode_coefficients()[i], fallback.decode_coefficients()[i]);
+  }
+  EXPECT_EQ(model->block_tokens(), p.block_tokens);
+  EXPECT_EQ(model->kv_bytes_per_token(), p.kv_bytes_per_token);
+  EXPECT_EQ(model->bandwidth_bytes_per_s(), p.transfer_bandwidth_bytes_per_s);
+  p.transfer_bandwidth_bytes_per_s = 0;  // not measured: the fallback's
+  model = CostModel::FitOver(p, fallback);
+  ASSERT_TRUE(model.ok());
+  EXPECT_EQ(model->bandwidth_bytes_per_s(), 2e9);
+  p.prefill.resize(1);
+  EXPECT_THAT(std::string(CostModel::FitOver(p, fallback).status().message()),
+              ::testing::HasSubstr("at least 2 prefill or 2 decode"));
+}
+
 TEST(NonNegativeLeastSquares3, DropsATermThatWouldGoNegative) {
   // y = 2 + 3 x1 - 0.5 x2 fits exactly, but x2 may not have a negative weight.
   std::vector<std::array<double, 3>> x;

@@ -275,6 +275,28 @@ TEST(NodeRegistryTest, ProfileFitsACostModel) {
   EXPECT_DOUBLE_EQ(snap.nodes[1].cost->PrefillSeconds(1000, 0), def.PrefillSeconds(1000, 0));
 }
 
+// What a prefill node sends (PrefillNode::MeasureProfile): prefill points and the transfer
+// rate, no decode points. The measured half is used, the decode half is the default's.
+TEST(NodeRegistryTest, PrefillOnlyProfileReplacesThePrefillHalf) {
+  ManualClock clock;
+  NodeRegistry registry(Options(), &clock);
+  v1::NodeInfo info = Info("p1", v1::ROLE_PREFILL);
+  v1::CostProfile* profile = info.mutable_profile();
+  for (int n : {32, 128}) {
+    auto* pt = profile->add_prefill();
+    pt->set_new_tokens(n);
+    pt->set_seconds(0.004 * n);
+  }
+  profile->set_transfer_bytes_per_second(3e8);
+  ASSERT_TRUE(registry.Register(info).ok());
+  RegistrySnapshot snap = registry.Snapshot();
+  const policy::CostModel def = DefaultCostModel(16, 1024);
+  EXPECT_NEAR(snap.nodes[0].cost->PrefillSeconds(512, 0), 0.004 * 512, 0.05);
+  EXPECT_NE(snap.nodes[0].cost->PrefillSeconds(512, 0), def.PrefillSeconds(512, 0));
+  EXPECT_DOUBLE_EQ(snap.nodes[0].cost->DecodeStepSeconds(8, 1000), def.DecodeStepSeconds(8, 1000));
+  EXPECT_DOUBLE_EQ(snap.nodes[0].cost->bandwidth_bytes_per_s(), 3e8);
+}
+
 TEST(NodeRegistryTest, ReregistrationKeepsHeldPrefixes) {
   ManualClock clock;
   NodeRegistry registry(Options(), &clock);
