@@ -2,6 +2,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -134,7 +139,8 @@ absl::Status DecodeNode::Init() {
   info.set_model_fingerprint(model_->fingerprint);
   info.set_block_tokens(o.block_tokens);
   info.set_total_blocks(cache->num_blocks());
-  // No cost profile: the Conductor uses its default decode cost model.
+  if (o.measure_profile) profile_ = MeasureProfile();
+  *info.mutable_profile() = profile_;
   CRESCENT_ASSIGN_OR_RETURN(agent_, cluster::NodeAgent::Start(ao, [this] { return Load(); }));
 
   CRESCENT_LOG(info,
@@ -144,6 +150,83 @@ absl::Status DecodeNode::Init() {
                absl::StrJoin(transfer_->transport_names(), ","), transfer_->tcp_endpoint(),
                grpc_endpoint_, metrics_endpoint());
   return absl::OkStatus();
+}
+
+cluster::v1::CostProfile DecodeNode::MeasureProfile() {
+  // Batches of throwaway requests (random tokens under a random salt, so no block matches a real
+  // request's) decoded for kSteps tokens each. A step's time is the span between the batch's
+  // last first token and its last finish, over the steps in between.
+  constexpr int kPrompt = 32;
+  constexpr int kSteps = 17;
+  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t salt = rng() | 1;
+  const int vocab = model_->config.vocab_size;
+  cluster::v1::CostProfile profile;
+  std::string points;
+  struct Run {
+    int batch;
+    bool report;  // the first, a warm-up (page faults, thread start), is not reported
+  };
+  for (Run run : {Run{1, false}, Run{1, true}, Run{4, true}}) {
+    int batch = run.batch;
+    struct Tracker {
+      std::mutex mu;
+      std::condition_variable cv;
+      int done = 0;
+      absl::Status status;
+      std::chrono::steady_clock::time_point last_first, last_finish;
+    } t;
+    bool submitted = true;
+    for (int i = 0; i < batch && submitted; ++i) {
+      engine::EngineRequest r;
+      for (int k = 0; k < kPrompt; ++k) r.prompt.push_back(static_cast<int32_t>(rng() % vocab));
+      r.sampling.temperature = 0.0f;
+      r.max_tokens = kSteps;
+      r.ignore_eos = true;
+      r.cache_salt = salt;
+      auto first = std::make_shared<bool>(true);
+      auto id = engine_->Submit(
+          std::move(r),
+          [&t, first](const engine::SampleResult&) {
+            if (*first) {
+              *first = false;
+              std::lock_guard<std::mutex> lock(t.mu);
+              t.last_first = std::max(t.last_first, std::chrono::steady_clock::now());
+            }
+            return true;
+          },
+          [&t](absl::Status s, engine::FinishReason, const engine::RequestStats&,
+               std::span<const engine::KvCache::BlockId>) {
+            std::lock_guard<std::mutex> lock(t.mu);
+            if (!s.ok()) t.status = s;
+            t.last_finish = std::max(t.last_finish, std::chrono::steady_clock::now());
+            ++t.done;
+            t.cv.notify_all();
+          });
+      if (!id.ok()) {
+        t.status = id.status();
+        submitted = false;
+        batch = i;  // wait for the ones accepted
+      }
+    }
+    std::unique_lock<std::mutex> lock(t.mu);
+    t.cv.wait(lock, [&] { return t.done == batch; });
+    if (!t.status.ok() || batch == 0) {
+      CRESCENT_LOG(warn, "cost profile: a decode batch failed: {}",
+                   std::string(t.status.message()));
+      continue;
+    }
+    if (!run.report) continue;
+    const double seconds =
+        std::chrono::duration<double>(t.last_finish - t.last_first).count() / (kSteps - 1);
+    cluster::v1::CostProfile::Point* p = profile.add_decode();
+    p->set_batch(batch);
+    p->set_context(static_cast<double>(batch) * (kPrompt + kSteps / 2));
+    p->set_seconds(std::max(seconds, 0.0));
+    absl::StrAppend(&points, " (batch ", batch, ": ", seconds * 1e3, " ms per step)");
+  }
+  CRESCENT_LOG(info, "cost profile:{}", points);
+  return profile;
 }
 
 DecodeNode::~DecodeNode() { Stop(); }

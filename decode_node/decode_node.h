@@ -52,7 +52,9 @@ struct DecodeNodeOptions {
   std::string data_listen = "127.0.0.1:0";  // The transfer engine's tcp data server.
   // The host others dial for the gRPC, data and metrics ports; empty: AdvertisedHost's default.
   std::string advertise_host;
-  int64_t reserve_timeout_ms = 30000;       // Default and upper bound of a reservation's wait.
+  int64_t reserve_timeout_ms = 30000;
+  bool measure_profile = true;  // Time a few decode steps at start for the Conductor's cost model.
+                                // // Default and upper bound of a reservation's wait.
   std::chrono::milliseconds heartbeat_interval{500};
 };
 
@@ -88,6 +90,8 @@ class DecodeNode {
   std::string metrics_endpoint() const;
   const std::string& segment() const { return segment_; }
   engine::Engine* engine() const { return engine_.get(); }
+  // What the node registered as its cost profile (empty with measure_profile off).
+  const cluster::v1::CostProfile& profile() const { return profile_; }
   DecodeNodeService* service() const { return service_.get(); }
   kvstore::TransferEngine* transfer() const { return transfer_.get(); }
   server::MetricsRegistry* registry() { return &registry_; }
@@ -99,6 +103,10 @@ class DecodeNode {
  private:
   explicit DecodeNode(const DecodeNodeOptions& options) : options_(options) {}
   absl::Status Init();
+  // Times decode steps of throwaway batches (1 and 4 sequences) on this node's engine, for the
+  // Conductor's cost model. Failures are logged and leave points out.
+  cluster::v1::CostProfile MeasureProfile();
+  cluster::v1::CostProfile profile_;
 
   const DecodeNodeOptions options_;
   std::string segment_;

@@ -25,6 +25,7 @@ struct DecodeNodeFlags {
   NodeFlags node;
   int max_running = 64;
   int64_t reserve_timeout_ms = 30000;
+  bool no_profile = false;
 };
 
 int RunDecodeNode(const DecodeNodeFlags& f) {
@@ -57,6 +58,7 @@ int RunDecodeNode(const DecodeNodeFlags& f) {
   o.advertise_host = f.node.advertise_host;
   o.metrics_host = f.node.metrics_host;
   o.reserve_timeout_ms = f.reserve_timeout_ms;
+  o.measure_profile = !f.no_profile;
   return RunNodeUntilStopped(kDecodeRole, f.node.drain_timeout_s,
                              [&o] { return decode_node::DecodeNode::Start(o); });
 }
@@ -76,6 +78,8 @@ void AddDecodeNodeCommands(CLI::App& app, std::vector<Command>* commands) {
                   "a KV reservation whose Decode has not started by then is released (default "
                   "and upper bound of the Conductor's timeout)")
       ->capture_default_str();
+  cmd->add_flag("--no-profile", flags->no_profile,
+                "skip the startup decode-step measurement (the Conductor then uses its defaults)");
   commands->push_back({cmd, [flags] { return RunDecodeNode(*flags); }});
 }
 

@@ -299,6 +299,21 @@ class DecodeNodeTest : public ::testing::Test {
   std::unique_ptr<kvstore::TransferEngine> transfer_;
 };
 
+// The node times decode steps of a batch of 1 and of 4 at start and registers them.
+TEST_F(DecodeNodeTest, MeasuresADecodeProfileAtStart) {
+  const cluster::v1::CostProfile& p = node_->profile();
+  ASSERT_EQ(p.decode_size(), 2);
+  EXPECT_EQ(p.decode(0).batch(), 1);
+  EXPECT_EQ(p.decode(1).batch(), 4);
+  EXPECT_GT(p.decode(0).context(), 0);
+  EXPECT_GT(p.decode(1).context(), p.decode(0).context());
+  for (const auto& pt : p.decode()) EXPECT_GT(pt.seconds(), 0.0);
+  EXPECT_EQ(p.prefill_size(), 0);
+  const engine::EngineStats stats = node_->engine()->Stats();
+  EXPECT_EQ(stats.running, 0);
+  EXPECT_EQ(stats.waiting, 0);
+}
+
 TEST_F(DecodeNodeTest, TokensMatchColocatedEngine) {
   // Lengths around block boundaries (the first token's position in a fresh block or not), over
   // tcp and over shared memory.
