@@ -20,6 +20,7 @@ APT_PACKAGES=(
   libxxhash-dev libpcre2-dev nlohmann-json3-dev libcli11-dev libboost-dev libboost-system-dev
   liburing-dev libibverbs-dev rdma-core
   iperf3 curl clang libclang-rt-14-dev
+  golang-go
 )
 
 missing=()
