@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -224,6 +225,14 @@ cluster::v1::CostProfile DecodeNode::MeasureProfile() {
     p->set_context(static_cast<double>(batch) * (kPrompt + kSteps / 2));
     p->set_seconds(std::max(seconds, 0.0));
     absl::StrAppend(&points, " (batch ", batch, ": ", seconds * 1e3, " ms per step)");
+  }
+  // The engine frees a request's blocks just after its finish callback: wait for that, so the
+  // node starts serving with every block available (bounded; the profile is done either way).
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  for (engine::EngineStats s = engine_->Stats();
+       s.free_blocks < s.total_blocks && std::chrono::steady_clock::now() < until;
+       s = engine_->Stats()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   CRESCENT_LOG(info, "cost profile:{}", points);
   return profile;

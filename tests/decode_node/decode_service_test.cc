@@ -312,6 +312,9 @@ TEST_F(DecodeNodeTest, MeasuresADecodeProfileAtStart) {
   const engine::EngineStats stats = node_->engine()->Stats();
   EXPECT_EQ(stats.running, 0);
   EXPECT_EQ(stats.waiting, 0);
+  // Start returns once the measurement's blocks are back (the engine frees them just after the
+  // finish callbacks the measurement waits for).
+  EXPECT_TRUE(NoBlocksHeld());
 }
 
 TEST_F(DecodeNodeTest, TokensMatchColocatedEngine) {
