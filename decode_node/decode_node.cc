@@ -177,8 +177,7 @@ cluster::v1::CostProfile DecodeNode::MeasureProfile() {
       absl::Status status;
       std::chrono::steady_clock::time_point last_first, last_finish;
     } t;
-    bool submitted = true;
-    for (int i = 0; i < batch && submitted; ++i) {
+    for (int i = 0; i < batch; ++i) {
       engine::EngineRequest r;
       for (int k = 0; k < kPrompt; ++k) r.prompt.push_back(static_cast<int32_t>(rng() % vocab));
       r.sampling.temperature = 0.0f;
@@ -205,9 +204,10 @@ cluster::v1::CostProfile DecodeNode::MeasureProfile() {
             t.cv.notify_all();
           });
       if (!id.ok()) {
+        std::lock_guard<std::mutex> lock(t.mu);  // accepted requests' callbacks may be running
         t.status = id.status();
-        submitted = false;
         batch = i;  // wait for the ones accepted
+        break;
       }
     }
     std::unique_lock<std::mutex> lock(t.mu);
