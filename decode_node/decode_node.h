@@ -52,9 +52,8 @@ struct DecodeNodeOptions {
   std::string data_listen = "127.0.0.1:0";  // The transfer engine's tcp data server.
   // The host others dial for the gRPC, data and metrics ports; empty: AdvertisedHost's default.
   std::string advertise_host;
-  int64_t reserve_timeout_ms = 30000;
+  int64_t reserve_timeout_ms = 30000;  // Default and upper bound of a reservation's wait.
   bool measure_profile = true;  // Time a few decode steps at start for the Conductor's cost model.
-                                // // Default and upper bound of a reservation's wait.
   std::chrono::milliseconds heartbeat_interval{500};
 };
 

@@ -25,8 +25,8 @@ std::shared_ptr<const policy::CostModel> NodeRegistry::CostFor(const v1::NodeInf
                                                                int block_tokens) const {
   const v1::CostProfile& p = info.profile();
   const policy::CostModel fallback = DefaultCostModel(block_tokens, options_.kv_bytes_per_token);
-  // A prefill node measures prefill and transfer, a decode node nothing yet: each measured half
-  // replaces the default's.
+  // A prefill node measures prefill and transfer, a decode node its decode steps: each measured
+  // half replaces the default's.
   if (p.prefill_size() >= 2 || p.decode_size() >= 2) {
     policy::CostProfile profile;
     profile.block_tokens = block_tokens;
