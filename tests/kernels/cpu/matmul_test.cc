@@ -396,5 +396,31 @@ TEST(MatMulGroup8Test, SameBitsAsTheGgufLayout) {
   }
 }
 
+// Prefill-sized batches in the kGroup8 layout go in chunks of rows of x over blocks of weight
+// rows (256 KiB each): a matrix of several blocks, a batch of several chunks and a partial one.
+TEST(MatMulGroup8Test, PrefillChunksOverWeightBlocksGiveTheGgufLayoutsBits) {
+  std::mt19937 rng(45);
+  ThreadPool pool2(2);
+  for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0}) {
+    const int64_t cols = 1536;
+    const Weights w = MakeWeights(rng, t, 700, cols);  // 2 or more blocks of rows
+    ASSERT_GT(w.stride * w.rows, size_t{2} << 18) << GetTypeInfo(t).name;
+    std::vector<uint8_t> packed(w.bytes.size());
+    RepackRowsGroup8(t, cols, w.rows, w.stride, w.bytes.data(), packed.data());
+    MatrixView pv = w.view();
+    pv.data = packed.data();
+    pv.layout = MatrixLayout::kGroup8;
+    const int64_t m = 75;  // chunks of 32, 32 and 11 rows
+    const std::vector<float> x = MakeX(rng, m, cols);
+    for (Isa isa : AvailableIsas()) {
+      ScopedIsa scoped(isa);
+      std::vector<float> want(m * w.rows), got(m * w.rows, -1.0f);
+      MatMul(nullptr, w.view(), x.data(), m, want.data());
+      MatMul(&pool2, pv, x.data(), m, got.data());
+      ASSERT_EQ(got, want) << GetTypeInfo(t).name << " " << IsaName(isa);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace crescent::kernels
