@@ -29,22 +29,10 @@ absl::StatusOr<std::vector<std::string>> TransportsFor(std::string_view transpor
 }
 
 absl::StatusOr<std::unique_ptr<DecodeNode>> DecodeNode::Start(const DecodeNodeOptions& options) {
-  if (options.model_path.empty()) return absl::InvalidArgumentError("--model is required");
-  if (options.node_id.empty()) return absl::InvalidArgumentError("--node-id is required");
-  if (options.conductor.empty()) return absl::InvalidArgumentError("--conductor is required");
-  if (options.kv_master.empty()) return absl::InvalidArgumentError("--kv-master is required");
-  if (options.kv_cache_mb < 1) return absl::InvalidArgumentError("--kv-cache-mb must be >= 1");
-  if (options.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
+  CRESCENT_RETURN_IF_ERROR(cluster::ValidateNodeOptions(options));
   if (options.max_running < 1) return absl::InvalidArgumentError("--max-running must be >= 1");
-  if (options.max_step_tokens < 1) {
-    return absl::InvalidArgumentError("--max-step-tokens must be >= 1");
-  }
-  if (options.block_tokens < 1) return absl::InvalidArgumentError("--block-tokens must be >= 1");
   if (options.reserve_timeout_ms < 1) {
     return absl::InvalidArgumentError("--reserve-timeout-ms must be >= 1");
-  }
-  if (options.metrics_port < -1 || options.metrics_port > 65535) {
-    return absl::InvalidArgumentError("--metrics-port must be in [0, 65535] (or -1: none)");
   }
   std::unique_ptr<DecodeNode> node(new DecodeNode(options));
   absl::Status status = node->Init();
@@ -66,7 +54,7 @@ absl::Status DecodeNode::Init() {
   CRESCENT_ASSIGN_OR_RETURN(backend_,
                             engine::CpuBackend::Create(model_->config, model_->weights, o.threads));
 
-  directory_ = kvstore::client::GrpcSegmentDirectory::Create(o.kv_master);
+  directory_ = kvstore::client::GrpcSegmentDirectory::Create(o.kv_master_address);
   kvstore::TransferEngineOptions to;
   to.transports = transports;
   to.tcp.listen_host = data.host;
@@ -77,7 +65,7 @@ absl::Status DecodeNode::Init() {
   // The KV cache goes into a shared segment peers write (shm on this host, rdma/tcp elsewhere).
   engine::EngineOptions eo;
   eo.block_tokens = o.block_tokens;
-  eo.kv_cache_bytes = o.kv_cache_mb << 20;
+  eo.kv_cache_bytes = o.kv_cache_bytes;
   eo.max_running = o.max_running;
   eo.max_step_tokens = o.max_step_tokens;
   // Decode requests arrive with their prompt's KV written by a prefill node; nothing for the
@@ -130,7 +118,7 @@ absl::Status DecodeNode::Init() {
   }
 
   cluster::NodeAgentOptions ao;
-  ao.conductor_address = o.conductor;
+  ao.conductor_address = o.conductor_address;
   ao.heartbeat_interval = o.heartbeat_interval;
   cluster::v1::NodeInfo& info = ao.node;
   info.set_node_id(o.node_id);

@@ -4,7 +4,7 @@
 // server (/health, /ready, /metrics), and a NodeAgent registering the node with the Conductor and
 // heartbeating its load.
 //
-//   DecodeNodeOptions o;  o.model_path = ...; o.node_id = "decode-0"; o.conductor = ...;
+//   DecodeNodeOptions o;  o.model_path = ...; o.node_id = "decode-0"; o.conductor_address = ...;
 //   auto node = DecodeNode::Start(o);            // serving when it returns
 //   ... SIGTERM ...
 //   (*node)->Drain(std::chrono::seconds(30));    // no new reservations; in-flight decodes end
@@ -27,6 +27,7 @@
 #include "kvstore/client/grpc_segment_directory.h"
 #include "kvstore/transfer/transfer_engine.h"
 #include "src/cluster/node_agent.h"
+#include "src/cluster/node_options.h"
 #include "src/engine/backend.h"
 #include "src/engine/engine.h"
 #include "src/engine/loaded_model.h"
@@ -35,26 +36,11 @@
 
 namespace crescent::decode_node {
 
-struct DecodeNodeOptions {
-  std::string model_path;                   // GGUF file. Required.
-  std::string node_id;                      // Unique in the cluster. Required.
-  std::string conductor;                    // host:port of the Conductor's Registry. Required.
-  std::string kv_master;                    // host:port of the KV master. Required.
-  std::string grpc_listen = "127.0.0.1:0";  // DecodeNode service; port 0 = any free port.
-  std::string metrics_host = "127.0.0.1";
-  int metrics_port = 0;  // 0 = any free port, -1 = no metrics server.
-  int threads = 0;       // Compute threads; 0 = all CPUs.
-  int64_t kv_cache_mb = 256;
-  int block_tokens = 16;  // Must match the cluster's.
+// The shared node options (src/cluster/node_options.h; transport: see TransportsFor), then the
+// decode node's own.
+struct DecodeNodeOptions : cluster::NodeOptions {
   int max_running = 64;
-  int max_step_tokens = 512;
-  std::string transport = "auto";           // auto | tcp | shm | rdma (see TransportsFor).
-  std::string data_listen = "127.0.0.1:0";  // The transfer engine's tcp data server.
-  // The host others dial for the gRPC, data and metrics ports; empty: AdvertisedHost's default.
-  std::string advertise_host;
   int64_t reserve_timeout_ms = 30000;  // Default and upper bound of a reservation's wait.
-  bool measure_profile = true;  // Time a few decode steps at start for the Conductor's cost model.
-  std::chrono::milliseconds heartbeat_interval{500};
 };
 
 // The transfer-engine transports a --transport value selects, in preference order. rdma is

@@ -70,13 +70,7 @@ absl::StatusOr<std::vector<std::string>> TransportOrder(const std::string& trans
 }
 
 absl::StatusOr<std::unique_ptr<PrefillNode>> PrefillNode::Start(const PrefillNodeOptions& options) {
-  if (options.node_id.empty()) return absl::InvalidArgumentError("--node-id is required");
-  if (options.conductor_address.empty()) {
-    return absl::InvalidArgumentError("--conductor is required");
-  }
-  if (options.kv_master_address.empty()) {
-    return absl::InvalidArgumentError("--kv-master is required");
-  }
+  CRESCENT_RETURN_IF_ERROR(cluster::ValidateNodeOptions(options));
   std::unique_ptr<PrefillNode> node(new PrefillNode(options));
   absl::Status status = node->Init();
   if (!status.ok()) {

@@ -33,6 +33,7 @@
 #include "prefill_node/prefill_service.h"
 #include "proto/cluster.pb.h"
 #include "src/cluster/node_agent.h"
+#include "src/cluster/node_options.h"
 #include "src/engine/cpu_backend.h"
 #include "src/engine/engine.h"
 #include "src/engine/loaded_model.h"
@@ -41,27 +42,10 @@
 
 namespace crescent::prefill_node {
 
-struct PrefillNodeOptions {
-  std::string model_path;
-  std::string node_id;            // Required; names the segments "<id>/kv" and "<id>-pool".
-  std::string conductor_address;  // Conductor's Registry host:port. Required.
-  std::string kv_master_address;  // KV master host:port. Required.
-  std::string grpc_listen = "127.0.0.1:0";  // Port 0: any free port (the real one registers).
-  std::string metrics_host = "127.0.0.1";
-  int metrics_port = 0;  // 0: any free port; -1: no metrics server.
-  int threads = 0;       // Compute threads; 0 = all CPUs.
-  int64_t kv_cache_bytes = int64_t{256} << 20;
+// The shared node options (src/cluster/node_options.h; transport: "auto" = shm, rdma, tcp;
+// "tcp" = tcp only; "shm" = shm, tcp; "rdma" = rdma, tcp), then the prefill node's own.
+struct PrefillNodeOptions : cluster::NodeOptions {
   uint64_t pool_dram_bytes = uint64_t{256} << 20;  // 0: no embedded pool storage.
-  int block_tokens = 16;
-  int max_step_tokens = 512;
-  // "auto" (shm, rdma, tcp), "tcp" (tcp only), "shm" (shm, tcp), "rdma" (rdma, tcp).
-  std::string transport = "auto";
-  std::string data_listen = "127.0.0.1:0";  // The transfer engine's tcp data server.
-  // The host others dial for the gRPC, data, pool and metrics ports; empty: AdvertisedHost's
-  // default.
-  std::string advertise_host;
-  bool measure_profile = true;              // Run the startup cost measurement.
-  std::chrono::milliseconds heartbeat_interval{500};
   // How long Start keeps retrying while the KV master is unreachable.
   std::chrono::milliseconds master_wait{15000};
   PrefillServiceOptions service;

@@ -42,21 +42,8 @@ int RunDecodeNode(const DecodeNodeFlags& f) {
   }
 
   decode_node::DecodeNodeOptions o;
-  o.model_path = f.node.model;
-  o.node_id = f.node.node_id;
-  o.conductor = f.node.conductor;
-  o.kv_master = f.node.kv_master;
-  o.grpc_listen = f.node.grpc_listen;
-  o.metrics_port = f.node.metrics_port;
-  o.threads = f.node.threads;
-  o.kv_cache_mb = f.node.kv_cache_mb;
-  o.block_tokens = f.node.block_tokens;
+  ApplyNodeFlags(f.node, &o);
   o.max_running = f.max_running;
-  o.max_step_tokens = f.node.max_step_tokens;
-  o.transport = f.node.transport;
-  o.data_listen = f.node.data_listen;
-  o.advertise_host = f.node.advertise_host;
-  o.metrics_host = f.node.metrics_host;
   o.reserve_timeout_ms = f.reserve_timeout_ms;
   o.measure_profile = !f.no_profile;
   return RunNodeUntilStopped(kDecodeRole, f.node.drain_timeout_s,

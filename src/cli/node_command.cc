@@ -77,6 +77,23 @@ absl::Status ValidateNodeFlags(const NodeFlags& flags) {
   return absl::OkStatus();
 }
 
+void ApplyNodeFlags(const NodeFlags& flags, cluster::NodeOptions* options) {
+  options->model_path = flags.model;
+  options->node_id = flags.node_id;
+  options->conductor_address = flags.conductor;
+  options->kv_master_address = flags.kv_master;
+  options->grpc_listen = flags.grpc_listen;
+  options->metrics_host = flags.metrics_host;
+  options->metrics_port = flags.metrics_port;
+  options->threads = flags.threads;
+  options->kv_cache_bytes = flags.kv_cache_mb << 20;
+  options->block_tokens = flags.block_tokens;
+  options->max_step_tokens = flags.max_step_tokens;
+  options->transport = flags.transport;
+  options->data_listen = flags.data_listen;
+  options->advertise_host = flags.advertise_host;
+}
+
 void PrintNodeError(const NodeRole& role, absl::string_view message) {
   std::fprintf(stderr, "crescent %s: %.*s\n", role.command, static_cast<int>(message.size()),
                message.data());

@@ -1,6 +1,6 @@
 // What `crescent prefill-node` and `crescent decode-node` share: the node flags both take, their
 // checks, and the lifecycle of a node process (start, announce, wait for a stop signal, drain).
-// Each command file keeps its role's own flags and the mapping to its node's Options.
+// Each command file keeps its role's own flags and their mapping to its node's Options.
 #ifndef CRESCENT_SRC_CLI_NODE_COMMAND_H_
 #define CRESCENT_SRC_CLI_NODE_COMMAND_H_
 
@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "src/cli/command.h"
+#include "src/cluster/node_options.h"
 #include "src/common/logging.h"
 #include "src/engine/loaded_model.h"
 
@@ -57,6 +58,9 @@ void AddNodeFlags(CLI::App* cmd, const NodeRole& role, NodeFlags* flags);
 // role-specific meaning of --transport). Errors: InvalidArgument, whose message names the flag
 // and what it accepts.
 absl::Status ValidateNodeFlags(const NodeFlags& flags);
+
+// Copies the shared flags into the node options every role's Options derive from.
+void ApplyNodeFlags(const NodeFlags& flags, cluster::NodeOptions* options);
 
 // Prints "crescent <role.command>: <message>" on stderr.
 void PrintNodeError(const NodeRole& role, absl::string_view message);

@@ -38,21 +38,8 @@ int RunPrefillNode(const PrefillNodeFlags& f) {
   }
 
   prefill_node::PrefillNodeOptions o;
-  o.model_path = f.node.model;
-  o.node_id = f.node.node_id;
-  o.conductor_address = f.node.conductor;
-  o.kv_master_address = f.node.kv_master;
-  o.grpc_listen = f.node.grpc_listen;
-  o.metrics_port = f.node.metrics_port;
-  o.threads = f.node.threads;
-  o.kv_cache_bytes = f.node.kv_cache_mb << 20;
+  ApplyNodeFlags(f.node, &o);
   o.pool_dram_bytes = static_cast<uint64_t>(f.pool_dram_mb) << 20;
-  o.block_tokens = f.node.block_tokens;
-  o.max_step_tokens = f.node.max_step_tokens;
-  o.transport = f.node.transport;
-  o.data_listen = f.node.data_listen;
-  o.advertise_host = f.node.advertise_host;
-  o.metrics_host = f.node.metrics_host;
   o.measure_profile = !f.no_profile;
   return RunNodeUntilStopped(kPrefillRole, f.node.drain_timeout_s,
                              [&o] { return prefill_node::PrefillNode::Start(o); });

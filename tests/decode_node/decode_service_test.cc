@@ -147,10 +147,10 @@ class DecodeNodeTest : public ::testing::Test {
     DecodeNodeOptions o;
     o.model_path = path_;
     o.node_id = "decode-0";
-    o.conductor = "127.0.0.1:1";  // nobody: the agent keeps retrying
-    o.kv_master = master_->address();
+    o.conductor_address = "127.0.0.1:1";  // nobody: the agent keeps retrying
+    o.kv_master_address = master_->address();
     o.threads = 1;
-    o.kv_cache_mb = 1;
+    o.kv_cache_bytes = 1 << 20;
     o.transport = "auto";
     o.heartbeat_interval = milliseconds(200);
     auto node = DecodeNode::Start(o);
@@ -544,8 +544,8 @@ TEST(DecodeNodeOptionsTest, BadOptionsAreRejected) {
   DecodeNodeOptions o;
   o.model_path = "m.gguf";
   o.node_id = "d";
-  o.conductor = "127.0.0.1:1";
-  o.kv_master = "127.0.0.1:2";
+  o.conductor_address = "127.0.0.1:1";
+  o.kv_master_address = "127.0.0.1:2";
   o.transport = "carrier-pigeon";
   auto node = DecodeNode::Start(o);
   ASSERT_FALSE(node.ok());
