@@ -30,8 +30,10 @@ int RunPrefillNode(const PrefillNodeFlags& f) {
   if (absl::Status s = ValidateNodeFlags(f.node); !s.ok()) {
     return BadNodeFlag(kPrefillRole, s.message());
   }
-  if (f.pool_dram_mb < 0)
-    return BadNodeFlag(kPrefillRole, "--pool-dram-mb must be >= 0 (0 = none)");
+  if (f.pool_dram_mb < 0 || f.pool_dram_mb > kMaxMemoryMb) {
+    return BadNodeFlag(kPrefillRole, "--pool-dram-mb must be in [0, " +
+                                         std::to_string(kMaxMemoryMb) + "] (MiB; 0 = none)");
+  }
   if (!prefill_node::TransportOrder(f.node.transport).ok()) {
     return BadNodeFlag(
         kPrefillRole, "--transport must be auto, tcp, shm or rdma, got '" + f.node.transport + "'");

@@ -54,7 +54,10 @@ int RunServe(const ServeFlags& f) {
     return BadFlag("--port must be in [0, 65535], got " + std::to_string(f.port));
   }
   if (f.threads < 0) return BadFlag("--threads must be >= 0 (0 = all CPUs)");
-  if (f.kv_cache_mb < 1) return BadFlag("--kv-cache-mb must be at least 1");
+  if (f.kv_cache_mb < 1 || f.kv_cache_mb > kMaxMemoryMb) {
+    return BadFlag("--kv-cache-mb must be in [1, " + std::to_string(kMaxMemoryMb) +
+                   "] (MiB), got " + std::to_string(f.kv_cache_mb));
+  }
   if (f.block_tokens < 1) return BadFlag("--block-tokens must be at least 1");
   if (f.max_step_tokens < 1) return BadFlag("--max-step-tokens must be at least 1");
   if (f.max_running < 1) return BadFlag("--max-running must be at least 1");

@@ -55,6 +55,9 @@ def main():
          "--conductor"),
         (["--node-id", "d", "--conductor", "127.0.0.1:1", "--kv-master", "127.0.0.1:2",
           "--kv-cache-mb", "0"], "--kv-cache-mb"),
+        # So large that its bytes would overflow: refused, not wrapped.
+        (["--node-id", "d", "--conductor", "127.0.0.1:1", "--kv-master", "127.0.0.1:2",
+          "--kv-cache-mb", "9000000000000"], "--kv-cache-mb"),
     ]:
         r = subprocess.run([c, "decode-node", "--model", a.model, *args], capture_output=True,
                            text=True, timeout=60)
