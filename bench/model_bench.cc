@@ -171,12 +171,12 @@ int Main(int argc, char** argv) {
   }
   double decode[3] = {0, 0, 0};
   const int batches[3] = {1, 8, 32};
-  // Each batch size is the best of kB1Runs runs; batch 1's runs and the hypervisor's steal
+  // Each batch size is the best of kRuns runs; batch 1's runs and the hypervisor's steal
   // during each are printed too (see bench/common/cpu_time.h).
-  constexpr int kB1Runs = 3;
-  double b1_runs[kB1Runs] = {}, b1_steal[kB1Runs] = {};
+  constexpr int kRuns = 3;
+  double b1_runs[kRuns] = {}, b1_steal[kRuns] = {};
   for (int i = 0; i < 3; ++i) {
-    for (int rep = 0; rep < kB1Runs; ++rep) {
+    for (int rep = 0; rep < kRuns; ++rep) {
       const absl::StatusOr<bench::CpuTimes> cpu0 = bench::SampleCpuTimes();
       auto tps = DecodeTokensPerSecond(backend->get(), cache->get(), c.vocab_size, batches[i], 64,
                                        decode_steps, &rng);
@@ -230,12 +230,12 @@ int Main(int argc, char** argv) {
               weight_bytes / 1e6, kv_bytes / 1e6);
   std::printf("prefill, 512-token prompt     %.1f tok/s\n", prefill_tps);
   std::printf("decode batch 1 (%d tokens)   %.1f tok/s  (best of", decode_steps, decode[0]);
-  for (int rep = 0; rep < kB1Runs; ++rep) {
-    std::printf(" %.1f%s", b1_runs[rep], rep + 1 < kB1Runs ? "," : ")\n");
+  for (int rep = 0; rep < kRuns; ++rep) {
+    std::printf(" %.1f%s", b1_runs[rep], rep + 1 < kRuns ? "," : ")\n");
   }
   std::printf("CPU steal during those runs   ");
-  for (int rep = 0; rep < kB1Runs; ++rep) {
-    std::printf("%.1f%%%s", 100 * b1_steal[rep], rep + 1 < kB1Runs ? ", " : "\n");
+  for (int rep = 0; rep < kRuns; ++rep) {
+    std::printf("%.1f%%%s", 100 * b1_steal[rep], rep + 1 < kRuns ? ", " : "\n");
   }
   std::printf("decode batch 8                %.1f tok/s  (%.2fx batch 1)\n", decode[1],
               decode[1] / decode[0]);
