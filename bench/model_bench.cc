@@ -39,6 +39,7 @@
 #include "CLI/CLI.hpp"
 #include "bench/common/bandwidth.h"
 #include "bench/common/cpu_time.h"
+#include "kernels/cpu/ops.h"
 #include "nlohmann/json.hpp"
 #include "src/common/clock.h"
 #include "src/common/status.h"
@@ -79,13 +80,10 @@ absl::StatusOr<double> DecodeTokensPerSecond(engine::Backend* backend, engine::K
   double t0 = Now();
   for (int t = 0; t < steps; ++t) {
     for (int i = 0; i < batch; ++i) {
-      // Greedy from the previous logits keeps the run realistic without a sampler.
-      next[i] = t == 0
-                    ? 1
-                    : static_cast<int32_t>(
-                          std::max_element(logits.begin() + static_cast<int64_t>(i) * vocab,
-                                           logits.begin() + static_cast<int64_t>(i + 1) * vocab) -
-                          (logits.begin() + static_cast<int64_t>(i) * vocab));
+      // Greedy from the previous logits, as the sampler picks at temperature 0 (ArgMax).
+      next[i] = t == 0 ? 1
+                       : static_cast<int32_t>(kernels::ArgMax(
+                             logits.data() + static_cast<int64_t>(i) * vocab, vocab));
       seqs[i].tokens.push_back(next[i]);
       step[i] = engine::SequenceBatch{std::span<const int32_t>(&seqs[i].tokens.back(), 1),
                                       static_cast<int64_t>(seqs[i].tokens.size() - 1),

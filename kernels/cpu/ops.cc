@@ -85,6 +85,8 @@ void Softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
+int64_t ArgMax(const float* x, int64_t n) { return internal::ActiveVecKernels().argmax(x, n); }
+
 void Add(const float* a, const float* b, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }

@@ -32,6 +32,10 @@ void SwiGLU(const float* gate, const float* up, float* out, int64_t n);
 // REQUIRES: n > 0 and at least one entry > -inf.
 void Softmax(float* x, int64_t n);
 
+// The lowest index of the largest element of x[0..n) (greedy sampling over logits). NaNs are
+// skipped; 0 when n == 0 or every element is NaN.
+int64_t ArgMax(const float* x, int64_t n);
+
 // out[i] = a[i] + b[i].
 void Add(const float* a, const float* b, float* out, int64_t n);
 

@@ -216,10 +216,17 @@ absl::Status CpuBackend::Validate(std::span<const SequenceBatch> seqs, const KvC
 
 absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* cache,
                                  const LayerHook* hook, std::vector<float>* logits) {
-  logits->clear();
-  if (seqs.empty()) return absl::OkStatus();
+  // `logits` keeps its storage from call to call: the output projection overwrites every
+  // value, so resizing to the same size (the usual decode step) costs nothing.
+  if (seqs.empty()) {
+    logits->clear();
+    return absl::OkStatus();
+  }
   absl::Status valid = Validate(seqs, *cache);
-  if (!valid.ok()) return valid;
+  if (!valid.ok()) {
+    logits->clear();
+    return valid;
+  }
 
   const int d = config_.n_embd;
   const int hd = config_.head_dim;
@@ -359,7 +366,10 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
       row += n;
     }
   }
-  if (n_out == 0) return absl::OkStatus();
+  if (n_out == 0) {
+    logits->clear();
+    return absl::OkStatus();
+  }
   const float* out_norm = static_cast<const float*>(weights_->output_norm.data);
   out_rows_.resize(n_out * d);
   for (int64_t r = 0; r < n_out; ++r) {

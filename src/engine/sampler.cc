@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/ops.h"
 
 namespace crescent::engine {
 namespace {
@@ -362,11 +363,9 @@ SampleResult Sampler::Sample(std::span<float> logits, std::span<const int32_t> p
 
   SampleResult result;
   if (params_.temperature == 0.0f) {
-    size_t best = 0;
-    for (size_t i = 1; i < logits.size(); ++i) {
-      if (logits[i] > logits[best]) best = i;  // strict: ties stay with the lowest id.
-    }
-    result.token = static_cast<int32_t>(best);
+    // Ties go to the lowest id; NaN logits are never picked.
+    result.token =
+        static_cast<int32_t>(kernels::ArgMax(logits.data(), static_cast<int64_t>(logits.size())));
   } else {
     result.token = Draw(logits);
   }

@@ -21,6 +21,9 @@ struct VecKernels {
   float (*exp_shift_sum)(const float* x, float* out, int64_t n, float shift);
   // Largest x[i] (-inf for n == 0).
   float (*max)(const float* x, int64_t n);
+  // The lowest i with x[i] equal to the largest number in x[0..n); NaNs are skipped. 0 when n
+  // == 0 or every x[i] is NaN.
+  int64_t (*argmax)(const float* x, int64_t n);
   // out[i] = silu(gate[i]) * up[i]; out may equal gate or up.
   void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
   // Sum of x[i]^2.

@@ -35,6 +35,14 @@ float MaxScalar(const float* x, int64_t n) {
   return m;
 }
 
+int64_t ArgMaxScalar(const float* x, int64_t n) {
+  const float m = MaxScalar(x, n);
+  for (int64_t i = 0; i < n; ++i) {
+    if (x[i] == m) return i;
+  }
+  return 0;  // n == 0, or only NaNs
+}
+
 void SiluMulScalar(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
@@ -71,9 +79,9 @@ void AccumF16Scalar(const float* p, int p_stride, int nr, const uint16_t* v, siz
 }  // namespace
 
 const VecKernels& VecKernelsScalar() {
-  static const VecKernels k = {F16ToF32Scalar,    F32ToF16Scalar, BF16ToF32Scalar, F32ToBF16Scalar,
-                               ExpShiftSumScalar, MaxScalar,      SiluMulScalar,   SumSquaresScalar,
-                               ScoresF16Scalar,   AccumF16Scalar};
+  static const VecKernels k = {F16ToF32Scalar,    F32ToF16Scalar,  BF16ToF32Scalar, F32ToBF16Scalar,
+                               ExpShiftSumScalar, MaxScalar,       ArgMaxScalar,    SiluMulScalar,
+                               SumSquaresScalar,  ScoresF16Scalar, AccumF16Scalar};
   return k;
 }
 

@@ -157,6 +157,46 @@ TEST(OpsTest, SoftmaxIsStableAndSumsToOne) {
   }
 }
 
+// Straight from the contract: the lowest index of the largest number, NaNs skipped.
+int64_t RefArgMax(const std::vector<float>& x) {
+  int64_t best = -1;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i])) continue;
+    if (best < 0 || x[i] > x[static_cast<size_t>(best)]) best = static_cast<int64_t>(i);
+  }
+  return best < 0 ? 0 : best;
+}
+
+TEST(OpsTest, ArgMaxTakesTheFirstLargestAndSkipsNaNs) {
+  std::mt19937 rng(6);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  for (Isa isa : AvailableIsas()) {
+    ScopedIsa scoped(isa);
+    EXPECT_EQ(ArgMax(nullptr, 0), 0) << IsaName(isa);
+    for (int64_t n : {1, 7, 8, 31, 32, 33, 100, 49152}) {
+      std::vector<float> x = testing::RandomFloats(rng, n, -20.0f, 20.0f);
+      ASSERT_EQ(ArgMax(x.data(), n), RefArgMax(x)) << IsaName(isa) << " n=" << n;
+      // Ties: every position of the maximum in turn, plus a later copy of it.
+      for (int64_t at : {int64_t{0}, n / 3, n - 1}) {
+        std::vector<float> y = x;
+        y[at] = 100.0f;
+        if (at + 5 < n) y[at + 5] = 100.0f;
+        ASSERT_EQ(ArgMax(y.data(), n), at) << IsaName(isa) << " n=" << n << " at=" << at;
+        // A NaN anywhere, the first element included, is skipped.
+        y[0] = nan;
+        y[n / 2] = nan;
+        ASSERT_EQ(ArgMax(y.data(), n), RefArgMax(y)) << IsaName(isa) << " n=" << n;
+      }
+      std::vector<float> all_nan(n, nan);
+      EXPECT_EQ(ArgMax(all_nan.data(), n), 0) << IsaName(isa) << " n=" << n;
+      std::vector<float> low(n, -inf);
+      low[n - 1] = -1e30f;
+      EXPECT_EQ(ArgMax(low.data(), n), n - 1) << IsaName(isa) << " n=" << n;
+    }
+  }
+}
+
 TEST(OpsTest, AddAndGetRow) {
   const float a[5] = {1, 2, 3, 4, 5}, b[5] = {0.5f, -2, 0, 1e-3f, -5};
   float out[5];
