@@ -351,18 +351,59 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
   }
   // Tiles of 4 rows numbered across the matrices; each thread takes a contiguous range and
   // walks the matrices it overlaps.
+  auto tile_range = [&](int t, int nt, int j, int64_t first_tile, int64_t* b, int64_t* e) {
+    const int64_t tiles = (ws[j].rows + 3) / 4;
+    *b = std::max(total_tiles * t / nt, first_tile);
+    *e = std::min(total_tiles * (t + 1) / nt, first_tile + tiles);
+  };
+#if defined(CRESCENT_KERNELS_X86)
+  // Batch 1 on repacked matrices: the same ranges, but a thread done with its own rows helps
+  // with the rows the others have not reached (internal::B1Rows). Each of the two threads'
+  // shares of a matmul measured 15-20 % apart on average (either one the slower), and every
+  // matmul waits for the slower.
+  constexpr int kMaxB1Rows = 64;
+  bool b1_shared = m == 1 && isa == Isa::kAvx512Vnni && threads * count <= kMaxB1Rows;
+  for (int j = 0; j < count; ++j) b1_shared = b1_shared && ws[j].layout == MatrixLayout::kGroup8;
+  if (b1_shared) {
+    internal::B1Rows rows[kMaxB1Rows];  // [thread][matrix]
+    for (int t = 0; t < threads; ++t) {
+      int64_t first_tile = 0;
+      for (int j = 0; j < count; ++j) {
+        int64_t b, e;
+        tile_range(t, threads, j, first_tile, &b, &e);
+        if (b < e) {
+          rows[t * count + j].Reset((b - first_tile) * 4,
+                                    std::min(ws[j].rows, (e - first_tile) * 4));
+        }
+        first_tile += (ws[j].rows + 3) / 4;
+      }
+    }
+    pool->Run([&](int t, int nt) {
+      for (int j = 0; j < count; ++j) {
+        internal::B1Rows* r = &rows[t * count + j];
+        if (r->begin < r->end) internal::GemmB1SharedAvx512(ws[j], q, ys[j], r, /*owner=*/true);
+      }
+      for (int d = 1; d < nt; ++d) {
+        const int v = (t + d) % nt;
+        for (int j = count - 1; j >= 0; --j) {
+          internal::B1Rows* r = &rows[v * count + j];
+          if (r->begin < r->end) internal::GemmB1SharedAvx512(ws[j], q, ys[j], r, /*owner=*/false);
+        }
+      }
+    });
+    return;
+  }
+#endif
   pool->Run([&](int t, int nt) {
-    const int64_t tile_begin = total_tiles * t / nt, tile_end = total_tiles * (t + 1) / nt;
     int64_t first_tile = 0;  // global index of matrix j's first tile
-    for (int j = 0; j < count && first_tile < tile_end; ++j) {
-      const int64_t tiles = (ws[j].rows + 3) / 4;
-      const int64_t b = std::max(tile_begin, first_tile),
-                    e = std::min(tile_end, first_tile + tiles);
+    for (int j = 0; j < count; ++j) {
+      int64_t b, e;
+      tile_range(t, nt, j, first_tile, &b, &e);
       if (b < e) {
         RunGemm(gemm, isa, ws[j], q, ys[j], (b - first_tile) * 4,
                 std::min(ws[j].rows, (e - first_tile) * 4));
       }
-      first_tile += tiles;
+      first_tile += (ws[j].rows + 3) / 4;
     }
   });
 }

@@ -3,6 +3,7 @@
 #ifndef CRESCENT_KERNELS_CPU_INTERNAL_MATMUL_INTERNAL_H_
 #define CRESCENT_KERNELS_CPU_INTERNAL_MATMUL_INTERNAL_H_
 
+#include <atomic>
 #include <cstdint>
 
 #include "kernels/cpu/matmul.h"
@@ -78,6 +79,35 @@ void QuantizeGroupedAvx512(const float* src, int64_t row_begin, int64_t row_end,
 using GemmFn = void (*)(const MatrixView& w, const QuantizedX& x, float* y, int64_t row_begin,
                         int64_t row_end);
 
+// Batch-1 rows that threads share (MatMulShared). The rows [begin, end) of one matrix are
+// walked as kB1Parts contiguous parts in lockstep, as the batch-1 kernel walks any range (one
+// iteration: the next row of every part). The thread the rows were given to claims iterations
+// from the front; a thread done with its own rows claims them from the back, so that a thread
+// slowed by its memory traffic or its vCPU does not keep the others waiting at the end of the
+// matmul. The rows after the parts (fewer than kB1Parts) are the owner's alone.
+inline constexpr int kB1Parts = 4;
+struct alignas(64) B1Rows {
+  int64_t begin = 0, end = 0;
+  // (back << 32) | front: iterations [front, back) are not claimed yet.
+  std::atomic<uint64_t> claim{0};
+
+  // Gives rows [b, e) out afresh. Not thread-safe: call before the threads start on them.
+  void Reset(int64_t b, int64_t e) {
+    begin = b;
+    end = e;
+    const int64_t part = (e - b) / kB1Parts;
+    // Fewer than 2 iterations: not worth sharing, the owner computes them whole.
+    claim.store(part >= 2 ? static_cast<uint64_t>(part) << 32 : 0, std::memory_order_relaxed);
+  }
+};
+
+// For x.m == 1 and a kGroup8 matrix w: computes the rows of `rows` this thread claims until
+// none is left; `owner` claims from the front and then computes the rows after the parts,
+// others claim from the back. Every row comes out the same bits as from GemmFn, whoever
+// computes it.
+using GemmB1SharedFn = void (*)(const MatrixView& w, const QuantizedX& x, float* y, B1Rows* rows,
+                                bool owner);
+
 void GemmScalar(const MatrixView& w, const QuantizedX& x, float* y, int64_t row_begin,
                 int64_t row_end);
 #if defined(CRESCENT_KERNELS_X86)
@@ -85,6 +115,8 @@ void GemmAvx2(const MatrixView& w, const QuantizedX& x, float* y, int64_t row_be
               int64_t row_end);
 void GemmAvx512(const MatrixView& w, const QuantizedX& x, float* y, int64_t row_begin,
                 int64_t row_end);
+void GemmB1SharedAvx512(const MatrixView& w, const QuantizedX& x, float* y, B1Rows* rows,
+                        bool owner);
 #endif
 
 }  // namespace crescent::kernels::internal

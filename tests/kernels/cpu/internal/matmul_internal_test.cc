@@ -1,0 +1,182 @@
+#include "kernels/cpu/internal/matmul_internal.h"
+
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/quants.h"
+#include "src/common/thread_pool.h"
+#include "tests/kernels/cpu/test_util.h"
+
+#if defined(CRESCENT_KERNELS_X86)
+namespace crescent::kernels::internal {
+namespace {
+
+// A repacked (kGroup8) matrix and one row of x quantized for it, as MatMul prepares them.
+struct Fixture {
+  GgmlType type;
+  int64_t rows, cols;
+  size_t stride;
+  std::vector<uint8_t> packed;
+  std::vector<XGroup8> xg;
+  QuantizedX q;
+  std::vector<float> want;  // y from the plain batch-1 kernel over all rows.
+
+  MatrixView view() const {
+    MatrixView v{type, rows, cols, packed.data(), stride};
+    v.layout = MatrixLayout::kGroup8;
+    return v;
+  }
+};
+
+Fixture MakeFixture(std::mt19937& rng, GgmlType type, int64_t rows, int64_t cols) {
+  Fixture f{type, rows, cols, RowBytes(type, cols), {}, {}, {}, {}};
+  std::vector<uint8_t> gguf(f.stride * rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const std::vector<float> v = testing::RandomFloats(rng, cols, -0.3f, 0.3f);
+    EXPECT_TRUE(QuantizeRow(type, v.data(), gguf.data() + r * f.stride, cols));
+  }
+  f.packed.resize(gguf.size());
+  RepackRowsGroup8(type, cols, rows, f.stride, gguf.data(), f.packed.data());
+  f.q.wtype = type;
+  f.q.m = 1;
+  f.q.k = cols;
+  f.q.nb = cols / 32;
+  f.q.ng = (f.q.nb + 7) / 8;
+  f.xg.resize(f.q.ng);
+  f.q.xg = f.xg.data();
+  const std::vector<float> x = testing::RandomFloats(rng, cols, -1.0f, 1.0f);
+  QuantizeGroupedAvx512(x.data(), 0, 1, f.q);
+  f.want.resize(rows);
+  GemmAvx512(f.view(), f.q, f.want.data(), 0, rows);
+  return f;
+}
+
+constexpr float kUnset = -12345.0f;
+
+bool HaveVnni() { return DetectIsa() == Isa::kAvx512Vnni; }
+
+// Rows [b, e) of y must be the plain kernel's; every other row still kUnset.
+void ExpectRows(const Fixture& f, const std::vector<float>& y, int64_t b, int64_t e,
+                const char* what) {
+  for (int64_t n = 0; n < f.rows; ++n) {
+    const float expect = n >= b && n < e ? f.want[n] : kUnset;
+    ASSERT_EQ(y[n], expect) << what << " " << GetTypeInfo(f.type).name << " rows=" << f.rows
+                            << " cols=" << f.cols << " n=" << n;
+  }
+}
+
+// Whoever claims them, the iterations map to the rows of the kB1Parts parts, the rows after
+// the parts are the owner's, and every row comes out with the plain kernel's bits.
+TEST(GemmB1SharedTest, ClaimsFromEitherEndCoverEachRowOnce) {
+  if (!HaveVnni()) GTEST_SKIP() << "no AVX-512 VNNI on this machine";
+  std::mt19937 rng(7);
+  for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0}) {
+    for (int64_t cols : {576, 1536}) {
+      for (int64_t rows : {7, 37, 130, 1001}) {
+        const Fixture f = MakeFixture(rng, t, rows, cols);
+        const int64_t b = 3, e = rows - 1;  // a range that is not the whole matrix
+        const int64_t part = (e - b) / kB1Parts;
+        const int64_t parts_end = part >= 2 ? b + kB1Parts * part : b;
+
+        // The owner alone: everything.
+        std::vector<float> y(rows, kUnset);
+        B1Rows r;
+        r.Reset(b, e);
+        GemmB1SharedAvx512(f.view(), f.q, y.data(), &r, /*owner=*/true);
+        ExpectRows(f, y, b, e, "owner alone");
+
+        // A helper first takes every iteration, but never the rows after the parts.
+        std::fill(y.begin(), y.end(), kUnset);
+        r.Reset(b, e);
+        GemmB1SharedAvx512(f.view(), f.q, y.data(), &r, /*owner=*/false);
+        ExpectRows(f, y, b, parts_end, "helper first");
+        GemmB1SharedAvx512(f.view(), f.q, y.data(), &r, /*owner=*/true);
+        ExpectRows(f, y, b, e, "then the owner");
+        if (part < 2) continue;
+
+        // Iterations [2, part - 1) left unclaimed: a helper computes exactly their rows.
+        std::fill(y.begin(), y.end(), kUnset);
+        r.Reset(b, e);
+        const int64_t i0 = 2, i1 = part - 1;
+        r.claim.store((static_cast<uint64_t>(i1) << 32) | static_cast<uint64_t>(i0));
+        GemmB1SharedAvx512(f.view(), f.q, y.data(), &r, /*owner=*/false);
+        for (int64_t n = 0; n < rows; ++n) {
+          const int64_t i = (n - b) % part;
+          const bool in_parts = n >= b && n < parts_end;
+          const float expect = in_parts && i >= i0 && i < i1 ? f.want[n] : kUnset;
+          ASSERT_EQ(y[n], expect) << GetTypeInfo(t).name << " rows=" << rows << " n=" << n;
+        }
+        GemmB1SharedAvx512(f.view(), f.q, y.data(), &r, /*owner=*/true);  // nothing to claim
+        for (int64_t n = parts_end; n < e; ++n) ASSERT_EQ(y[n], f.want[n]) << "rest n=" << n;
+      }
+    }
+  }
+}
+
+// An owner and helpers on real threads, started together, many times: no row is lost or
+// computed wrong however the claims interleave.
+TEST(GemmB1SharedTest, ConcurrentOwnerAndHelpers) {
+  if (!HaveVnni()) GTEST_SKIP() << "no AVX-512 VNNI on this machine";
+  std::mt19937 rng(8);
+  const Fixture f = MakeFixture(rng, GgmlType::kQ4_1, 1001, 576);
+  std::vector<float> y(f.rows);
+  B1Rows r;
+  for (int round = 0; round < 200; ++round) {
+    std::fill(y.begin(), y.end(), kUnset);
+    r.Reset(0, f.rows);
+    std::atomic<int> ready{0};
+    auto work = [&](bool owner) {
+      ready.fetch_add(1);
+      while (ready.load() < 3) {
+      }
+      GemmB1SharedAvx512(f.view(), f.q, y.data(), &r, owner);
+    };
+    std::thread h1(work, false), h2(work, false);
+    work(true);
+    h1.join();
+    h2.join();
+    ASSERT_EQ(y, f.want) << "round " << round;
+  }
+}
+
+// Through MatMulShared at batch 1: three repacked matrices over pools of 2 to 4 threads on
+// however many cores there are (threads get descheduled mid-share, and others help), always
+// the bits of the single-threaded call.
+TEST(GemmB1SharedTest, MatMulSharedOnPoolsGivesTheSingleThreadBits) {
+  if (!HaveVnni()) GTEST_SKIP() << "no AVX-512 VNNI on this machine";
+  std::mt19937 rng(9);
+  const Fixture a = MakeFixture(rng, GgmlType::kQ4_1, 576, 576);
+  const Fixture b = MakeFixture(rng, GgmlType::kQ4_1, 192, 576);
+  const Fixture c = MakeFixture(rng, GgmlType::kQ8_0, 203, 576);
+  const MatrixView views[3] = {a.view(), b.view(), c.view()};
+  const std::vector<float> x = testing::RandomFloats(rng, 576, -1.0f, 1.0f);
+  std::vector<float> want[3], got[3];
+  for (int j = 0; j < 3; ++j) {
+    want[j].resize(views[j].rows);
+    got[j].resize(views[j].rows);
+  }
+  float* want_ptrs[3] = {want[0].data(), want[1].data(), want[2].data()};
+  float* got_ptrs[3] = {got[0].data(), got[1].data(), got[2].data()};
+  MatMulShared(nullptr, views, want_ptrs, 3, x.data(), 1);
+  for (int threads : {2, 3, 4}) {
+    ThreadPool pool(threads);
+    for (int round = 0; round < 50; ++round) {
+      for (auto& g : got) std::fill(g.begin(), g.end(), kUnset);
+      MatMulShared(&pool, views, got_ptrs, 3, x.data(), 1);
+      for (int j = 0; j < 3; ++j) {
+        ASSERT_EQ(got[j], want[j]) << "threads=" << threads << " matrix " << j;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace crescent::kernels::internal
+#endif  // CRESCENT_KERNELS_X86
