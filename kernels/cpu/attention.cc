@@ -78,8 +78,8 @@ void PrefetchKv(const AttentionSeq& seq, int64_t page, int64_t t0, int64_t t1, s
 // is the left fold of its segments' states in position order, whichever item or thread
 // computed them, so that it is bit-identical for any batch shape and split (with int8
 // activation quantization downstream, a one-ulp difference here can flip a code and grow).
-__attribute__((noinline)) void Fold(float* fm, float* fl, float* fa, float m, float l,
-                                    const float* a, int hd) {
+__attribute__((noinline)) void Fold(const internal::VecKernels& vk, float* fm, float* fl, float* fa,
+                                    float m, float l, const float* a, int hd) {
   if (m == kNegInf) return;  // the segment lies wholly after the row's position.
   if (*fm == kNegInf) {
     *fm = m;
@@ -90,7 +90,7 @@ __attribute__((noinline)) void Fold(float* fm, float* fl, float* fa, float m, fl
   const float mx = std::max(*fm, m);
   const float ca = std::exp(*fm - mx), cb = std::exp(m - mx);
   *fl = *fl * ca + l * cb;
-  for (int d = 0; d < hd; ++d) fa[d] = fa[d] * ca + a[d] * cb;
+  vk.axpby(fa, ca, a, cb, fa, hd);
   *fm = mx;
 }
 
@@ -120,7 +120,7 @@ void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
   auto head_of = [&](int r) { return (it.g0 + r / per_head) * group + r % group; };
   for (int r = 0; r < nr; ++r) {
     const float* src = seq.q + (static_cast<int64_t>(query_of(r)) * sh.n_heads + head_of(r)) * hd;
-    for (int d = 0; d < hd; ++d) s.q[r * hd + d] = src[d] * sh.scale;
+    vk.scale(src, sh.scale, s.q.data() + static_cast<size_t>(r) * hd, hd);
   }
   const size_t kv_stride = static_cast<size_t>(sh.n_kv_heads) * hd;
   const int64_t bt = sh.block_tokens;
@@ -185,7 +185,7 @@ void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
     for (int r = 0; r < nr; ++r) {
       const float* a = s.acc.data() + static_cast<size_t>(r) * hd;
       if (final) {
-        Fold(&s.fm[r], &s.fl[r], s.facc.data() + static_cast<size_t>(r) * hd, s.m[r], s.l[r], a,
+        Fold(vk, &s.fm[r], &s.fl[r], s.facc.data() + static_cast<size_t>(r) * hd, s.m[r], s.l[r], a,
              hd);
       } else {
         const int64_t pr = it.partial + seg_index * nr + r;
@@ -200,8 +200,7 @@ void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
   for (int r = 0; r < nr; ++r) {
     const float* a = s.facc.data() + static_cast<size_t>(r) * hd;
     float* dst = seq.out + (static_cast<int64_t>(query_of(r)) * sh.n_heads + head_of(r)) * hd;
-    const float inv = 1.0f / s.fl[r];
-    for (int d = 0; d < hd; ++d) dst[d] = a[d] * inv;
+    vk.scale(a, 1.0f / s.fl[r], dst, hd);
   }
 }
 
@@ -297,13 +296,12 @@ void Attention(ThreadPool* pool, const AttentionSeq* seqs, int n_seqs, int n_hea
       float fm = kNegInf, fl = 0;
       for (int k = 0; k < mg.segments; ++k) {
         const int64_t pr = mg.first_row + static_cast<int64_t>(k) * rows + r;
-        Fold(&fm, &fl, fold_acc.data(), pm[pr], pl[pr], pa + pr * head_dim, head_dim);
+        Fold(vk, &fm, &fl, fold_acc.data(), pm[pr], pl[pr], pa + pr * head_dim, head_dim);
       }
       const int j = mg.j0 + (r % per_head) / sh.group;
       const int h = (mg.g0 + r / per_head) * sh.group + r % sh.group;
       float* dst = seq.out + (static_cast<int64_t>(j) * n_heads + h) * head_dim;
-      const float inv = 1.0f / fl;
-      for (int d = 0; d < head_dim; ++d) dst[d] = fold_acc[d] * inv;
+      vk.scale(fold_acc.data(), 1.0f / fl, dst, head_dim);
     }
   }
 }

@@ -24,6 +24,11 @@ struct VecKernels {
   // The lowest i with x[i] equal to the largest number in x[0..n); NaNs are skipped. 0 when n
   // == 0 or every x[i] is NaN.
   int64_t (*argmax)(const float* x, int64_t n);
+  // out[i] = x[i] * s; out may equal x.
+  void (*scale)(const float* x, float s, float* out, int64_t n);
+  // out[i] = a[i] * ca + b[i] * cb, the sum rounded once with the first product where the ISA
+  // has FMA (the same operation for every i); out may equal a or b.
+  void (*axpby)(const float* a, float ca, const float* b, float cb, float* out, int64_t n);
   // out[i] = silu(gate[i]) * up[i]; out may equal gate or up.
   void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
   // Sum of x[i]^2.

@@ -43,6 +43,14 @@ int64_t ArgMaxScalar(const float* x, int64_t n) {
   return 0;  // n == 0, or only NaNs
 }
 
+void ScaleScalar(const float* x, float s, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * s;
+}
+
+void AxpbyScalar(const float* a, float ca, const float* b, float cb, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] * ca + b[i] * cb;
+}
+
 void SiluMulScalar(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
@@ -79,9 +87,19 @@ void AccumF16Scalar(const float* p, int p_stride, int nr, const uint16_t* v, siz
 }  // namespace
 
 const VecKernels& VecKernelsScalar() {
-  static const VecKernels k = {F16ToF32Scalar,    F32ToF16Scalar,  BF16ToF32Scalar, F32ToBF16Scalar,
-                               ExpShiftSumScalar, MaxScalar,       ArgMaxScalar,    SiluMulScalar,
-                               SumSquaresScalar,  ScoresF16Scalar, AccumF16Scalar};
+  static const VecKernels k = {.f16_to_f32 = F16ToF32Scalar,
+                               .f32_to_f16 = F32ToF16Scalar,
+                               .bf16_to_f32 = BF16ToF32Scalar,
+                               .f32_to_bf16 = F32ToBF16Scalar,
+                               .exp_shift_sum = ExpShiftSumScalar,
+                               .max = MaxScalar,
+                               .argmax = ArgMaxScalar,
+                               .scale = ScaleScalar,
+                               .axpby = AxpbyScalar,
+                               .silu_mul = SiluMulScalar,
+                               .sum_squares = SumSquaresScalar,
+                               .scores_f16 = ScoresF16Scalar,
+                               .accum_f16 = AccumF16Scalar};
   return k;
 }
 
