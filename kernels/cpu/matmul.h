@@ -79,6 +79,16 @@ void MatMul(ThreadPool* pool, const MatrixView& w, const float* x, int64_t m, fl
 void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int count,
                   const float* x, int64_t m);
 
+// A hint that the next MatMulShared(pool, ws, ..., count, x, m) is coming, after some Run() of
+// `pool` (usually the matmul before it) and some serial work on the calling thread: each worker
+// prefetches the start of the rows it will compute, right after its share of that Run, while
+// the caller does the serial work (ThreadPool::PrefetchAfterNextRun). Acts only where the
+// memory system would otherwise idle: batch 1 (m == 1) on repacked (kGroup8) matrices with
+// AVX-512 VNNI and a pool of 2 or more threads; elsewhere it does nothing. Never changes a
+// result. Same REQUIRES as MatMulShared for ws and count; the weights need not stay alive
+// after the call.
+void PrefetchNextMatMul(ThreadPool* pool, const MatrixView* ws, int count, int64_t m);
+
 // As MatMul, but computes only output features [row_begin, row_end) of every row of y (the
 // others are not written), on the calling thread. For callers that schedule their own work.
 // REQUIRES: as MatMul, 0 <= row_begin <= row_end <= w.rows.

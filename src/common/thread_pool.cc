@@ -2,6 +2,7 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #if defined(__x86_64__)
@@ -67,6 +68,14 @@ void ThreadPool::WorkerLoop(int index) {
                              claimed, gen, std::memory_order_acq_rel, std::memory_order_relaxed)) {
       (*job_.load(std::memory_order_acquire))(index, num_threads_);
       mine.done.store(gen, std::memory_order_release);
+      // The caller's hint for after this share (PrefetchAfterNextRun), consumed once.
+      const int n = mine.prefetch_count.exchange(0, std::memory_order_relaxed);
+      for (int r = 0; r < n; ++r) {
+        const char* p =
+            static_cast<const char*>(mine.prefetch_data[r].load(std::memory_order_relaxed));
+        const size_t bytes = mine.prefetch_bytes[r].load(std::memory_order_relaxed);
+        for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
+      }
     }
   }
 }
@@ -102,6 +111,17 @@ void ThreadPool::Run(const std::function<void(int, int)>& fn) {
       }
     }
   }
+}
+
+void ThreadPool::PrefetchAfterNextRun(int worker, const ByteRange* ranges, int count) {
+  if (worker < 1 || worker >= num_threads_) return;
+  ShareState& share = shares_[worker];
+  count = std::min(count, kMaxPrefetchRanges);
+  for (int r = 0; r < count; ++r) {
+    share.prefetch_data[r].store(ranges[r].data, std::memory_order_relaxed);
+    share.prefetch_bytes[r].store(ranges[r].bytes, std::memory_order_relaxed);
+  }
+  share.prefetch_count.store(std::max(count, 0), std::memory_order_relaxed);
 }
 
 void ThreadPool::ParallelFor(int64_t n, int64_t grain,

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -40,6 +41,22 @@ class ThreadPool {
   // pool.
   void Run(const std::function<void(int thread_index, int num_threads)>& fn);
 
+  // A byte range for PrefetchAfterNextRun.
+  struct ByteRange {
+    const void* data = nullptr;
+    size_t bytes = 0;
+  };
+  static constexpr int kMaxPrefetchRanges = 16;
+
+  // A hint for worker `worker` (in [1, num_threads)): right after its share of the next Run()
+  // (or the first Run it takes part in), it prefetches `ranges` (at most kMaxPrefetchRanges;
+  // more are ignored) into its caches, typically the start of what it will read in the Run
+  // after, while the caller is still busy with the serial work between the two. The caller does
+  // not wait for it. The ranges are only prefetched, never read, so a stale or wrong range
+  // costs time, never correctness. A later call before that Run replaces the hint.
+  // Thread-compatible with Run(): call it from the thread that calls Run().
+  void PrefetchAfterNextRun(int worker, const ByteRange* ranges, int count);
+
   // Splits [0, n) into chunks of at least `grain` items, handed out dynamically, and calls
   // fn(begin, end) for each. Returns when all are done. Same thread-safety as Run().
   void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
@@ -55,6 +72,11 @@ class ThreadPool {
   struct alignas(64) ShareState {
     std::atomic<uint64_t> claimed{0};
     std::atomic<uint64_t> done{0};
+    // PrefetchAfterNextRun's hint: count, then the ranges. Atomics so that a hint rewritten
+    // while the worker reads the previous one is a mixed hint, not a data race.
+    std::atomic<int> prefetch_count{0};
+    std::atomic<const void*> prefetch_data[kMaxPrefetchRanges] = {};
+    std::atomic<size_t> prefetch_bytes[kMaxPrefetchRanges] = {};
   };
 
   void WorkerLoop(int index);

@@ -21,6 +21,17 @@ kernels::MatrixView View(const model::TensorRef& t) {
 
 // y_i = x W_i^T for several weight matrices over the same x. When they share a type and width
 // the kernel quantizes x once and wakes the pool once; otherwise one MatMul each.
+// Tells the pool's workers which matrices the matmul after the next one reads, so that they
+// fetch the start of their rows while the caller does the row operations in between
+// (kernels::PrefetchNextMatMul; batch 1 only).
+void HintNextMatMul(ThreadPool* pool, std::initializer_list<const model::TensorRef*> ws,
+                    int64_t m) {
+  kernels::MatrixView views[4];
+  int n = 0;
+  for (const model::TensorRef* w : ws) views[n++] = View(*w);
+  kernels::PrefetchNextMatMul(pool, views, n, m);
+}
+
 void MatMulMany(ThreadPool* pool, std::initializer_list<const model::TensorRef*> ws,
                 std::initializer_list<float*> ys, const float* x, int64_t m) {
   kernels::MatrixView views[4];
@@ -240,9 +251,14 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
   const bool neox = config_.rope_style == model::RopeStyle::kNeox;
   const int bt = cache->config().block_tokens;
 
-  // Rows of the activation matrix: every new token of every sequence.
-  int64_t T = 0;
-  for (const SequenceBatch& s : seqs) T += static_cast<int64_t>(s.tokens.size());
+  // Rows of the activation matrix: every new token of every sequence; and the rows that want
+  // logits (the output projection's batch).
+  int64_t T = 0, n_logit_rows = 0;
+  for (const SequenceBatch& s : seqs) {
+    T += static_cast<int64_t>(s.tokens.size());
+    if (s.logits == LogitsMode::kAll) n_logit_rows += static_cast<int64_t>(s.tokens.size());
+    if (s.logits == LogitsMode::kLast) n_logit_rows += 1;
+  }
   x_.resize(T * d);
   xn_.resize(T * d);
   q_.resize(T * q_dim);
@@ -287,6 +303,7 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
     for (int64_t r = 0; r < T; ++r) {
       kernels::RmsNorm(&x_[r * d], attn_norm, d, config_.rms_eps, &xn_[r * d]);
     }
+    HintNextMatMul(&pool_, {&lw.attn_output}, T);
     MatMulMany(&pool_, {&lw.attn_q, &lw.attn_k, &lw.attn_v}, {q_.data(), k_.data(), v_.data()},
                xn_.data(), T);
     AddBias(q_.data(), T, lw.attn_q_bias, q_dim, &bias_scratch);
@@ -335,6 +352,7 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
                        bt, scale);
 
     // Output projection + residual (xn_ reused as the projection's output).
+    HintNextMatMul(&pool_, {&lw.ffn_gate, &lw.ffn_up}, T);
     kernels::MatMul(&pool_, View(lw.attn_output), attn_.data(), T, xn_.data());
     for (int64_t i = 0; i < T * d; ++i) x_[i] += xn_[i];
 
@@ -343,8 +361,15 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
     for (int64_t r = 0; r < T; ++r) {
       kernels::RmsNorm(&x_[r * d], ffn_norm, d, config_.rms_eps, &xn_[r * d]);
     }
+    HintNextMatMul(&pool_, {&lw.ffn_down}, T);
     MatMulMany(&pool_, {&lw.ffn_gate, &lw.ffn_up}, {gate_.data(), up_.data()}, xn_.data(), T);
     kernels::SwiGLU(gate_.data(), up_.data(), gate_.data(), T * ff);
+    if (l + 1 < config_.n_layers) {
+      const model::LayerWeights& next = weights_->layers[l + 1];
+      HintNextMatMul(&pool_, {&next.attn_q, &next.attn_k, &next.attn_v}, T);
+    } else {
+      HintNextMatMul(&pool_, {&weights_->output}, n_logit_rows);
+    }
     kernels::MatMul(&pool_, View(lw.ffn_down), gate_.data(), T, xn_.data());
     for (int64_t i = 0; i < T * d; ++i) x_[i] += xn_[i];
 

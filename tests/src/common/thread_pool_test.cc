@@ -1,6 +1,7 @@
 #include "src/common/thread_pool.h"
 
 #include <atomic>
+#include <cstdint>
 #include <numeric>
 #include <thread>
 #include <vector>
@@ -109,6 +110,34 @@ TEST(ThreadPoolTest, OversubscribedPoolRunsEveryShareOnce) {
   }
   for (int i = 0; i < 8; ++i) EXPECT_EQ(calls[i].load(), 2000) << "share " << i;
   EXPECT_EQ(overlap.load(), 0) << "a share ran on two threads at once";
+}
+
+// PrefetchAfterNextRun's ranges are hints: workers prefetch them, never read them, so even
+// addresses that map nothing are harmless, and rewriting hints while workers consume them is
+// not a data race (TSan). Out-of-range workers and counts are ignored.
+TEST(ThreadPoolTest, PrefetchHintsAreNeverDereferenced) {
+  for (int n : {1, 2, 3}) {
+    ThreadPool pool(n);
+    std::vector<char> real(1 << 16, 1);
+    ThreadPool::ByteRange ranges[ThreadPool::kMaxPrefetchRanges + 4];
+    for (int r = 0; r < ThreadPool::kMaxPrefetchRanges + 4; ++r) {
+      // Alternately a real buffer and the first page, which is never mapped.
+      ranges[r] = r % 2 == 0
+                      ? ThreadPool::ByteRange{real.data(), real.size()}
+                      : ThreadPool::ByteRange{reinterpret_cast<const void*>(uintptr_t{64}), 4096};
+    }
+    std::vector<int64_t> out(n, 0);
+    int64_t expected = 0;
+    for (int iter = 1; iter <= 500; ++iter) {
+      for (int w = -1; w <= n; ++w) {
+        pool.PrefetchAfterNextRun(w, ranges,
+                                  iter % 3 == 0 ? ThreadPool::kMaxPrefetchRanges + 4 : iter % 3);
+      }
+      pool.Run([&](int share, int) { out[share] += iter; });
+      expected += iter;
+      for (int i = 0; i < n; ++i) ASSERT_EQ(out[i], expected) << "share " << i << " of " << n;
+    }
+  }
 }
 
 }  // namespace

@@ -148,7 +148,7 @@ TEST(GemmB1SharedTest, ConcurrentOwnerAndHelpers) {
 
 // Through MatMulShared at batch 1: three repacked matrices over pools of 2 to 4 threads on
 // however many cores there are (threads get descheduled mid-share, and others help), always
-// the bits of the single-threaded call.
+// the bits of the single-threaded call, with or without PrefetchNextMatMul's hints.
 TEST(GemmB1SharedTest, MatMulSharedOnPoolsGivesTheSingleThreadBits) {
   if (!HaveVnni()) GTEST_SKIP() << "no AVX-512 VNNI on this machine";
   std::mt19937 rng(9);
@@ -169,6 +169,8 @@ TEST(GemmB1SharedTest, MatMulSharedOnPoolsGivesTheSingleThreadBits) {
     ThreadPool pool(threads);
     for (int round = 0; round < 50; ++round) {
       for (auto& g : got) std::fill(g.begin(), g.end(), kUnset);
+      // The Q4_1 pair, or its first matrix, on odd rounds.
+      if (round % 2 == 1) PrefetchNextMatMul(&pool, views, 1 + (round / 2) % 2, 1);
       MatMulShared(&pool, views, got_ptrs, 3, x.data(), 1);
       for (int j = 0; j < 3; ++j) {
         ASSERT_EQ(got[j], want[j]) << "threads=" << threads << " matrix " << j;
