@@ -324,11 +324,13 @@ bool MatMulSupports(GgmlType type) {
 
 namespace {
 
+// The most B1Rows (threads x matrices) one MatMulShared shares; beyond it, the static split.
+constexpr int kMaxB1Rows = 64;
+
 // Batch-1 matmuls of `count` matrices on `threads` threads that run as B1Rows shared between
 // the threads (MatMulShared).
 bool B1Shared(Isa isa, const MatrixView* ws, int count, int64_t m, int threads) {
 #if defined(CRESCENT_KERNELS_X86)
-  constexpr int kMaxB1Rows = 64;
   if (m != 1 || isa != Isa::kAvx512Vnni || threads < 2 || threads * count > kMaxB1Rows) {
     return false;
   }
@@ -410,11 +412,10 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
   const Isa isa = ActiveIsa();
   const QuantizedX q = PrepareX(pool, ws[0], x, m, isa);
   const internal::GemmFn gemm = GemmFor(isa);
-  int64_t total_rows = 0, total_tiles = 0;
+  int64_t total_rows = 0;
   size_t work = 0;
   for (int j = 0; j < count; ++j) {
     total_rows += ws[j].rows;
-    total_tiles += (ws[j].rows + 3) / 4;
     work += static_cast<size_t>(ws[j].rows) * RowBytes(ws[j].type, ws[j].cols);
   }
   work *= static_cast<size_t>(std::max<int64_t>(1, m / 4));
@@ -435,13 +436,17 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
   // shares of a matmul measured 15-20 % apart on average (either one the slower), and every
   // matmul waits for the slower.
   if (B1Shared(isa, ws, count, m, threads)) {
-    internal::B1Rows rows[64];  // [thread][matrix]; B1Shared bounds threads * count
+    // [thread][matrix]. Kept per calling thread: constructing all of them per call cost ~600
+    // cycles, and only threads * count are used (all reset here, empty ones to b == e). The
+    // workers reach the caller's through this pointer (by name they would find their own).
+    thread_local internal::B1Rows storage[kMaxB1Rows];
+    internal::B1Rows* const rows = storage;
     for (int t = 0; t < threads; ++t) {
       int64_t first_tile = 0;
       for (int j = 0; j < count; ++j) {
         int64_t b, e;
         ThreadRows(ws, count, t, threads, j, first_tile, &b, &e);
-        if (b < e) rows[t * count + j].Reset(b, e);
+        rows[t * count + j].Reset(b, e);
         first_tile += (ws[j].rows + 3) / 4;
       }
     }
