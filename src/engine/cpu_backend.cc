@@ -19,37 +19,45 @@ kernels::MatrixView View(const model::TensorRef& t) {
   return kernels::MatrixView{t.type, t.rows, t.cols, t.data, t.row_stride, t.layout};
 }
 
-// y_i = x W_i^T for several weight matrices over the same x. When they share a type and width
-// the kernel quantizes x once and wakes the pool once; otherwise one MatMul each.
-// Tells the pool's workers which matrices the matmul after the next one reads, so that they
-// fetch the start of their rows while the caller does the row operations in between
-// (kernels::PrefetchNextMatMul; batch 1 only).
-void HintNextMatMul(ThreadPool* pool, std::initializer_list<const model::TensorRef*> ws,
-                    int64_t m) {
-  kernels::MatrixView views[4];
+// The views of `ws` (at most 4) into `views`; returns how many. *same: they share a type and
+// width, so MatMulShared takes them in one pass.
+int ViewsOf(std::initializer_list<const model::TensorRef*> ws, kernels::MatrixView* views,
+            bool* same) {
   int n = 0;
-  for (const model::TensorRef* w : ws) views[n++] = View(*w);
-  kernels::PrefetchNextMatMul(pool, views, n, m);
+  *same = true;
+  for (const model::TensorRef* w : ws) {
+    views[n] = View(*w);
+    *same = *same && views[n].type == views[0].type && views[n].cols == views[0].cols;
+    ++n;
+  }
+  return n;
 }
 
+// y_i = x W_i^T for several weight matrices over the same x. When they share a type and width
+// the kernel quantizes x once and wakes the pool once; otherwise one MatMul each.
 void MatMulMany(ThreadPool* pool, std::initializer_list<const model::TensorRef*> ws,
                 std::initializer_list<float*> ys, const float* x, int64_t m) {
   kernels::MatrixView views[4];
-  float* outs[4];
-  int n = 0;
-  bool same = true;
-  auto y = ys.begin();
-  for (const model::TensorRef* w : ws) {
-    views[n] = View(*w);
-    outs[n] = *y++;
-    same = same && views[n].type == views[0].type && views[n].cols == views[0].cols;
-    ++n;
-  }
+  bool same;
+  const int n = ViewsOf(ws, views, &same);
+  float* const* outs = ys.begin();
   if (same) {
     kernels::MatMulShared(pool, views, outs, n, x, m);
     return;
   }
   for (int i = 0; i < n; ++i) kernels::MatMul(pool, views[i], x, m, outs[i]);
+}
+
+// Tells the pool's workers which matrices the matmul after the next one reads (as MatMulMany
+// will run them: all in one pass, or the first alone), so that they fetch the start of their
+// rows while the caller does the row operations in between (kernels::PrefetchNextMatMul; batch
+// 1 only).
+void HintNextMatMul(ThreadPool* pool, std::initializer_list<const model::TensorRef*> ws,
+                    int64_t m) {
+  kernels::MatrixView views[4];
+  bool same;
+  const int n = ViewsOf(ws, views, &same);
+  kernels::PrefetchNextMatMul(pool, views, same ? n : 1, m);
 }
 
 absl::Status CheckMatMul(const model::TensorRef& t, const std::string& name) {
