@@ -361,8 +361,10 @@ TEST(MatMulGroup8Test, SameBitsAsTheGgufLayout) {
   std::mt19937 rng(44);
   ThreadPool pool2(2);
   for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0}) {
-    // Short groups of 1, 3, 7, 0, 4 (the longest that batch 1 pairs), 2 and 0 blocks.
-    for (int64_t cols : {32, 96, 224, 256, 384, 576, 1536}) {
+    // Short groups of 1, 2 with no full group, 3, 7, 0, 4 (the longest that batch 1 pairs),
+    // 2 and 0 blocks. Batch 1 takes Q4_1 rows four at a time where their short groups fit one
+    // register (1 or 2 blocks), in pairs otherwise; the GGUF layout always in pairs.
+    for (int64_t cols : {32, 64, 96, 224, 256, 384, 576, 1536}) {
       const Weights w = MakeWeights(rng, t, 37, cols, /*pad=*/8);
       std::vector<uint8_t> packed(w.bytes.size());
       RepackRowsGroup8(t, cols, w.rows, w.stride, w.bytes.data(), packed.data());
