@@ -17,8 +17,9 @@ struct FreeDeleter {
 };
 using PageBuffer = std::unique_ptr<uint8_t[], FreeDeleter>;
 
-// `bytes` of 4 KiB-aligned memory filled with `value`, each page first touched by one of the
-// pool's threads (first touch places pages near the threads that will read them).
+// `bytes` of 4 KiB-aligned memory filled with `value`, advised to use transparent huge pages
+// (as the model's weights are), each page first touched by one of the pool's threads (first
+// touch places pages near the threads that will read them).
 PageBuffer AllocateTouched(ThreadPool* pool, size_t bytes, int value);
 
 // GB/s over the passes of one test: the fastest pass and the middle one. On a shared machine the
@@ -38,8 +39,24 @@ struct DramBandwidth {
   Rate read;
 };
 
-// Runs both tests over two buffers of `bytes` each (allocated here, first touched by the pool's
-// threads), `passes` passes each. REQUIRES: bytes >= 1 MiB; passes >= 1.
+// Both tests over two buffers of `bytes` each, allocated and first touched by the pool's threads
+// once, so that the bandwidth can be measured again and again around other work (model_bench
+// measures it right before and after each batch-1 run). Thread-compatible. REQUIRES: bytes >=
+// 1 MiB; `pool` outlives the probe.
+class DramProbe {
+ public:
+  DramProbe(ThreadPool* pool, size_t bytes);
+
+  // `passes` passes of each test. REQUIRES: passes >= 1.
+  DramBandwidth Measure(int passes);
+
+ private:
+  ThreadPool* pool_;
+  size_t bytes_;
+  PageBuffer a_, b_;
+};
+
+// DramProbe(pool, bytes).Measure(passes).
 DramBandwidth MeasureDramBandwidth(ThreadPool* pool, size_t bytes, int passes);
 
 }  // namespace crescent::bench
