@@ -13,10 +13,6 @@
 
 namespace crescent::cli {
 
-// The most a memory-size flag in MiB accepts (16 TiB): its value in bytes stays far inside
-// int64_t.
-inline constexpr int64_t kMaxMemoryMb = int64_t{1} << 24;
-
 struct Command {
   CLI::App* subcommand = nullptr;
   std::function<int()> run;  // The process exit status.

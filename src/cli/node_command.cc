@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "src/common/host_port.h"
+#include "src/common/memory_size.h"
 #include "src/common/status.h"
 
 namespace crescent::cli {
@@ -52,10 +53,7 @@ absl::Status ValidateNodeFlags(const NodeFlags& flags) {
         "--metrics-port must be in [0, 65535] (or -1: none), got ", flags.metrics_port));
   }
   if (flags.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0 (0 = all CPUs)");
-  if (flags.kv_cache_mb < 1 || flags.kv_cache_mb > kMaxMemoryMb) {
-    return absl::InvalidArgumentError(absl::StrCat("--kv-cache-mb must be in [1, ", kMaxMemoryMb,
-                                                   "] (MiB), got ", flags.kv_cache_mb));
-  }
+  CRESCENT_RETURN_IF_ERROR(CheckMemoryMb("--kv-cache-mb", flags.kv_cache_mb, 1));
   if (flags.block_tokens < 1) {
     return absl::InvalidArgumentError("--block-tokens must be at least 1");
   }

@@ -7,6 +7,7 @@
 #include "prefill_node/prefill_node.h"
 #include "src/cli/command.h"
 #include "src/cli/node_command.h"
+#include "src/common/memory_size.h"
 
 namespace crescent::cli {
 namespace {
@@ -30,9 +31,8 @@ int RunPrefillNode(const PrefillNodeFlags& f) {
   if (absl::Status s = ValidateNodeFlags(f.node); !s.ok()) {
     return BadNodeFlag(kPrefillRole, s.message());
   }
-  if (f.pool_dram_mb < 0 || f.pool_dram_mb > kMaxMemoryMb) {
-    return BadNodeFlag(kPrefillRole, "--pool-dram-mb must be in [0, " +
-                                         std::to_string(kMaxMemoryMb) + "] (MiB; 0 = none)");
+  if (absl::Status s = CheckMemoryMb("--pool-dram-mb", f.pool_dram_mb, 0, "; 0 = none"); !s.ok()) {
+    return BadNodeFlag(kPrefillRole, s.message());
   }
   if (!prefill_node::TransportOrder(f.node.transport).ok()) {
     return BadNodeFlag(

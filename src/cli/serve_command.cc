@@ -12,6 +12,7 @@
 #include "src/cli/command.h"
 #include "src/common/clock.h"
 #include "src/common/logging.h"
+#include "src/common/memory_size.h"
 #include "src/engine/cpu_backend.h"
 #include "src/engine/engine.h"
 #include "src/engine/loaded_model.h"
@@ -54,9 +55,8 @@ int RunServe(const ServeFlags& f) {
     return BadFlag("--port must be in [0, 65535], got " + std::to_string(f.port));
   }
   if (f.threads < 0) return BadFlag("--threads must be >= 0 (0 = all CPUs)");
-  if (f.kv_cache_mb < 1 || f.kv_cache_mb > kMaxMemoryMb) {
-    return BadFlag("--kv-cache-mb must be in [1, " + std::to_string(kMaxMemoryMb) +
-                   "] (MiB), got " + std::to_string(f.kv_cache_mb));
+  if (absl::Status s = CheckMemoryMb("--kv-cache-mb", f.kv_cache_mb, 1); !s.ok()) {
+    return BadFlag(std::string(s.message()));
   }
   if (f.block_tokens < 1) return BadFlag("--block-tokens must be at least 1");
   if (f.max_step_tokens < 1) return BadFlag("--max-step-tokens must be at least 1");

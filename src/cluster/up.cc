@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "src/common/logging.h"
+#include "src/common/memory_size.h"
 #include "src/common/status.h"
 
 namespace crescent::cluster {
@@ -292,7 +293,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const UpOption
   if (o.threads_per_node < 0) {
     return absl::InvalidArgumentError("--threads-per-node must be >= 0 (0: automatic)");
   }
-  if (o.kv_cache_mb < 1) return absl::InvalidArgumentError("--kv-cache-mb must be at least 1");
+  CRESCENT_RETURN_IF_ERROR(CheckMemoryMb("--kv-cache-mb", o.kv_cache_mb, 1));
   const int threads =
       o.threads_per_node > 0
           ? o.threads_per_node

@@ -291,6 +291,14 @@ TEST_F(LocalClusterTest, RejectsBadOptions) {
   o = Options();
   o.port = 70000;
   EXPECT_EQ(LocalCluster::Start(o).status().code(), absl::StatusCode::kInvalidArgument);
+  // The same bounds as each node's own --kv-cache-mb, checked before any node starts.
+  for (int64_t mb : {int64_t{0}, int64_t{1} << 24 | 1}) {
+    o = Options();
+    o.kv_cache_mb = mb;
+    const absl::Status s = LocalCluster::Start(o).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << mb;
+    EXPECT_THAT(s.message(), HasSubstr("--kv-cache-mb must be in [1, 16777216]")) << s;
+  }
 }
 
 }  // namespace
