@@ -87,6 +87,12 @@ void Softmax(float* x, int64_t n) {
 
 int64_t ArgMax(const float* x, int64_t n) { return internal::ActiveVecKernels().argmax(x, n); }
 
+double PortableExp(double x) { return internal::PortableExpScalar(x); }
+
+void PortableExpScaled(const float* x, int64_t n, double shift, double scale, double* out) {
+  internal::ActiveVecKernels().portable_exp(x, n, shift, scale, out);
+}
+
 void Add(const float* a, const float* b, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }

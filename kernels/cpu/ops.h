@@ -36,6 +36,16 @@ void Softmax(float* x, int64_t n);
 // skipped; 0 when n == 0 or every element is NaN.
 int64_t ArgMax(const float* x, int64_t n);
 
+// e^x in double, the same bits on every ISA and every platform with IEEE doubles: no libm, no
+// fused multiply-add (the sampler weighs tokens with it, so that a seed gives the same tokens
+// everywhere). 0 for x <= -708 (below the normal range), -inf and NaN; 1 for x >= 0 (callers
+// pass x <= 0). Relative error below 1e-15.
+double PortableExp(double x);
+
+// out[i] = PortableExp((static_cast<double>(x[i]) - shift) * scale) for i < n, bit for bit,
+// vectorized for ActiveIsa() (the sampler's weights over a whole vocabulary).
+void PortableExpScaled(const float* x, int64_t n, double shift, double scale, double* out);
+
 // out[i] = a[i] + b[i].
 void Add(const float* a, const float* b, float* out, int64_t n);
 

@@ -1,7 +1,6 @@
 #include "src/engine/sampler.h"
 
 #include <algorithm>
-#include <bit>
 #include <cassert>
 #include <cmath>
 #include <limits>
@@ -78,10 +77,79 @@ void SelectBest(std::span<const float> logits, size_t n, std::vector<Candidate>*
   std::sort(out->begin(), out->end(), Better);
 }
 
+// The largest logit, NaNs skipped; -inf when there is none.
 float MaxLogit(std::span<const float> logits) {
-  float m = -std::numeric_limits<float>::infinity();
-  for (const float l : logits) m = std::max(m, l);
-  return m;
+  if (logits.empty()) return -std::numeric_limits<float>::infinity();
+  const float m = logits[static_cast<size_t>(
+      kernels::ArgMax(logits.data(), static_cast<int64_t>(logits.size())))];
+  return std::isnan(m) ? -std::numeric_limits<float>::infinity() : m;
+}
+
+// Weights are added up in blocks of kSumBlock consecutive ids, each block in id order, and the
+// blocks' sums in block order: a fixed order, so totals and draws are the same bits on every
+// run and platform, in which four blocks' chains of dependent additions run side by side (one
+// running sum over a 49152-token vocabulary is a chain of 49152 additions, ~60 us).
+constexpr size_t kSumBlock = 64;
+
+// (*sums)[b] = the sum of w's block b; returns the sum of the block sums.
+double BlockSums(std::span<const double> w, std::vector<double>* sums) {
+  const size_t n = w.size();
+  const size_t blocks = (n + kSumBlock - 1) / kSumBlock;
+  sums->resize(blocks);
+  size_t b = 0;
+  for (; (b + 4) * kSumBlock <= n; b += 4) {
+    const double* q = w.data() + b * kSumBlock;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    for (size_t j = 0; j < kSumBlock; ++j) {
+      s0 += q[j];
+      s1 += q[kSumBlock + j];
+      s2 += q[2 * kSumBlock + j];
+      s3 += q[3 * kSumBlock + j];
+    }
+    (*sums)[b] = s0;
+    (*sums)[b + 1] = s1;
+    (*sums)[b + 2] = s2;
+    (*sums)[b + 3] = s3;
+  }
+  for (; b < blocks; ++b) {
+    double s = 0.0;
+    for (size_t i = b * kSumBlock; i < std::min(n, (b + 1) * kSumBlock); ++i) s += w[i];
+    (*sums)[b] = s;
+  }
+  double total = 0.0;
+  for (const double s : *sums) total += s;
+  return total;
+}
+
+// The token a uniform draw `target` in [0, total) lands on: the first i with w[i] > 0 at which
+// the running sum passes target, the sum taken as the blocks' sums (BlockSums) up to i's block
+// and then id by id within it. The last token of nonzero weight if rounding left target beyond
+// the total; 0 if there is none.
+size_t Pick(std::span<const double> w, std::span<const double> sums, double target) {
+  double cum = 0.0;
+  for (size_t b = 0; b < sums.size(); ++b) {
+    const double next = cum + sums[b];
+    if (target < next) {
+      double c = cum;
+      for (size_t i = b * kSumBlock; i < std::min(w.size(), (b + 1) * kSumBlock); ++i) {
+        c += w[i];
+        if (w[i] != 0.0 && target < c) return i;
+      }
+    }
+    cum = next;
+  }
+  for (size_t i = w.size(); i-- > 0;) {
+    if (w[i] != 0.0) return i;
+  }
+  return 0;
+}
+
+// w[i] = SamplingExp((logits[i] - max_logit) * inv_t) for the whole vocabulary, vectorized
+// (kernels::PortableExpScaled gives SamplingExp's bits).
+void Weigh(std::span<const float> logits, float max_logit, double inv_t, std::vector<double>* w) {
+  w->resize(logits.size());
+  kernels::PortableExpScaled(logits.data(), static_cast<int64_t>(logits.size()),
+                             static_cast<double>(max_logit), inv_t, w->data());
 }
 
 // Scratch shared by the samplers of one thread (a Sampler is used by one thread at a time and
@@ -90,6 +158,7 @@ struct Scratch {
   std::vector<Candidate> candidates;
   std::vector<double> weights;        // of candidates, in candidate order.
   std::vector<double> weights_by_id;  // of the whole vocabulary.
+  std::vector<double> block_sums;     // BlockSums of one of those.
 };
 
 Scratch& ThreadScratch() {
@@ -99,45 +168,7 @@ Scratch& ThreadScratch() {
 
 }  // namespace
 
-// Keeps the compiler from fusing a * b + c into one FMA (clang contracts by default; GCC does not
-// in ISO C++ mode), which would change the last bits on machines with FMA.
-#ifdef __clang__
-#pragma STDC FP_CONTRACT OFF
-#endif
-
-double SamplingExp(double x) {
-  if (!(x > -708.0)) return 0.0;  // below the normal range, -inf and NaN.
-  if (x > 0.0) x = 0.0;
-  constexpr double kLog2e = 1.4426950408889634;
-  // ln 2 split so that k * kLn2Hi is exact for |k| < 2^11 (fdlibm's constants).
-  constexpr double kLn2Hi = 6.93147180369123816490e-01;
-  constexpr double kLn2Lo = 1.90821492927058770002e-10;
-  constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer.
-  const double kd = (x * kLog2e + kRound) - kRound;
-  const double r = (x - kd * kLn2Hi) - kd * kLn2Lo;  // |r| <= ln2 / 2
-  // Taylor series to degree 12 (remainder below 2e-16 relative on |r| <= ln2 / 2), evaluated by
-  // Estrin's scheme: a shallow tree instead of Horner's 24-deep chain of dependent operations.
-  constexpr double c2 = 1.0 / 2.0, c3 = 1.0 / 6.0, c4 = 1.0 / 24.0, c5 = 1.0 / 120.0,
-                   c6 = 1.0 / 720.0, c7 = 1.0 / 5040.0, c8 = 1.0 / 40320.0, c9 = 1.0 / 362880.0,
-                   c10 = 1.0 / 3628800.0, c11 = 1.0 / 39916800.0, c12 = 1.0 / 479001600.0;
-  const double r2 = r * r;
-  const double r4 = r2 * r2;
-  const double r8 = r4 * r4;
-  const double p01 = 1.0 + r;
-  const double p23 = c2 + c3 * r;
-  const double p45 = c4 + c5 * r;
-  const double p67 = c6 + c7 * r;
-  const double p89 = c8 + c9 * r;
-  const double p1011 = c10 + c11 * r;
-  const double p03 = p01 + r2 * p23;
-  const double p47 = p45 + r2 * p67;
-  const double p811 = p89 + r2 * p1011;
-  const double p812 = p811 + r4 * c12;
-  const double p07 = p03 + r4 * p47;
-  const double p = p07 + r8 * p812;
-  const auto k = static_cast<int64_t>(kd);  // in [-1022, 0]
-  return p * std::bit_cast<double>(static_cast<uint64_t>(k + 1023) << 52);
-}
+double SamplingExp(double x) { return kernels::PortableExp(x); }
 
 absl::Status ValidateSamplingParams(const SamplingParams& p, int vocab_size) {
   // Written as !(in range) so that NaN fails every check.
@@ -262,24 +293,12 @@ int32_t Sampler::Draw(std::span<const float> logits) {
 
   if (full && !use_top_p) {
     // The whole vocabulary in id order; min_p is a threshold on the weight.
-    // Separate loops: the exp() calls are independent, the running sum is a serial chain.
-    w.resize(vocab);
-    for (size_t i = 0; i < vocab; ++i) w[i] = weight(logits[i]);
-    double total = 0.0;
-    for (size_t i = 0; i < vocab; ++i) {
-      if (w[i] < min_p) w[i] = 0.0;
-      total += w[i];
+    Weigh(logits, max_logit, inv_t, &w);
+    if (min_p > 0.0) {
+      for (double& x : w) x = x < min_p ? 0.0 : x;
     }
-    const double target = NextUniform() * total;
-    double cum = 0.0;
-    size_t last = 0;
-    for (size_t i = 0; i < vocab; ++i) {
-      if (w[i] == 0.0) continue;
-      cum += w[i];
-      last = i;
-      if (target < cum) break;
-    }
-    return static_cast<int32_t>(last);  // the last possible token if rounding left target over.
+    const double total = BlockSums(w, &scratch.block_sums);
+    return static_cast<int32_t>(Pick(w, scratch.block_sums, NextUniform() * total));
   }
 
   // Otherwise draw from a most-likely-first list of candidates with their weights in `w`, and
@@ -306,9 +325,8 @@ int32_t Sampler::Draw(std::span<const float> logits) {
     // top_p over the whole vocabulary: order only as long a prefix as it needs, extending the
     // ordered prefix fourfold (nth_element on the rest, then sort) while it falls short.
     std::vector<double>& by_id = scratch.weights_by_id;
-    by_id.resize(vocab);
-    for (size_t i = 0; i < vocab; ++i) by_id[i] = weight(logits[i]);
-    for (size_t i = 0; i < vocab; ++i) z += by_id[i];
+    Weigh(logits, max_logit, inv_t, &by_id);
+    z = BlockSums(by_id, &scratch.block_sums);
     // Tokens lighter than (1 - top_p) * z / vocab weigh less than (1 - top_p) * z together, so
     // the heavier ones already reach top_p and hold the whole nucleus: only they need ordering.
     // (Halved for rounding; ties are all in or all out, so the order among them is unchanged.)
@@ -371,9 +389,11 @@ SampleResult Sampler::Sample(std::span<float> logits, std::span<const int32_t> p
   }
 
   if (params_.logprobs) {
-    const double m = MaxLogit(logits);
-    double sum = 0.0;
-    for (const float l : logits) sum += std::exp(static_cast<double>(l) - m);
+    const float max_logit = MaxLogit(logits);
+    const double m = max_logit;
+    Scratch& scratch = ThreadScratch();
+    Weigh(logits, max_logit, 1.0, &scratch.weights_by_id);
+    const double sum = BlockSums(scratch.weights_by_id, &scratch.block_sums);
     const double log_z = m + std::log(sum);
     result.logprob =
         static_cast<float>(static_cast<double>(logits[static_cast<size_t>(result.token)]) - log_z);

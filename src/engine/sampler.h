@@ -21,7 +21,9 @@
 // used, and the sampling weights come from SamplingExp() below rather than libm. The same seed
 // and logits give the same tokens on every run and on every platform with IEEE doubles.
 //
-// Cost per call: a few O(vocab) passes (one exp per token unless top_k is set), plus
+// Cost per call: a few O(vocab) passes (one exp per token unless top_k is set, 8 tokens per
+// instruction on AVX-512; sums over the vocabulary in blocks whose chains of additions overlap;
+// ~75 us at temperature 0.7 over 49152 tokens, sampler_bench), plus
 // O(vocab log k) for a small top_k = k (nth_element for a large one), or for top_p alone an
 // ordering of only as long a prefix as the nucleus needs, among the tokens heavy enough to
 // matter; never a full sort of the vocabulary. Vocabulary-sized scratch is per thread, not per
@@ -78,7 +80,9 @@ struct SampleResult {
 
 // exp(x) for x <= 0 (larger x is taken as 0) computed with IEEE double arithmetic alone, so that
 // it gives the same bits everywhere, unlike libm's exp(); relative error below 5e-16 for
-// x > -708, and 0 from there down (and for -inf and NaN). The sampler's weights use it. Pure.
+// x > -708, and 0 from there down (and for -inf and NaN). The sampler's weights use it, over
+// the whole vocabulary through its vectorized twin kernels::PortableExpScaled, which gives the
+// same bits (kernels::PortableExp is this function). Pure.
 double SamplingExp(double x);
 
 // One per sequence; not thread-safe (use one Sampler per thread at a time).

@@ -33,6 +33,8 @@ struct VecKernels {
   void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
   // Sum of x[i]^2.
   float (*sum_squares)(const float* x, int64_t n);
+  // out[i] = PortableExpScalar((static_cast<double>(x[i]) - shift) * scale), bit for bit.
+  void (*portable_exp)(const float* x, int64_t n, double shift, double scale, double* out);
 
   // Attention pieces. q: nr rows of hd floats, contiguous. k: nt key rows of hd f16 values, row
   // t at k + t * k_stride (elements). out[r * out_stride + t] = q_r . k_t.
@@ -42,6 +44,9 @@ struct VecKernels {
   void (*accum_f16)(const float* p, int p_stride, int nr, const uint16_t* v, size_t v_stride,
                     int nt, int hd, float* acc);
 };
+
+// kernels::PortableExp (ops.h); the vector versions repeat its operations one for one.
+double PortableExpScalar(double x);
 
 const VecKernels& VecKernelsScalar();
 #if defined(CRESCENT_KERNELS_X86)

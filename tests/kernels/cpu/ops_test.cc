@@ -1,5 +1,6 @@
 #include "kernels/cpu/ops.h"
 
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -195,6 +196,46 @@ TEST(OpsTest, ArgMaxTakesTheFirstLargestAndSkipsNaNs) {
       EXPECT_EQ(ArgMax(low.data(), n), n - 1) << IsaName(isa) << " n=" << n;
     }
   }
+}
+
+// The sampler's reproducibility rests on PortableExpScaled giving PortableExp's bits on every ISA
+// (no fused multiply-add, no libm); and PortableExp must be e^x.
+TEST(OpsTest, PortableExpIsExpAndTheSameBitsOnEveryIsa) {
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  std::mt19937 rng(5);
+  std::vector<float> x = testing::RandomFloats(rng, 4099, -60.0f, 60.0f);
+  // Edges: the ends of the normal range after scaling, signed zeros, infinities, NaN.
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, -kInf, kInf, std::nanf(""), -707.9f, -708.0f,
+                  -708.1f, 709.0f, 3.4e38f, -3.4e38f}) {
+    x.push_back(v);
+  }
+  for (const auto& [shift, scale] : {std::pair{0.0, 1.0}, std::pair{12.5, 1.0 / 0.7},
+                                     std::pair{-3.0, 0.1}, std::pair{60.0, 20.0}}) {
+    std::vector<double> want(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      want[i] = PortableExp((static_cast<double>(x[i]) - shift) * scale);
+    }
+    for (Isa isa : AvailableIsas()) {
+      ScopedIsa scoped(isa);
+      for (size_t n : {x.size(), size_t{3}, size_t{0}}) {  // vector body, tail alone, nothing
+        std::vector<double> got(n + 1, -1.0);
+        PortableExpScaled(x.data(), static_cast<int64_t>(n), shift, scale, got.data());
+        for (size_t i = 0; i < n; ++i) {
+          ASSERT_EQ(std::bit_cast<uint64_t>(got[i]), std::bit_cast<uint64_t>(want[i]))
+              << IsaName(isa) << " x=" << x[i] << " shift=" << shift << " scale=" << scale
+              << " got " << got[i] << " want " << want[i];
+        }
+        EXPECT_EQ(got[n], -1.0) << "wrote past n";
+      }
+    }
+  }
+  for (double v : {0.0, -1e-12, -0.5, -1.0, -10.0, -100.0, -700.0}) {
+    EXPECT_NEAR(PortableExp(v), std::exp(v), 1e-15 * std::exp(v)) << v;
+  }
+  EXPECT_EQ(PortableExp(3.0), 1.0);  // x > 0 counts as 0
+  EXPECT_EQ(PortableExp(-708.0), 0.0);
+  EXPECT_EQ(PortableExp(-std::numeric_limits<double>::infinity()), 0.0);
+  EXPECT_EQ(PortableExp(std::nan("")), 0.0);
 }
 
 TEST(OpsTest, AddAndGetRow) {
