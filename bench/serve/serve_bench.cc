@@ -7,7 +7,7 @@
 //      sharing all but its last block with it (prefix cached), and the ratio.
 //
 //   serve_bench [--model PATH] [--threads N] [--concurrency 1,8,32] [--prompt-tokens 64]
-//               [--output-tokens 64] [--long-prompt 1500] [--repeats 3]
+//               [--output-tokens 64] [--long-prompt 1500] [--repeats 3] [--temperature 0]
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -42,8 +42,8 @@ std::vector<int32_t> RandomPrompt(std::mt19937_64& rng, int n, int vocab) {
 
 // Submits every prompt at once; returns each request's stats once all have finished.
 std::vector<Finished> RunBatch(engine::Engine& eng,
-                               const std::vector<std::vector<int32_t>>& prompts,
-                               int output_tokens) {
+                               const std::vector<std::vector<int32_t>>& prompts, int output_tokens,
+                               float temperature) {
   std::vector<Finished> out(prompts.size());
   absl::BlockingCounter done(static_cast<int>(prompts.size()));
   const int64_t start = RealClock::Get()->NowNanos();
@@ -52,7 +52,9 @@ std::vector<Finished> RunBatch(engine::Engine& eng,
     r.prompt = prompts[i];
     r.max_tokens = output_tokens;
     r.ignore_eos = true;
-    r.sampling.temperature = 0;
+    r.sampling.temperature = temperature;
+    r.sampling.has_seed = true;  // the same draws on every run
+    r.sampling.seed = i;
     auto id = eng.Submit(
         std::move(r), [](const engine::SampleResult&) { return true; },
         [&out, &done, i, start](absl::Status status, engine::FinishReason,
@@ -82,6 +84,7 @@ int Main(int argc, char** argv) {
   std::string model_path = engine::DefaultModelPath();
   int threads = 0, prompt_tokens = 64, output_tokens = 64, long_prompt = 1500, repeats = 3;
   int block_tokens = 16;
+  float temperature = 0.0f;
   std::vector<int> concurrency = {1, 8, 32};
   app.add_option("-m,--model", model_path)->capture_default_str();
   app.add_option("-t,--threads", threads, "compute threads (default: all CPUs)");
@@ -91,6 +94,11 @@ int Main(int argc, char** argv) {
   app.add_option("--long-prompt", long_prompt)->capture_default_str();
   app.add_option("--repeats", repeats, "TTFT measurements (median)")->capture_default_str();
   app.add_option("--block-tokens", block_tokens)->capture_default_str();
+  app.add_option("--temperature", temperature,
+                 "part 1's sampling temperature (0: greedy; above 0 every token of the "
+                 "vocabulary is weighed, seeded per request)")
+      ->check(CLI::Range(0.0f, 2.0f))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   auto model = engine::LoadModel(model_path, {});
@@ -117,17 +125,24 @@ int Main(int argc, char** argv) {
   std::mt19937_64 rng(12345);
 
   // Warm-up: page in, grow scratch.
-  RunBatch(**eng, {RandomPrompt(rng, prompt_tokens, vocab)}, 8);
+  RunBatch(**eng, {RandomPrompt(rng, prompt_tokens, vocab)}, 8, temperature);
 
-  std::printf("\n1. Batching: %d-token prompts, %d output tokens each (greedy, ignore_eos)\n",
-              prompt_tokens, output_tokens);
+  if (temperature > 0) {
+    std::printf(
+        "\n1. Batching: %d-token prompts, %d output tokens each (temperature %.2g, "
+        "ignore_eos)\n",
+        prompt_tokens, output_tokens, temperature);
+  } else {
+    std::printf("\n1. Batching: %d-token prompts, %d output tokens each (greedy, ignore_eos)\n",
+                prompt_tokens, output_tokens);
+  }
   std::printf("%12s %12s %14s %12s %16s\n", "concurrency", "wall s", "output tok/s", "vs c=1",
               "mean TTFT s");
   double base = 0;
   for (int c : concurrency) {
     std::vector<std::vector<int32_t>> prompts;
     for (int i = 0; i < c; ++i) prompts.push_back(RandomPrompt(rng, prompt_tokens, vocab));
-    std::vector<Finished> r = RunBatch(**eng, prompts, output_tokens);
+    std::vector<Finished> r = RunBatch(**eng, prompts, output_tokens, temperature);
     double wall = 0, ttft = 0;
     int64_t tokens = 0;
     for (const Finished& f : r) {
@@ -151,8 +166,8 @@ int Main(int argc, char** argv) {
     std::vector<int32_t> b = a;
     std::vector<int32_t> tail = RandomPrompt(rng, block_tokens, vocab);
     std::copy(tail.begin(), tail.end(), b.end() - block_tokens);
-    cold.push_back(RunBatch(**eng, {a}, 1)[0].stats.first_token_seconds);
-    Finished w = RunBatch(**eng, {b}, 1)[0];
+    cold.push_back(RunBatch(**eng, {a}, 1, 0.0f)[0].stats.first_token_seconds);
+    Finished w = RunBatch(**eng, {b}, 1, 0.0f)[0];
     warm.push_back(w.stats.first_token_seconds);
     cached = w.stats.cached_tokens;
   }
