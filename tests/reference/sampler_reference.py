@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Independent model of Crescent's sampler draws, for the pinned sequences in
-tests/src/engine/sampler_test.cc (SequenceIsPinnedAcrossPlatforms and
-TopPSequenceIsPinnedAcrossPlatforms).
+tests/src/engine/sampler_test.cc (SequenceIsPinnedAcrossPlatforms,
+TopPSequenceIsPinnedAcrossPlatforms and BlockedSumsArePinnedOverALargerVocabulary).
 
 It re-implements, from their published descriptions, splitmix64 seeding, xoshiro256**, the
 53-bit uniform double, Crescent's IEEE-only exp (SamplingExp) and the draw: weights relative to
-the most likely token, top_p over tokens ordered by (logit desc, id asc), then a cumulative scan.
+the most likely token, top_p over tokens ordered by (logit desc, id asc), then a cumulative scan;
+sums over the whole vocabulary are taken in blocks of 64 ids (each in id order, then the blocks'
+sums in order), and a whole-vocabulary draw scans the block sums, then the ids of its block.
 Python floats are IEEE doubles without fused multiply-add, so this gives the same bits as the C++.
 Prints the sequences; the test hard-codes them.
 """
@@ -71,6 +73,38 @@ def sampling_exp(x):
     return p * struct.unpack("<d", struct.pack("<Q", (k + 1023) << 52))[0]
 
 
+BLOCK = 64  # kSumBlock in sampler.cc
+
+
+def block_sums(w):
+    """Each block of BLOCK consecutive weights summed in order, from 0.0."""
+    sums = []
+    for b in range(0, len(w), BLOCK):
+        s = 0.0
+        for x in w[b:b + BLOCK]:
+            s += x
+        sums.append(s)
+    return sums
+
+
+def pick_blocked(w, sums, target):
+    """The whole-vocabulary draw: block sums up to the target's block, then id by id."""
+    cum = 0.0
+    for b, bs in enumerate(sums):
+        nxt = cum + bs
+        if target < nxt:
+            c = cum
+            for i in range(b * BLOCK, min(len(w), (b + 1) * BLOCK)):
+                c += w[i]
+                if w[i] != 0.0 and target < c:
+                    return i
+        cum = nxt
+    for i in range(len(w) - 1, -1, -1):
+        if w[i] != 0.0:
+            return i
+    return 0
+
+
 def draws(logits, seed, n, temperature=1.0, top_p=1.0):
     logits = [f32(x) for x in logits]
     inv_t = 1.0 / f32(temperature)
@@ -81,10 +115,16 @@ def draws(logits, seed, n, temperature=1.0, top_p=1.0):
     for _ in range(n):
         w = [sampling_exp((l - m) * inv_t) for l in logits]
         if top_p >= 1.0:
-            order, keep = list(range(len(logits))), len(logits)
+            # The whole vocabulary in id order, summed in blocks (BlockSums and Pick).
+            sums = block_sums(w)
+            total = 0.0
+            for x in sums:
+                total += x
+            out.append(pick_blocked(w, sums, rng.uniform() * total))
+            continue
         else:
             z = 0.0
-            for x in w:
+            for x in block_sums(w):
                 z += x
             order = sorted(range(len(logits)), key=lambda i: (-logits[i], i))
             cum, keep = 0.0, len(order)
@@ -107,9 +147,18 @@ def draws(logits, seed, n, temperature=1.0, top_p=1.0):
     return out
 
 
+def large_logits(n):
+    """A deterministic vocabulary of n logits spread over [-2, 2]."""
+    return [((i * 37) % 101) / 25.0 - 2.0 for i in range(n)]
+
+
 if __name__ == "__main__":
     print("SequenceIsPinnedAcrossPlatforms",
           draws([0.0, 1.0, 2.0, 3.0, 0.5, -1.0], seed=1234, n=24))
     print("TopPSequenceIsPinnedAcrossPlatforms",
           draws([0.25, 1.5, -0.5, 1.25, 2.0, 0.75, 1.5, -2.0, 0.0, 1.0], seed=777, n=30,
                 temperature=0.7, top_p=0.8))
+    print("BlockedSumsArePinnedOverALargerVocabulary",
+          draws(large_logits(300), seed=99, n=40, temperature=0.8))
+    print("BlockedSumsArePinnedOverALargerVocabulary top_p",
+          draws(large_logits(300), seed=5, n=40, temperature=1.3, top_p=0.5))

@@ -400,6 +400,32 @@ TEST(SamplerTest, TopPSequenceIsPinnedAcrossPlatforms) {
                                 4, 4, 6, 4, 3, 4, 4, 1, 3, 4, 6, 1, 6, 4, 4}));
 }
 
+TEST(SamplerTest, BlockedSumsArePinnedOverALargerVocabulary) {
+  // Same model again (large_logits, block_sums, pick_blocked in sampler_reference.py): 300
+  // tokens are four blocks of 64 summed side by side, then a short block of 44, so the draws
+  // pin the scan over the block sums and then within a block, and the total (the order of the
+  // additions moves only the last bits, which a draw sees about once in 2^50).
+  std::vector<float> logits(300);
+  for (int i = 0; i < 300; ++i) logits[i] = static_cast<float>(((i * 37) % 101) / 25.0 - 2.0);
+  SamplingParams p = Seeded(99);
+  p.temperature = 0.8f;
+  Sampler s(p, 300);
+  EXPECT_THAT(DrawMany(s, logits, 40),
+              ElementsAreArray({106, 168, 117, 256, 234, 60,  84,  19,  251, 174, 221, 51, 46, 38,
+                                120, 155, 60,  270, 46,  228, 131, 87,  256, 191, 199, 30, 98, 87,
+                                185, 49,  19,  2,   30,  240, 215, 147, 270, 299, 46,  294}));
+  // top_p over the whole vocabulary measures the nucleus against the blocked total.
+  p = Seeded(5);
+  p.temperature = 1.3f;
+  p.top_p = 0.5f;
+  Sampler t(p, 300);
+  EXPECT_THAT(
+      DrawMany(t, logits, 40),
+      ElementsAreArray({251, 57,  87,  106, 98,  177, 270, 5,   8,   109, 54,  49,  281, 147,
+                        128, 237, 16,  106, 169, 218, 180, 240, 232, 65,  158, 136, 292, 262,
+                        27,  5,   289, 281, 248, 109, 128, 57,  109, 259, 150, 229}));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Penalties and bias
 
