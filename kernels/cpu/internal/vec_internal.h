@@ -45,8 +45,31 @@ struct VecKernels {
                     int nt, int hd, float* acc);
 };
 
-// kernels::PortableExp (ops.h); the vector versions repeat its operations one for one.
+// kernels::PortableExp (ops.h); the vector versions repeat its operations one for one, with
+// these constants.
 double PortableExpScalar(double x);
+struct PortableExpConstants {
+  static constexpr double kLog2e = 1.4426950408889634;
+  // ln 2 split so that k * kLn2Hi is exact for |k| < 2^11 (fdlibm's constants).
+  static constexpr double kLn2Hi = 6.93147180369123816490e-01;
+  static constexpr double kLn2Lo = 1.90821492927058770002e-10;
+  // 1.5 * 2^52: adding it rounds to an integer.
+  static constexpr double kRound = 6755399441055744.0;
+  // Taylor coefficients: c[i] = 1 / i!.
+  static constexpr double c[13] = {1.0,
+                                   1.0,
+                                   1.0 / 2.0,
+                                   1.0 / 6.0,
+                                   1.0 / 24.0,
+                                   1.0 / 120.0,
+                                   1.0 / 720.0,
+                                   1.0 / 5040.0,
+                                   1.0 / 40320.0,
+                                   1.0 / 362880.0,
+                                   1.0 / 3628800.0,
+                                   1.0 / 39916800.0,
+                                   1.0 / 479001600.0};
+};
 
 const VecKernels& VecKernelsScalar();
 #if defined(CRESCENT_KERNELS_X86)

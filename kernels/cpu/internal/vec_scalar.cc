@@ -19,31 +19,25 @@ namespace crescent::kernels::internal {
 double PortableExpScalar(double x) {
   if (!(x > -708.0)) return 0.0;  // below the normal range, -inf and NaN.
   if (x > 0.0) x = 0.0;
-  constexpr double kLog2e = 1.4426950408889634;
-  // ln 2 split so that k * kLn2Hi is exact for |k| < 2^11 (fdlibm's constants).
-  constexpr double kLn2Hi = 6.93147180369123816490e-01;
-  constexpr double kLn2Lo = 1.90821492927058770002e-10;
-  constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer.
-  const double kd = (x * kLog2e + kRound) - kRound;
-  const double r = (x - kd * kLn2Hi) - kd * kLn2Lo;  // |r| <= ln2 / 2
+  using K = PortableExpConstants;
+  const double* c = K::c;
+  const double kd = (x * K::kLog2e + K::kRound) - K::kRound;
+  const double r = (x - kd * K::kLn2Hi) - kd * K::kLn2Lo;  // |r| <= ln2 / 2
   // Taylor series to degree 12 (remainder below 2e-16 relative on |r| <= ln2 / 2), evaluated by
   // Estrin's scheme: a shallow tree instead of Horner's 24-deep chain of dependent operations.
-  constexpr double c2 = 1.0 / 2.0, c3 = 1.0 / 6.0, c4 = 1.0 / 24.0, c5 = 1.0 / 120.0,
-                   c6 = 1.0 / 720.0, c7 = 1.0 / 5040.0, c8 = 1.0 / 40320.0, c9 = 1.0 / 362880.0,
-                   c10 = 1.0 / 3628800.0, c11 = 1.0 / 39916800.0, c12 = 1.0 / 479001600.0;
   const double r2 = r * r;
   const double r4 = r2 * r2;
   const double r8 = r4 * r4;
   const double p01 = 1.0 + r;
-  const double p23 = c2 + c3 * r;
-  const double p45 = c4 + c5 * r;
-  const double p67 = c6 + c7 * r;
-  const double p89 = c8 + c9 * r;
-  const double p1011 = c10 + c11 * r;
+  const double p23 = c[2] + c[3] * r;
+  const double p45 = c[4] + c[5] * r;
+  const double p67 = c[6] + c[7] * r;
+  const double p89 = c[8] + c[9] * r;
+  const double p1011 = c[10] + c[11] * r;
   const double p03 = p01 + r2 * p23;
   const double p47 = p45 + r2 * p67;
   const double p811 = p89 + r2 * p1011;
-  const double p812 = p811 + r4 * c12;
+  const double p812 = p811 + r4 * c[12];
   const double p07 = p03 + r4 * p47;
   const double p = p07 + r8 * p812;
   const auto k = static_cast<int64_t>(kd);  // in [-1022, 0]
