@@ -25,11 +25,13 @@
 // bandwidth of its own moment (a copy test right before and right after it, the higher
 // counting): those per-run fractions and their median are printed too.
 //
-//   model_bench [--model PATH] [--threads N] [--decode-steps N] [--decode-only [--batch N]]
-//               [--json]
+//   model_bench [--model PATH] [--threads N] [--decode-steps N]
+//               [--decode-only [--batch N] [--phases]] [--json]
 //
 // --decode-only runs nothing but decode at --batch (default 1; no bandwidth test, prefill or
-// other batches): the mode to profile a decode step under perf or callgrind.
+// other batches): the mode to profile a decode step under perf or callgrind. With --phases it
+// also prints where a step's time goes (CpuBackend::MeasurePhases): the Q/K/V, attention output,
+// gate/up and down projections, attention and the logits, each with the bandwidth it draws.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -67,9 +69,11 @@ absl::Status EnsureBlocks(engine::KvCache* cache, Seq* s, int64_t positions) {
 
 // Prefills `batch` sequences of `prompt_len` random tokens, then decodes `steps` tokens for
 // all of them together; returns decode tokens/s (all sequences counted).
-absl::StatusOr<double> DecodeTokensPerSecond(engine::Backend* backend, engine::KvCache* cache,
+// With `phases`, the decode steps' phases (not the prefills') are summed into it.
+absl::StatusOr<double> DecodeTokensPerSecond(engine::CpuBackend* backend, engine::KvCache* cache,
                                              int vocab, int batch, int prompt_len, int steps,
-                                             std::mt19937* rng) {
+                                             std::mt19937* rng,
+                                             engine::ForwardPhases* phases = nullptr) {
   std::vector<Seq> seqs(batch);
   std::vector<float> logits;
   for (Seq& s : seqs) {
@@ -80,6 +84,7 @@ absl::StatusOr<double> DecodeTokensPerSecond(engine::Backend* backend, engine::K
   }
   std::vector<engine::SequenceBatch> step(batch);
   std::vector<int32_t> next(batch);
+  if (phases != nullptr) backend->MeasurePhases(phases);
   double t0 = Now();
   for (int t = 0; t < steps; ++t) {
     for (int i = 0; i < batch; ++i) {
@@ -95,10 +100,47 @@ absl::StatusOr<double> DecodeTokensPerSecond(engine::Backend* backend, engine::K
     CRESCENT_RETURN_IF_ERROR(backend->Forward(step, cache, nullptr, &logits));
   }
   double dt = Now() - t0;
+  backend->MeasurePhases(nullptr);
   for (Seq& s : seqs) {
     for (auto b : s.blocks) cache->Unref(b);
   }
   return static_cast<double>(batch) * steps / dt;
+}
+
+// The phases of one decode step at `batch` (mean over the steps), with the bandwidth each
+// draws: the matrices' bytes for the projections (each read once a step), the K and V bytes for
+// attention (`kv_bytes` a step).
+void PrintPhases(const engine::ForwardPhases& p, const model::ModelWeights& w, int batch,
+                 double kv_bytes) {
+  double qkv = 0, out = 0, gate_up = 0, down = 0;
+  for (const model::LayerWeights& lw : w.layers) {
+    qkv += static_cast<double>(lw.attn_q.nbytes + lw.attn_k.nbytes + lw.attn_v.nbytes);
+    out += static_cast<double>(lw.attn_output.nbytes);
+    gate_up += static_cast<double>(lw.ffn_gate.nbytes + lw.ffn_up.nbytes);
+    down += static_cast<double>(lw.ffn_down.nbytes);
+  }
+  const double steps = static_cast<double>(std::max<int64_t>(1, p.calls));
+  const double in_phases =
+      p.qkv + p.attention + p.attn_output + p.ffn_gate_up + p.ffn_down + p.logits;
+  const struct {
+    const char* name;
+    double seconds, bytes;
+  } rows[] = {{"qkv", p.qkv, qkv},
+              {"attention", p.attention, kv_bytes},
+              {"attn_output", p.attn_output, out},
+              {"ffn_gate_up", p.ffn_gate_up, gate_up},
+              {"ffn_down", p.ffn_down, down},
+              {"logits", p.logits, static_cast<double>(w.output.nbytes)},
+              {"other", p.total - in_phases, 0},
+              {"total", p.total, 0}};
+  std::printf("phases of a decode step at batch %d (mean of %.0f steps):\n", batch, steps);
+  std::printf("  %-12s %10s %7s %10s %8s\n", "phase", "us/step", "share", "MB/step", "GB/s");
+  for (const auto& r : rows) {
+    const double us = r.seconds / steps * 1e6;
+    std::printf("  %-12s %10.1f %6.1f%%", r.name, us, 100.0 * r.seconds / p.total);
+    if (r.bytes > 0) std::printf(" %10.2f %8.2f", r.bytes / 1e6, r.bytes / (us * 1e-6) / 1e9);
+    std::printf("\n");
+  }
 }
 
 int Main(int argc, char** argv) {
@@ -119,6 +161,10 @@ int Main(int argc, char** argv) {
   app.add_option("--batch", decode_batch, "sequences decoded together with --decode-only")
       ->check(CLI::Range(1, 32))
       ->capture_default_str();
+  bool phases = false;
+  app.add_flag("--phases", phases,
+               "with --decode-only: where a decode step's time goes (projections, attention, "
+               "logits) and the bandwidth each part draws");
   CLI11_PARSE(app, argc, argv);
   if (threads <= 0) threads = ThreadPool::DefaultThreadCount();
 
@@ -139,14 +185,25 @@ int Main(int argc, char** argv) {
   if (!cache.ok()) return 1;
 
   std::mt19937 rng(1234);
+  if (phases && !decode_only) {
+    std::fprintf(stderr, "model_bench: --phases needs --decode-only\n");
+    return 2;
+  }
   if (decode_only) {
+    engine::ForwardPhases measured;
     auto tps = DecodeTokensPerSecond(backend->get(), cache->get(), c.vocab_size, decode_batch, 64,
-                                     decode_steps, &rng);
+                                     decode_steps, &rng, phases ? &measured : nullptr);
     if (!tps.ok()) {
       std::fprintf(stderr, "model_bench: %s\n", std::string(tps.status().message()).c_str());
       return 1;
     }
     std::printf("decode batch %d (%d tokens)   %.1f tok/s\n", decode_batch, decode_steps, *tps);
+    if (phases) {
+      // K and V of every layer over the mean context of a step (64 + steps / 2), f16.
+      const double kv_bytes = static_cast<double>(decode_batch) * 2.0 * c.n_layers * c.n_kv_heads *
+                              c.head_dim * 2 * (64 + decode_steps / 2.0);
+      PrintPhases(measured, (*model)->weights, decode_batch, kv_bytes);
+    }
     return 0;
   }
 

@@ -103,6 +103,38 @@ void ApplyRope(float* x, int n_heads, int head_dim, int rot_dim, bool neox, cons
   }
 }
 
+// Sums a Forward's phases into a ForwardPhases (CpuBackend::MeasurePhases); does nothing when
+// that is nullptr. Mark(slot) adds the time since the previous reading to *slot; Skip() starts
+// the next phase without adding. The whole call counts once Finish() runs.
+class PhaseTimer {
+ public:
+  PhaseTimer(ForwardPhases* phases, const Clock* clock) : phases_(phases), clock_(clock) {
+    if (phases_ != nullptr) start_ = last_ = clock_->NowNanos();
+  }
+
+  void Mark(double ForwardPhases::*slot) {
+    if (phases_ == nullptr) return;
+    const int64_t now = clock_->NowNanos();
+    phases_->*slot += static_cast<double>(now - last_) * 1e-9;
+    last_ = now;
+  }
+
+  void Skip() {
+    if (phases_ != nullptr) last_ = clock_->NowNanos();
+  }
+
+  void Finish() {
+    if (phases_ == nullptr) return;
+    phases_->total += static_cast<double>(clock_->NowNanos() - start_) * 1e-9;
+    phases_->calls += 1;
+  }
+
+ private:
+  ForwardPhases* phases_;
+  const Clock* clock_;
+  int64_t start_ = 0, last_ = 0;
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const model::ModelConfig& config,
@@ -241,6 +273,7 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
     logits->clear();
     return absl::OkStatus();
   }
+  PhaseTimer timer(phases_, phase_clock_);
   absl::Status valid = Validate(seqs, *cache);
   if (!valid.ok()) {
     logits->clear();
@@ -304,6 +337,7 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
   std::vector<kernels::AttentionSeq> attn_seqs(seqs.size());
   std::vector<float> bias_scratch;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  timer.Skip();  // embeddings and rotary angles count in the total only
 
   for (int l = 0; l < config_.n_layers; ++l) {
     const model::LayerWeights& lw = weights_->layers[l];
@@ -317,6 +351,7 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
     AddBias(q_.data(), T, lw.attn_q_bias, q_dim, &bias_scratch);
     AddBias(k_.data(), T, lw.attn_k_bias, kv_dim, &bias_scratch);
     AddBias(v_.data(), T, lw.attn_v_bias, kv_dim, &bias_scratch);
+    timer.Mark(&ForwardPhases::qkv);
 
     // RoPE, then this layer's new K/V into the cache pages (f16).
     int64_t row = 0;
@@ -358,11 +393,13 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
     }
     kernels::Attention(&pool_, attn_seqs.data(), static_cast<int>(attn_seqs.size()), nh, nkv, hd,
                        bt, scale);
+    timer.Mark(&ForwardPhases::attention);
 
     // Output projection + residual (xn_ reused as the projection's output).
     HintNextMatMul(&pool_, {&lw.ffn_gate, &lw.ffn_up}, T);
     kernels::MatMul(&pool_, View(lw.attn_output), attn_.data(), T, xn_.data());
     for (int64_t i = 0; i < T * d; ++i) x_[i] += xn_[i];
+    timer.Mark(&ForwardPhases::attn_output);
 
     // Feed-forward: SwiGLU.
     const float* ffn_norm = static_cast<const float*>(lw.ffn_norm.data);
@@ -372,6 +409,7 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
     HintNextMatMul(&pool_, {&lw.ffn_down}, T);
     MatMulMany(&pool_, {&lw.ffn_gate, &lw.ffn_up}, {gate_.data(), up_.data()}, xn_.data(), T);
     kernels::SwiGLU(gate_.data(), up_.data(), gate_.data(), T * ff);
+    timer.Mark(&ForwardPhases::ffn_gate_up);
     if (l + 1 < config_.n_layers) {
       const model::LayerWeights& next = weights_->layers[l + 1];
       HintNextMatMul(&pool_, {&next.attn_q, &next.attn_k, &next.attn_v}, T);
@@ -380,8 +418,10 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
     }
     kernels::MatMul(&pool_, View(lw.ffn_down), gate_.data(), T, xn_.data());
     for (int64_t i = 0; i < T * d; ++i) x_[i] += xn_[i];
+    timer.Mark(&ForwardPhases::ffn_down);
 
     if (hook != nullptr && *hook) (*hook)(l);
+    timer.Skip();  // the hook counts in the total only
   }
 
   // Final norm and the output projection for the rows that want logits.
@@ -401,6 +441,8 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
   }
   if (n_out == 0) {
     logits->clear();
+    timer.Mark(&ForwardPhases::logits);
+    timer.Finish();
     return absl::OkStatus();
   }
   const float* out_norm = static_cast<const float*>(weights_->output_norm.data);
@@ -410,6 +452,8 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
   }
   logits->resize(static_cast<size_t>(n_out) * config_.vocab_size);
   kernels::MatMul(&pool_, View(weights_->output), out_rows_.data(), n_out, logits->data());
+  timer.Mark(&ForwardPhases::logits);
+  timer.Finish();
   return absl::OkStatus();
 }
 

@@ -7,12 +7,27 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/cpu/huge_pages.h"
+#include "src/common/clock.h"
 #include "src/common/thread_pool.h"
 #include "src/engine/backend.h"
 #include "src/model/model_config.h"
 #include "src/model/model_weights.h"
 
 namespace crescent::engine {
+
+// Wall time Forward spends in each part of the model, summed over calls (seconds). The parts
+// of a layer partition it: every layer's time lands in exactly one of the five.
+struct ForwardPhases {
+  double qkv = 0;          // attention norm, Q/K/V projections (and their biases)
+  double attention = 0;    // RoPE, the new K/V written to the cache pages, attention
+  double attn_output = 0;  // attention output projection and residual
+  double ffn_gate_up = 0;  // feed-forward norm, gate and up projections, SwiGLU
+  double ffn_down = 0;     // down projection and residual
+  double logits = 0;       // final norm and output projection
+  double total = 0;        // the whole call: the above plus validation, embeddings, rotary
+                           // angles and the layer hook
+  int64_t calls = 0;       // Forward calls that ran the model
+};
 
 class CpuBackend final : public Backend {
  public:
@@ -38,6 +53,15 @@ class CpuBackend final : public Backend {
   const char* name() const override { return "cpu"; }
   int num_threads() const { return pool_.num_threads(); }
 
+  // From now on, every Forward that runs the model adds its phases' wall time, read from
+  // `clock`, to *phases; nullptr (the default) stops it. The clock is read at each phase
+  // boundary, six times a layer, only while on. `phases` and `clock` must outlive the
+  // measuring; not thread-safe with Forward.
+  void MeasurePhases(ForwardPhases* phases, const Clock* clock = RealClock::Get()) {
+    phases_ = phases;
+    phase_clock_ = clock;
+  }
+
  private:
   CpuBackend(const model::ModelConfig& config, const model::ModelWeights& weights, int num_threads);
 
@@ -56,6 +80,8 @@ class CpuBackend final : public Backend {
   // RoPE: angle of pair j at position p is p * inv_freq_[j] (rope_dim / 2 entries, freq_scale
   // and the file's per-pair factors folded in), computed once in double.
   std::vector<double> inv_freq_;
+  ForwardPhases* phases_ = nullptr;  // see MeasurePhases
+  const Clock* phase_clock_ = nullptr;
 
   // Scratch, grown on demand and kept between calls.
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, rope_cos_, rope_sin_, out_rows_;

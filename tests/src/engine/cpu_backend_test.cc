@@ -1,5 +1,6 @@
 #include "src/engine/cpu_backend.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <memory>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "src/common/clock.h"
 #include "src/engine/kv_cache.h"
 #include "src/model/gguf.h"
 #include "src/model/model_config.h"
@@ -272,6 +274,50 @@ TEST(CpuBackendValidationTest, RejectsBadInputWithoutWriting) {
   std::vector<int32_t> empty;
   SequenceBatch none{empty, 0, blocks, LogitsMode::kLast};
   EXPECT_FALSE(f.backend->Forward(std::span(&none, 1), f.cache.get(), nullptr, &logits).ok());
+}
+
+// Each reading is one microsecond after the previous one.
+class TickingClock final : public Clock {
+ public:
+  int64_t NowNanos() const override { return 1000 * ++reads_; }
+
+ private:
+  mutable std::atomic<int64_t> reads_{0};
+};
+
+TEST(CpuBackendPhasesTest, EachLayerPhaseIsTimedOnceAndTheTotalCoversThem) {
+  Fixture f({});
+  TickingClock clock;
+  ForwardPhases phases;
+  f.backend->MeasurePhases(&phases, &clock);
+  const std::vector<int32_t> tokens = RandomTokens(5, f.config.vocab_size, 4);
+  const std::vector<float> measured = f.AllLogits(tokens);
+  // One tick per phase per layer, one for the logits; the total adds the reading at the start,
+  // the one after the embeddings and the one after each layer's hook.
+  const double tick = 1e-6, layers = f.config.n_layers;
+  EXPECT_EQ(phases.calls, 1);
+  for (double v :
+       {phases.qkv, phases.attention, phases.attn_output, phases.ffn_gate_up, phases.ffn_down}) {
+    EXPECT_NEAR(v, layers * tick, 1e-12);
+  }
+  EXPECT_NEAR(phases.logits, tick, 1e-12);
+  EXPECT_NEAR(phases.total, (6 * layers + 3) * tick, 1e-12);
+
+  // Measuring changes nothing computed; off again, nothing is added.
+  f.backend->MeasurePhases(nullptr);
+  EXPECT_EQ(f.AllLogits(tokens), measured);
+  EXPECT_EQ(phases.calls, 1);
+
+  // A call rejected before it runs the model adds nothing.
+  f.backend->MeasurePhases(&phases, &clock);
+  auto blocks = f.Blocks(4);
+  std::vector<int32_t> bad = {1, f.config.vocab_size};
+  SequenceBatch s{bad, 0, blocks, LogitsMode::kLast};
+  std::vector<float> logits;
+  EXPECT_FALSE(f.backend->Forward(std::span(&s, 1), f.cache.get(), nullptr, &logits).ok());
+  EXPECT_EQ(phases.calls, 1);
+  EXPECT_NEAR(phases.total, (6 * layers + 3) * tick, 1e-12);
+  for (auto b : blocks) f.cache->Unref(b);
 }
 
 }  // namespace
