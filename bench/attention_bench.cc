@@ -19,6 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/fp16.h"
@@ -34,17 +37,15 @@ double Now() {
 
 constexpr int kHeads = 9, kKvHeads = 3, kHeadDim = 64, kBlockTokens = 16;
 
-std::vector<int64_t> ParseList(const char* text) {
-  std::vector<int64_t> out;
-  std::string s(text);
-  size_t start = 0;
-  while (start <= s.size()) {
-    size_t comma = s.find(',', start);
-    if (comma == std::string::npos) comma = s.size();
-    if (comma > start) out.push_back(std::atoll(s.substr(start, comma - start).c_str()));
-    start = comma + 1;
+// A comma-separated list of positive integers into *out; false on anything else.
+bool ParseList(absl::string_view text, std::vector<int64_t>* out) {
+  out->clear();
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    int64_t v;
+    if (!absl::SimpleAtoi(item, &v) || v <= 0) return false;
+    out->push_back(v);
   }
-  return out;
+  return !out->empty();
 }
 
 // `layers` copies of the KV of `batch` sequences of `context` positions each, in one huge-page
@@ -129,11 +130,16 @@ int Main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) {
-      threads = std::max(1, std::atoi(argv[++i]));
-    } else if (a == "--contexts" && i + 1 < argc) {
-      contexts = ParseList(argv[++i]);
-    } else if (a == "--batches" && i + 1 < argc) {
-      batches = ParseList(argv[++i]);
+      if (!absl::SimpleAtoi(argv[++i], &threads) || threads < 1) {
+        std::fprintf(stderr, "attention_bench: --threads takes a positive integer\n");
+        return 2;
+      }
+    } else if ((a == "--contexts" || a == "--batches") && i + 1 < argc) {
+      if (!ParseList(argv[++i], a == "--contexts" ? &contexts : &batches)) {
+        std::fprintf(stderr, "attention_bench: %s takes positive integers, comma-separated\n",
+                     a.c_str());
+        return 2;
+      }
     } else if (a == "--quick") {
       quick = true;
     } else {
@@ -151,7 +157,6 @@ int Main(int argc, char** argv) {
   const int reps = quick ? 5 : 21;
   for (int64_t batch : batches) {
     for (int64_t context : contexts) {
-      if (batch <= 0 || context <= 0) continue;
       const double kv_bytes = static_cast<double>(batch) * context * kKvHeads * kHeadDim * 2 * 2;
       // Enough copies that one pass reads >= 256 MiB: each call's KV comes from DRAM.
       const int layers = static_cast<int>(std::max(2.0, (256.0 * (1 << 20)) / kv_bytes));
