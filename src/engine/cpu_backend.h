@@ -15,8 +15,9 @@
 
 namespace crescent::engine {
 
-// Wall time Forward spends in each part of the model, summed over calls (seconds). The parts
-// of a layer partition it: every layer's time lands in exactly one of the five.
+// Wall time Forward spends in each part of the model, summed over calls (seconds). A layer's
+// computation lands in exactly one of the five layer parts; the layer hook after it, in total
+// only.
 struct ForwardPhases {
   double qkv = 0;          // attention norm, Q/K/V projections (and their biases)
   double attention = 0;    // RoPE, the new K/V written to the cache pages, attention
