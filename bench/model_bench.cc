@@ -107,6 +107,13 @@ absl::StatusOr<double> DecodeTokensPerSecond(engine::CpuBackend* backend, engine
   return static_cast<double>(batch) * steps / dt;
 }
 
+// K and V bytes one decode step of `batch` sequences reads, each at the mean context of a run
+// of `steps` steps after a 64-token prompt (64 + steps / 2), f16.
+double KvBytesPerStep(const model::ModelConfig& c, int batch, int steps) {
+  return static_cast<double>(batch) * 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2 *
+         (64 + steps / 2.0);
+}
+
 // The phases of one decode step at `batch` (mean over the steps), with the bandwidth each
 // draws: the matrices' bytes for the projections (each read once a step), the K and V bytes for
 // attention (`kv_bytes` a step).
@@ -155,16 +162,18 @@ int Main(int argc, char** argv) {
   bool decode_only = false;
   int decode_batch = 1;
   app.add_flag("--json", json, "print one JSON object instead of a table");
-  app.add_flag("--decode-only", decode_only,
-               "only decode at --batch (a 64-token prompt per sequence, then --decode-steps "
-               "tokens), for profiling");
+  CLI::Option* decode_only_flag =
+      app.add_flag("--decode-only", decode_only,
+                   "only decode at --batch (a 64-token prompt per sequence, then --decode-steps "
+                   "tokens), for profiling");
   app.add_option("--batch", decode_batch, "sequences decoded together with --decode-only")
       ->check(CLI::Range(1, 32))
       ->capture_default_str();
   bool phases = false;
   app.add_flag("--phases", phases,
                "with --decode-only: where a decode step's time goes (projections, attention, "
-               "logits) and the bandwidth each part draws");
+               "logits) and the bandwidth each part draws")
+      ->needs(decode_only_flag);
   CLI11_PARSE(app, argc, argv);
   if (threads <= 0) threads = ThreadPool::DefaultThreadCount();
 
@@ -185,10 +194,6 @@ int Main(int argc, char** argv) {
   if (!cache.ok()) return 1;
 
   std::mt19937 rng(1234);
-  if (phases && !decode_only) {
-    std::fprintf(stderr, "model_bench: --phases needs --decode-only\n");
-    return 2;
-  }
   if (decode_only) {
     engine::ForwardPhases measured;
     auto tps = DecodeTokensPerSecond(backend->get(), cache->get(), c.vocab_size, decode_batch, 64,
@@ -199,10 +204,8 @@ int Main(int argc, char** argv) {
     }
     std::printf("decode batch %d (%d tokens)   %.1f tok/s\n", decode_batch, decode_steps, *tps);
     if (phases) {
-      // K and V of every layer over the mean context of a step (64 + steps / 2), f16.
-      const double kv_bytes = static_cast<double>(decode_batch) * 2.0 * c.n_layers * c.n_kv_heads *
-                              c.head_dim * 2 * (64 + decode_steps / 2.0);
-      PrintPhases(measured, (*model)->weights, decode_batch, kv_bytes);
+      PrintPhases(measured, (*model)->weights, decode_batch,
+                  KvBytesPerStep(c, decode_batch, decode_steps));
     }
     return 0;
   }
@@ -228,8 +231,8 @@ int Main(int argc, char** argv) {
     prefill_tps = std::max(prefill_tps, 512.0 / (Now() - t0));
     for (auto b : s.blocks) (*cache)->Unref(b);
   }
-  // KV bytes read per step at batch 1 (average context 64 + steps/2), f16 K and V.
-  double kv_bytes = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2 * (64 + decode_steps / 2.0);
+  // KV bytes read per step at batch 1.
+  double kv_bytes = KvBytesPerStep(c, 1, decode_steps);
   double decode[3] = {0, 0, 0};
   const int batches[3] = {1, 8, 32};
   // Batches 8 and 32 are the best of 3 runs. Batch 1 runs kB1Runs times, each between two
