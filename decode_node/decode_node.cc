@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "src/common/clock.h"
+#include "src/common/grpc_listen.h"
 #include "src/common/host_port.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
@@ -100,7 +101,7 @@ absl::Status DecodeNode::Init() {
 
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(o.grpc_listen, grpc::InsecureServerCredentials(), &bound_port);
+  AddExclusiveListeningPort(builder, o.grpc_listen, &bound_port);
   builder.RegisterService(service_.get());
   grpc_server_ = builder.BuildAndStart();
   if (grpc_server_ == nullptr || bound_port == 0) {

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "kvstore/client/grpc_segment_directory.h"
 #include "src/common/clock.h"
+#include "src/common/grpc_listen.h"
 #include "src/common/host_port.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
@@ -167,7 +168,7 @@ absl::Status PrefillNode::Init() {
 
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options_.grpc_listen, grpc::InsecureServerCredentials(), &port);
+  AddExclusiveListeningPort(builder, options_.grpc_listen, &port);
   builder.RegisterService(service_.get());
   builder.SetMaxReceiveMessageSize(64 << 20);
   grpc_ = builder.BuildAndStart();

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "src/common/clock.h"
+#include "src/common/grpc_listen.h"
 #include "src/common/host_port.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
@@ -47,7 +48,7 @@ absl::StatusOr<std::unique_ptr<Conductor>> Conductor::Start(const ConductorOptio
 
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(options.grpc_listen, grpc::InsecureServerCredentials(), &grpc_port);
+  AddExclusiveListeningPort(builder, options.grpc_listen, &grpc_port);
   builder.RegisterService(c->registry_service_.get());
   c->grpc_server_ = builder.BuildAndStart();
   if (c->grpc_server_ == nullptr || grpc_port == 0) {

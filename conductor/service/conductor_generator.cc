@@ -463,7 +463,8 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
       if (!s.ok()) {
         if (state.IsCancelled()) return cancelled();
         last_error = Annotate(s, absl::StrCat("decode node ", dnode.id, " Reserve"));
-        CRESCENT_LOG(warn, "request {}: {}", state.request_id, last_error.ToString());
+        CRESCENT_LOG(warn, "request {}: {} (endpoint {})", state.request_id, last_error.ToString(),
+                     endpoint);
         if (!st.ok() && NodeFailure(s.code())) registry_->MarkSuspect(dnode.id);
         if (Retryable(s.code()) && reserve_attempts < options_.max_reserve_attempts) {
           excluded.insert(dnode.id);
@@ -520,7 +521,8 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
     }
     if (state.IsCancelled()) return cancelled();
     last_error = Annotate(s, absl::StrCat("prefill node ", pnode.id));
-    CRESCENT_LOG(warn, "request {}: {}", state.request_id, last_error.ToString());
+    CRESCENT_LOG(warn, "request {}: {} (endpoint {})", state.request_id, last_error.ToString(),
+                 snapshot.endpoints[decision.prefill.node]);
     if (!st.ok() && NodeFailure(s.code())) registry_->MarkSuspect(pnode.id);
     if (Retryable(s.code()) && prefill_attempts < options_.max_prefill_attempts) {
       excluded.insert(pnode.id);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "src/common/grpc_listen.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
 
@@ -25,7 +26,7 @@ absl::StatusOr<std::unique_ptr<MasterServer>> MasterServer::Start(
   server->directory_ = std::make_unique<client::SegmentDirectoryService>();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  AddExclusiveListeningPort(builder, options.listen, &port);
   builder.RegisterService(server->service_.get());
   builder.RegisterService(server->directory_.get());
   builder.SetMaxReceiveMessageSize(64 << 20);

@@ -10,6 +10,7 @@
 #include "kvstore/client/grpc_segment_directory.h"
 #include "kvstore/master/master_service.h"
 #include "kvstore/master/master_state.h"
+#include "src/common/grpc_listen.h"
 #include "src/common/hash.h"
 #include "src/common/host_port.h"
 #include "src/common/logging.h"
@@ -65,7 +66,7 @@ absl::StatusOr<std::unique_ptr<StorageServer>> StorageServer::Start(
 
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.rpc_listen, grpc::InsecureServerCredentials(), &port);
+  AddExclusiveListeningPort(builder, options.rpc_listen, &port);
   builder.RegisterService(server.get());
   builder.SetMaxReceiveMessageSize(256 << 20);
   builder.SetMaxSendMessageSize(256 << 20);

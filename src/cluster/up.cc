@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <random>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -29,35 +30,79 @@ constexpr char kLoopback[] = "127.0.0.1";
 
 std::string Loopback(int port) { return absl::StrCat(kLoopback, ":", port); }
 
-// Binds `n` sockets to 127.0.0.1:0 at once (so that the ports differ), reads, closes.
+// A socket bound to 127.0.0.1:port (0: any), or -1 with errno set.
+int BindLoopback(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    const int err = errno;
+    close(fd);
+    errno = err;
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
+PortRange EphemeralPortRange() {
+  PortRange range{32768, 60999};  // Linux's default
+  FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+  if (f == nullptr) return range;
+  int first = 0;
+  int last = 0;
+  if (std::fscanf(f, "%d %d", &first, &last) == 2 && 0 < first && first <= last && last < 65536) {
+    range = {first, last};
+  }
+  std::fclose(f);
+  return range;
+}
+
 absl::StatusOr<std::vector<int>> PickFreePorts(int n) {
+  // The kernel hands out ports of the ephemeral range by itself, to every bind(port 0) and every
+  // outgoing connection. A port picked from that range and only bound later by a child could be
+  // taken in between (a storage server of a node started earlier binds port 0), so the ports are
+  // drawn outside it, from [kLowest, first) and (last, 65535], tried at random; all stay bound
+  // until the last is found, so they differ. Without room there, the kernel picks (port 0).
+  constexpr int kLowest = 20000;
+  const PortRange ephemeral = EphemeralPortRange();
+  std::vector<int> candidates;
+  for (int p = kLowest; p < std::min(ephemeral.first, 65536); ++p) candidates.push_back(p);
+  for (int p = std::max(ephemeral.last + 1, kLowest); p < 65536; ++p) candidates.push_back(p);
+  std::mt19937 rng(std::random_device{}());
+  std::shuffle(candidates.begin(), candidates.end(), rng);
+
   std::vector<int> fds;
   std::vector<int> ports;
   absl::Status status;
-  for (int i = 0; i < n && status.ok(); ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  size_t next = 0;
+  while (static_cast<int>(ports.size()) < n) {
+    const bool kernel_picks = next >= candidates.size();
+    const int fd = BindLoopback(kernel_picks ? 0 : candidates[next++]);
     if (fd < 0) {
-      status = ErrnoToStatus(errno, "socket for a free port");
+      if (!kernel_picks && errno == EADDRINUSE) continue;
+      status = ErrnoToStatus(errno, "bind 127.0.0.1 for a free port");
       break;
     }
     fds.push_back(fd);
     sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
     socklen_t len = sizeof(addr);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      status = ErrnoToStatus(errno, "bind 127.0.0.1:0");
-    } else if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
       status = ErrnoToStatus(errno, "getsockname");
-    } else {
-      ports.push_back(ntohs(addr.sin_port));
+      break;
     }
+    ports.push_back(ntohs(addr.sin_port));
   }
   for (int fd : fds) close(fd);
   if (!status.ok()) return status;
   return ports;
 }
+
+namespace {
 
 absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 

@@ -91,8 +91,21 @@ int DefaultThreadsPerNode(int nodes, int hardware_threads);
 // `crescent:cluster_nodes{role="prefill"}`) in a Prometheus text exposition; nullopt if absent.
 std::optional<double> MetricValue(std::string_view exposition, std::string_view series);
 
-// A free TCP port on 127.0.0.1 (bound to port 0, read, closed; another process could take it
-// before it is used). Errors: the errno-derived status of socket/bind.
+// The kernel's ephemeral port range (/proc/sys/net/ipv4/ip_local_port_range): the ports it picks
+// for bind(port 0) and outgoing connections. Linux's default [32768, 60999] if unreadable.
+struct PortRange {
+  int first = 0;
+  int last = 0;  // inclusive
+};
+PortRange EphemeralPortRange();
+
+// `n` different free TCP ports on 127.0.0.1, outside EphemeralPortRange() where there is room
+// (ports >= 20000), so that no bind(port 0) or outgoing connection of a process started meanwhile
+// can take one before it is listened on; each was bound, then closed (another program binding
+// it on purpose still could). Errors: the errno-derived status of socket/bind/getsockname.
+absl::StatusOr<std::vector<int>> PickFreePorts(int n);
+
+// PickFreePorts(1)[0].
 absl::StatusOr<int> PickFreePort();
 
 // A blocking HTTP/1.1 GET to 127.0.0.1:port; returns the body of a 200 answer. Errors:

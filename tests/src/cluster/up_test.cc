@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -114,6 +115,39 @@ TEST(PickFreePortTest, GivesABindablePort) {
   ASSERT_TRUE(port.ok()) << port.status();
   EXPECT_GT(*port, 0);
   EXPECT_LT(*port, 65536);
+}
+
+TEST(PickFreePortTest, PortsDifferAndLieOutsideTheEphemeralRange) {
+  const PortRange ephemeral = EphemeralPortRange();
+  ASSERT_LE(ephemeral.first, ephemeral.last);
+  // Only where the range leaves room (the default [32768, 60999] leaves 20000-32767 and above
+  // 60999); else the kernel picks.
+  const bool room = ephemeral.first > 20000 || ephemeral.last < 65535;
+  auto ports = PickFreePorts(64);
+  ASSERT_TRUE(ports.ok()) << ports.status();
+  ASSERT_EQ(ports->size(), 64u);
+  std::set<int> distinct(ports->begin(), ports->end());
+  EXPECT_EQ(distinct.size(), ports->size());
+  for (int p : *ports) {
+    EXPECT_GT(p, 0);
+    EXPECT_LT(p, 65536);
+    if (room) {
+      EXPECT_TRUE(p < ephemeral.first || p > ephemeral.last)
+          << p << " is in the ephemeral range [" << ephemeral.first << ", " << ephemeral.last
+          << "]";
+    }
+  }
+  // Closed again: each can be listened on now.
+  for (int p : *ports) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(p));
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << p;
+    close(fd);
+  }
 }
 
 // Serves one connection on a loopback port with a canned answer; returns the port.
