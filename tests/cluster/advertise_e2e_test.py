@@ -19,7 +19,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster_common import (check, fail, free_port, get_metrics, main_wrapper,  # noqa: E402
+from cluster_common import (check, fail, free_ports, get_metrics, main_wrapper,  # noqa: E402
                             metric_sum, read_line)
 
 
@@ -33,7 +33,7 @@ def run(crescent, model):
     check(r.returncode == 2 and "--advertise-host" in r.stderr,
           f"--advertise-host 0.0.0.0: rc={r.returncode} {r.stderr!r}")
 
-    master_port, grpc_port, http_port = free_port(), free_port(), free_port()
+    master_port, grpc_port, http_port = free_ports(3)
     procs = []
     conductor_log = open(os.devnull, "w")
     try:

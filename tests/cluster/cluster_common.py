@@ -13,7 +13,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "serve"))
-from serve_common import Server, check, fail, free_port, main_wrapper  # noqa: E402,F401
+from serve_common import Server, check, fail, free_port, free_ports, main_wrapper  # noqa: E402,F401
 
 
 def parse_metrics(text):

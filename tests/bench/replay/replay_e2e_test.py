@@ -18,7 +18,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,10 +32,9 @@ def fail(msg):
     sys.exit(1)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src",
+                                "serve"))
+from serve_common import free_port  # noqa: E402
 
 
 def wait_ready(proc, port, log_path, timeout=180):

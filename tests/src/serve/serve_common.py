@@ -3,6 +3,7 @@ wait until it is ready, talk raw HTTP, and always stop it."""
 import http.client
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -19,10 +20,35 @@ def check(cond, msg):
         fail(msg)
 
 
+def free_ports(n):
+    """n different free ports on 127.0.0.1, outside the kernel's ephemeral range where there is
+    room (as `crescent up` picks them): a port in that range could be taken by a port-0 bind or an
+    outgoing connection of a process started before the one it is meant for listens."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            first, last = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        first, last = 32768, 60999
+    candidates = [p for p in range(20000, 65536) if p < first or p > last]
+    random.shuffle(candidates)
+    held = []
+    try:
+        while len(held) < n:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", candidates.pop() if candidates else 0))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class Server:
