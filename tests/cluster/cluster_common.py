@@ -75,6 +75,18 @@ def pid_alive(pid):
         return False
 
 
+def wait_gone(pid, timeout_s=10.0):
+    """Whether `pid` is gone (or a zombie) within `timeout_s`. A process killed with SIGKILL is not
+    gone at once: its sockets can already be closed (peers see it) while a thread of it still
+    tears down its address space."""
+    deadline = time.time() + timeout_s
+    while pid_alive(pid):
+        if time.time() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 class Up:
     """A `crescent up` cluster. Use as a context manager: on exit it is stopped with SIGTERM
     (checked: exit 0 and no process of the cluster left), or killed if that fails."""

@@ -17,7 +17,7 @@ import time
 
 import openai
 
-from cluster_common import Up, check, fail, main_wrapper, metric_sum, pid_alive
+from cluster_common import Up, check, fail, main_wrapper, metric_sum, wait_gone
 
 STREAM_DEADLINE_S = 45  # A stream that has not ended by then after the kill counts as hung.
 
@@ -125,7 +125,7 @@ def run(crescent, model):
         for o in broken:
             check(o[2] - t_kill < STREAM_DEADLINE_S,
                   f"a broken stream took {o[2] - t_kill:.1f} s to end")
-        check(not pid_alive(victim["pid"]), "the killed decode node is still alive")
+        check(wait_gone(victim["pid"]), "the killed decode node is still alive 10 s after SIGKILL")
 
         # 3. The survivors serve new requests (after the conductor has noticed the death).
         time.sleep(4)
