@@ -7,39 +7,13 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kvstore/transfer/internal/fan_in.h"
 #include "kvstore/transfer/internal/mutex.h"
 #include "kvstore/transfer/sys_check.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
 
 namespace crescent::kvstore {
-namespace {
-
-// Shared state of one Submit: completes when its last work request does.
-struct RdmaTracker {
-  RdmaTracker(int n, TransferCallback callback) : remaining(n), done(std::move(callback)) {}
-  void Finish(absl::Status s) {
-    {
-      internal::MutexLock lock(&mu);
-      if (!s.ok() && status.ok()) status = std::move(s);
-    }
-    if (remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      absl::Status final_status;
-      {
-        internal::MutexLock lock(&mu);
-        final_status = std::move(status);  // moved, never shared across threads
-      }
-      std::move(done)(std::move(final_status));
-    }
-  }
-  std::atomic<int> remaining;
-  internal::Mutex mu;
-  absl::Status status;
-  TransferCallback done;
-};
-
-}  // namespace
-
 // One RC queue pair and the work waiting for room on it.
 struct RdmaTransport::QueuePair {
   ibv_qp* qp = nullptr;
@@ -61,7 +35,7 @@ struct RdmaTransport::WorkItem {
   rdma::Slice slice;
   uint32_t lkey = 0;
   uint32_t rkey = 0;
-  std::shared_ptr<RdmaTracker> tracker;
+  std::shared_ptr<internal::FanIn> tracker;
 };
 
 struct RdmaTransport::Peer {
@@ -459,7 +433,8 @@ void RdmaTransport::Submit(const TransportOp& op, TransferCallback done) {
   const uint64_t max_slice = std::min<uint64_t>(options_.max_slice_bytes, port_attr_.max_msg_sz);
   std::vector<rdma::Slice> slices = rdma::PlanSlices(reinterpret_cast<uint64_t>(op.local_addr),
                                                      address->addr, op.length, max_slice);
-  auto tracker = std::make_shared<RdmaTracker>(static_cast<int>(slices.size()), std::move(done));
+  auto tracker =
+      std::make_shared<internal::FanIn>(static_cast<int>(slices.size()), std::move(done));
   const uint64_t first = peer->next.fetch_add(slices.size(), std::memory_order_relaxed);
   for (size_t i = 0; i < slices.size(); ++i) {
     QueuePair& qp = *peer->qps[(first + i) % peer->qps.size()];

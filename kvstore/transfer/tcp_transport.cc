@@ -23,6 +23,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "kvstore/transfer/internal/clone_status.h"
+#include "kvstore/transfer/internal/fan_in.h"
 #include "kvstore/transfer/internal/mutex.h"
 #include "kvstore/transfer/sys_check.h"
 #include "kvstore/transfer/tcp_protocol.h"
@@ -237,28 +238,9 @@ uint64_t RandomNonZero64() {
 // Client side.
 
 // The shared state of one Submit / Notify / control call, completed when its last slice is.
-struct TcpTransport::Tracker {
-  Tracker(int slices, TransferCallback callback) : remaining(slices), done(std::move(callback)) {}
+struct TcpTransport::Tracker : internal::FanIn {
+  using FanIn::FanIn;
 
-  void Finish(absl::Status s) {
-    {
-      internal::MutexLock lock(&mu);
-      if (!s.ok() && status.ok()) status = std::move(s);
-    }
-    if (remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      absl::Status final_status;
-      {
-        internal::MutexLock lock(&mu);
-        final_status = std::move(status);  // moved, never shared across threads
-      }
-      std::move(done)(std::move(final_status));
-    }
-  }
-
-  std::atomic<int> remaining;
-  internal::Mutex mu;
-  absl::Status status ABSL_GUARDED_BY(mu);
-  TransferCallback done;
   // Written by the receiver before Finish; read by the caller after done.
   std::string reply;
   uint64_t value = 0;
