@@ -13,19 +13,19 @@ FaultTier::FaultTier(std::unique_ptr<StorageTier> inner, const FaultTierOptions&
     : inner_(std::move(inner)), options_(options), rng_(options.seed) {}
 
 void FaultTier::SetOptions(const FaultTierOptions& options) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   options_ = options;
   rng_.seed(options.seed);
   operations_since_options_ = 0;
 }
 
 FaultTierCounters FaultTier::counters() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return counters_;
 }
 
 FaultTier::Decision FaultTier::Decide(bool write) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
   const double fail_draw = uniform(rng_);
   const double corrupt_draw = uniform(rng_);
@@ -63,7 +63,7 @@ absl::Status FaultTier::InjectedError(bool write, size_t index, uint64_t offset,
                                       uint64_t length) const {
   int err;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     err = options_.fail_errno;
   }
   return Annotate(ErrnoToStatus(err, absl::StrCat(std::string(name()),
@@ -80,7 +80,7 @@ absl::Status FaultTier::WriteBatch(std::span<const WriteRequest> requests) {
   int corrupt_bytes;
   std::chrono::microseconds pause;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     corrupt_bytes = options_.corrupt_bytes;
     pause = options_.delay;
   }
@@ -133,7 +133,7 @@ absl::Status FaultTier::ReadBatch(std::span<const ReadRequest> requests) {
   int corrupt_bytes;
   std::chrono::microseconds pause;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     corrupt_bytes = options_.corrupt_bytes;
     pause = options_.delay;
   }

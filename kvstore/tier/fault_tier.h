@@ -29,8 +29,8 @@
 #include <random>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "kvstore/tier/storage_tier.h"
+#include "src/common/mutex.h"
 
 namespace crescent::kvstore {
 
@@ -93,7 +93,7 @@ class FaultTier final : public StorageTier {
   absl::Status InjectedError(bool write, size_t index, uint64_t offset, uint64_t length) const;
 
   const std::unique_ptr<StorageTier> inner_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   FaultTierOptions options_ ABSL_GUARDED_BY(mu_);
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   FaultTierCounters counters_ ABSL_GUARDED_BY(mu_);

@@ -13,8 +13,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "src/common/logging.h"
+#include "src/common/mutex.h"
 #include "src/common/status.h"
 
 namespace crescent::kvstore {
@@ -74,7 +74,7 @@ class SsdTierImpl final : public SsdTier {
       }
     }
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       for (int i = 0; i < options_.rings; ++i) free_rings_.push_back(i);
       live_rings_ = options_.rings;
     }
@@ -87,7 +87,7 @@ class SsdTierImpl final : public SsdTier {
     if (!status.ok()) {
       for (io_uring& ring : rings_) io_uring_queue_exit(&ring);
       rings_.clear();
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       free_rings_.clear();
       live_rings_ = 0;
       return Annotate(status, "probe read through io_uring");
@@ -293,8 +293,8 @@ class SsdTierImpl final : public SsdTier {
   // Returns a ring index owned by the caller until ReleaseRing, waiting while all are busy;
   // -1 when every ring has been retired as broken.
   int AcquireRing() {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(this, &SsdTierImpl::RingAvailable));
+    MutexLock lock(&mu_);
+    while (!RingAvailable()) ring_freed_.Wait(&mu_);
     if (free_rings_.empty()) return -1;
     const int index = free_rings_.back();
     free_rings_.pop_back();
@@ -302,14 +302,16 @@ class SsdTierImpl final : public SsdTier {
   }
 
   void ReleaseRing(int index, bool broken) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (broken) {
       --live_rings_;
       CRESCENT_LOG(error, "{}: io_uring ring {} failed and is retired ({} left{})", name_, index,
                    live_rings_, live_rings_ == 0 ? "; using pread/pwrite" : "");
-      return;
+    } else {
+      free_rings_.push_back(index);
     }
-    free_rings_.push_back(index);
+    // Waiters re-check RingAvailable: a ring back, or none left (they fall back to pread).
+    ring_freed_.SignalAll();
   }
 
   bool RingAvailable() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -321,7 +323,8 @@ class SsdTierImpl final : public SsdTier {
   const int fd_;
   const bool direct_io_;
   std::vector<io_uring> rings_;  // Fixed after InitEngine; each used by one batch at a time.
-  absl::Mutex mu_;
+  Mutex mu_;                     // TSan-visible (src/common/mutex.h), unlike absl::Mutex here.
+  CondVar ring_freed_;           // Signalled by ReleaseRing.
   std::vector<int> free_rings_ ABSL_GUARDED_BY(mu_);
   int live_rings_ ABSL_GUARDED_BY(mu_) = 0;  // Rings not retired.
 };

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "kvstore/transfer/internal/mutex.h"
+#include "src/common/mutex.h"
 
 namespace crescent::kvstore {
 
@@ -19,14 +19,14 @@ FaultTransport::FaultTransport(std::unique_ptr<Transport> inner, const FaultOpti
 FaultTransport::~FaultTransport() { Shutdown(); }
 
 void FaultTransport::SetOptions(const FaultOptions& options) {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   options_ = options;
   rng_.seed(options.seed);
   operations_since_options_ = 0;
 }
 
 FaultCounters FaultTransport::counters() const {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return counters_;
 }
 
@@ -50,7 +50,7 @@ void FaultTransport::Notify(RemoteSegment* target, std::string payload, Transfer
 
 void FaultTransport::Schedule(std::chrono::milliseconds after, Timer timer) {
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (!shut_down_) {
       timers_.emplace(std::chrono::steady_clock::now() + after, std::move(timer));
       cv_.SignalAll();
@@ -64,7 +64,7 @@ void FaultTransport::TimerLoop() {
   for (;;) {
     Timer timer;
     {
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       for (;;) {
         if (shut_down_) return;
         if (timers_.empty()) {
@@ -85,7 +85,7 @@ void FaultTransport::TimerLoop() {
 void FaultTransport::Shutdown() {
   std::multimap<std::chrono::steady_clock::time_point, Timer> pending;
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (shut_down_) return;
     shut_down_ = true;
     pending.swap(timers_);
@@ -101,7 +101,7 @@ void FaultTransport::Submit(const TransportOp& op, TransferCallback done) {
   std::vector<uint64_t> positions;
   FaultOptions options;
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     options = options_;
     std::uniform_real_distribution<double> uniform(0.0, 1.0);
     const double r_fail = uniform(rng_), r_drop = uniform(rng_), r_corrupt = uniform(rng_),

@@ -30,8 +30,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
-#include "kvstore/transfer/internal/mutex.h"
 #include "kvstore/transfer/transport.h"
+#include "src/common/mutex.h"
 
 namespace crescent::kvstore {
 
@@ -91,8 +91,8 @@ class FaultTransport final : public Transport {
 
   const std::unique_ptr<Transport> inner_;
 
-  mutable internal::Mutex mu_;
-  internal::CondVar cv_;
+  mutable Mutex mu_;
+  CondVar cv_;
   FaultOptions options_ ABSL_GUARDED_BY(mu_);
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   FaultCounters counters_ ABSL_GUARDED_BY(mu_);

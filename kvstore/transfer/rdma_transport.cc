@@ -8,9 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "kvstore/transfer/internal/fan_in.h"
-#include "kvstore/transfer/internal/mutex.h"
 #include "kvstore/transfer/sys_check.h"
 #include "src/common/logging.h"
+#include "src/common/mutex.h"
 #include "src/common/status.h"
 
 namespace crescent::kvstore {
@@ -18,7 +18,7 @@ namespace crescent::kvstore {
 struct RdmaTransport::QueuePair {
   ibv_qp* qp = nullptr;
   uint32_t psn = 0;
-  internal::Mutex mu;
+  Mutex mu;
   rdma::QpState state ABSL_GUARDED_BY(mu) = rdma::QpState::kReset;
   int outstanding ABSL_GUARDED_BY(mu) = 0;
   std::deque<std::unique_ptr<WorkItem>> backlog ABSL_GUARDED_BY(mu);
@@ -193,7 +193,7 @@ void RdmaTransport::Shutdown() {
   control_->SetControlHandler(kRdmaConnectChannel, nullptr);
   std::vector<std::unique_ptr<QueuePair>> qps;
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (auto& [endpoint, peer] : peers_) {
       for (auto& qp : peer->qps) qps.push_back(std::move(qp));
       peer->qps.clear();
@@ -205,7 +205,7 @@ void RdmaTransport::Shutdown() {
   // Moving every QP to ERROR flushes its posted work requests; the poller reaps them (as
   // IBV_WC_WR_FLUSH_ERR) before the QPs are destroyed.
   for (auto& qp : qps) {
-    internal::MutexLock lock(&qp->mu);
+    MutexLock lock(&qp->mu);
     if (qp->state != rdma::QpState::kError && qp->state != rdma::QpState::kReset) {
       ibv_qp_attr attr{};
       attr.qp_state = IBV_QPS_ERR;
@@ -217,7 +217,7 @@ void RdmaTransport::Shutdown() {
   for (auto& qp : qps) {
     for (;;) {
       {
-        internal::MutexLock lock(&qp->mu);
+        MutexLock lock(&qp->mu);
         if (qp->outstanding == 0) break;
       }
       if (std::chrono::steady_clock::now() > deadline) {
@@ -232,21 +232,21 @@ void RdmaTransport::Shutdown() {
   for (auto& qp : qps) {
     std::deque<std::unique_ptr<WorkItem>> backlog;
     {
-      internal::MutexLock lock(&qp->mu);
+      MutexLock lock(&qp->mu);
       backlog.swap(qp->backlog);
     }
     for (auto& item : backlog)
       item->tracker->Finish(absl::CancelledError("rdma transport shut down"));
   }
   qps.clear();
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (auto& [name, mr] : mrs_) ::ibv_dereg_mr(mr);
   mrs_.clear();
 }
 
 absl::Status RdmaTransport::RegisterLocalSegment(const LocalSegment& segment,
                                                  SegmentDescriptor* descriptor) {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (mrs_.count(segment.name) != 0) {
     return absl::AlreadyExistsError(
         absl::StrCat("segment '", segment.name, "' is already registered with rdma"));
@@ -274,7 +274,7 @@ absl::Status RdmaTransport::RegisterLocalSegment(const LocalSegment& segment,
 }
 
 absl::Status RdmaTransport::UnregisterLocalSegment(std::string_view name) {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = mrs_.find(name);
   if (it == mrs_.end()) {
     return absl::NotFoundError(
@@ -306,7 +306,7 @@ absl::StatusOr<std::unique_ptr<RdmaTransport::QueuePair>> RdmaTransport::CreateQ
 
 absl::Status RdmaTransport::Transition(QueuePair& qp, rdma::QpEvent event,
                                        const rdma::QpTransition& t) {
-  internal::MutexLock lock(&qp.mu);
+  MutexLock lock(&qp.mu);
   CRESCENT_ASSIGN_OR_RETURN(rdma::QpState next, rdma::NextQpState(qp.state, event));
   rdma::QpTransition copy = t;
   CRESCENT_RETURN_IF_ERROR(Annotate(
@@ -340,7 +340,7 @@ absl::StatusOr<std::string> RdmaTransport::HandleConnect(std::string_view reques
                                      static_cast<uint8_t>(port_attr_.active_mtu), gid_index_)));
   CRESCENT_RETURN_IF_ERROR(Transition(*qp, rdma::QpEvent::kReady, rdma::RtsTransition(qp->psn)));
   std::string reply = rdma::SerializeConnInfo(LocalConnInfo(*qp, remote.connection_id));
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   passive_.push_back(std::move(qp));
   return reply;
 }
@@ -348,7 +348,7 @@ absl::StatusOr<std::string> RdmaTransport::HandleConnect(std::string_view reques
 absl::StatusOr<std::shared_ptr<RdmaTransport::Peer>> RdmaTransport::ConnectPeer(
     const SegmentDescriptor& descriptor) {
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = peers_.find(descriptor.tcp_endpoint);
     if (it != peers_.end()) return it->second;
   }
@@ -374,7 +374,7 @@ absl::StatusOr<std::shared_ptr<RdmaTransport::Peer>> RdmaTransport::ConnectPeer(
     CRESCENT_RETURN_IF_ERROR(Transition(*qp, rdma::QpEvent::kReady, rdma::RtsTransition(qp->psn)));
     peer->qps.push_back(std::move(qp));
   }
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (shut_down_.load()) return absl::CancelledError("rdma transport is shut down");
   auto [it, inserted] = peers_.emplace(descriptor.tcp_endpoint, peer);
   return it->second;  // a concurrent open may have won; its QPs are used and ours are dropped
@@ -418,7 +418,7 @@ void RdmaTransport::Submit(const TransportOp& op, TransferCallback done) {
   }
   absl::StatusOr<uint32_t> lkey;
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     lkey = regions_.FindLkey(reinterpret_cast<uint64_t>(op.local_addr), op.length);
   }
   if (!lkey.ok()) {
@@ -445,7 +445,7 @@ void RdmaTransport::Submit(const TransportOp& op, TransferCallback done) {
     item->lkey = *lkey;
     item->rkey = address->rkey;
     item->tracker = tracker;
-    internal::MutexLock lock(&qp.mu);
+    MutexLock lock(&qp.mu);
     PostLocked(qp, options_.max_outstanding_per_qp, std::move(item));
   }
 }
@@ -470,7 +470,7 @@ void RdmaTransport::PollLoop() {
                        " bytes to 0x", absl::Hex(item->slice.remote_addr)));
       std::deque<std::unique_ptr<WorkItem>> failed;
       {
-        internal::MutexLock lock(&qp.mu);
+        MutexLock lock(&qp.mu);
         --qp.outstanding;
         if (!status.ok()) qp.state = rdma::QpState::kError;  // verbs already moved it there
         if (qp.state == rdma::QpState::kError) {

@@ -38,10 +38,10 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kvstore/transfer/internal/mutex.h"
 #include "kvstore/transfer/rdma_common.h"
 #include "kvstore/transfer/rdma_options.h"
 #include "kvstore/transfer/transport.h"
+#include "src/common/mutex.h"
 
 namespace crescent::kvstore {
 
@@ -99,7 +99,7 @@ class RdmaTransport final : public Transport {
   std::atomic<bool> stop_{false};
   std::atomic<bool> shut_down_{false};
 
-  internal::Mutex mu_;
+  Mutex mu_;
   rdma::LocalRegionTable regions_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, ibv_mr*, std::less<>> mrs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Peer>> peers_ ABSL_GUARDED_BY(mu_);

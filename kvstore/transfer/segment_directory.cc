@@ -1,14 +1,14 @@
 #include "kvstore/transfer/segment_directory.h"
 
 #include "absl/strings/str_cat.h"
-#include "kvstore/transfer/internal/mutex.h"
+#include "src/common/mutex.h"
 #include "src/common/status.h"
 
 namespace crescent::kvstore {
 
 absl::Status InMemorySegmentDirectory::Publish(const SegmentDescriptor& descriptor) {
   CRESCENT_RETURN_IF_ERROR(ValidateSegmentName(descriptor.name));
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto [it, inserted] = segments_.emplace(descriptor.name, descriptor);
   if (!inserted) {
     return absl::AlreadyExistsError(
@@ -18,7 +18,7 @@ absl::Status InMemorySegmentDirectory::Publish(const SegmentDescriptor& descript
 }
 
 absl::StatusOr<SegmentDescriptor> InMemorySegmentDirectory::Lookup(std::string_view name) {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = segments_.find(name);
   if (it == segments_.end()) {
     return absl::NotFoundError(absl::StrCat("segment '", std::string(name), "' is not published"));
@@ -27,7 +27,7 @@ absl::StatusOr<SegmentDescriptor> InMemorySegmentDirectory::Lookup(std::string_v
 }
 
 absl::Status InMemorySegmentDirectory::Unpublish(std::string_view name) {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = segments_.find(name);
   if (it == segments_.end()) {
     return absl::NotFoundError(absl::StrCat("segment '", std::string(name), "' is not published"));

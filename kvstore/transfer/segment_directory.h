@@ -11,8 +11,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kvstore/transfer/internal/mutex.h"
 #include "kvstore/transfer/segment.h"
+#include "src/common/mutex.h"
 
 namespace crescent::kvstore {
 
@@ -40,7 +40,7 @@ class InMemorySegmentDirectory final : public SegmentDirectory {
   absl::Status Unpublish(std::string_view name) override;
 
  private:
-  internal::Mutex mu_;
+  Mutex mu_;
   std::map<std::string, SegmentDescriptor, std::less<>> segments_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -15,9 +15,9 @@
 #endif
 
 #include "absl/strings/str_cat.h"
-#include "kvstore/transfer/internal/mutex.h"
 #include "kvstore/transfer/sys_check.h"
 #include "kvstore/transfer/tcp_protocol.h"
+#include "src/common/mutex.h"
 #include "src/common/status.h"
 
 namespace crescent::kvstore {
@@ -148,7 +148,7 @@ ShmTransport::~ShmTransport() { Shutdown(); }
 
 void ShmTransport::Shutdown() {
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (shut_down_) return;
     shut_down_ = true;
   }
@@ -159,7 +159,7 @@ void ShmTransport::Shutdown() {
 
 absl::Status ShmTransport::RegisterLocalSegment(const LocalSegment& segment,
                                                 SegmentDescriptor* descriptor) {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (std::find(registered_.begin(), registered_.end(), segment.name) != registered_.end()) {
     return absl::AlreadyExistsError(
         absl::StrCat("segment '", segment.name, "' is already registered with shm"));
@@ -179,7 +179,7 @@ absl::Status ShmTransport::RegisterLocalSegment(const LocalSegment& segment,
 }
 
 absl::Status ShmTransport::UnregisterLocalSegment(std::string_view name) {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = std::find(registered_.begin(), registered_.end(), name);
   if (it == registered_.end()) {
     return absl::NotFoundError(
@@ -246,7 +246,7 @@ void ShmTransport::Submit(const TransportOp& op, TransferCallback done) {
   const uint8_t* src = op.op == TransferOp::kWrite ? local_ptr : remote_ptr;
   if (op.length <= options_.inline_copy_bytes || workers_.empty()) {
     {
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (shut_down_) {
         std::move(done)(absl::CancelledError("shm transport is shut down"));
         return;
@@ -261,7 +261,7 @@ void ShmTransport::Submit(const TransportOp& op, TransferCallback done) {
   const uint64_t chunks = (op.length + options_.chunk_bytes - 1) / options_.chunk_bytes;
   auto job = std::make_shared<CopyJob>(static_cast<int>(chunks), std::move(done));
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (shut_down_) {
       std::move(job->done)(absl::CancelledError("shm transport is shut down"));
       return;
@@ -279,7 +279,7 @@ void ShmTransport::WorkerLoop() {
   for (;;) {
     Chunk chunk;
     {
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       while (!shut_down_ && queue_.empty()) cv_.Wait(&mu_);
       if (queue_.empty()) return;  // shut down and drained
       chunk = std::move(queue_.front());

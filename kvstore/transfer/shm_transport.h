@@ -23,8 +23,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kvstore/transfer/internal/mutex.h"
 #include "kvstore/transfer/transport.h"
+#include "src/common/mutex.h"
 
 namespace crescent::kvstore {
 
@@ -104,8 +104,8 @@ class ShmTransport final : public Transport {
   const ShmTransportOptions options_;
   std::vector<std::thread> workers_;
 
-  internal::Mutex mu_;
-  internal::CondVar cv_;
+  Mutex mu_;
+  CondVar cv_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<Chunk> queue_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> registered_ ABSL_GUARDED_BY(mu_);

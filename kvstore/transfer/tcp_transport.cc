@@ -24,11 +24,11 @@
 #include "absl/strings/str_cat.h"
 #include "kvstore/transfer/internal/clone_status.h"
 #include "kvstore/transfer/internal/fan_in.h"
-#include "kvstore/transfer/internal/mutex.h"
 #include "kvstore/transfer/sys_check.h"
 #include "kvstore/transfer/tcp_protocol.h"
 #include "src/common/hash.h"
 #include "src/common/logging.h"
+#include "src/common/mutex.h"
 #include "src/common/status.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -223,10 +223,10 @@ absl::StatusOr<int> ConnectTo(const std::string& host, uint16_t port,
 }
 
 uint64_t RandomNonZero64() {
-  static internal::Mutex mu;
+  static Mutex mu;
   static std::mt19937_64 rng(std::random_device{}() ^
                              static_cast<uint64_t>(Clock::now().time_since_epoch().count()));
-  internal::MutexLock lock(&mu);
+  MutexLock lock(&mu);
   uint64_t v = 0;
   while (v == 0) v = rng();
   return v;
@@ -277,7 +277,7 @@ class TcpTransport::Connection {
   // the connection is broken.
   bool Enqueue(Slice& slice) {
     {
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (broken_) return false;
       slice.request_id = next_request_id_++;
       queue_.push_back(std::move(slice));
@@ -287,7 +287,7 @@ class TcpTransport::Connection {
   }
 
   bool broken() {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return broken_;
   }
 
@@ -309,7 +309,7 @@ class TcpTransport::Connection {
 
   void MarkBroken(absl::Status why) {
     {
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (broken_) return;
       broken_ = true;
       error_ = Annotate(why, absl::StrCat("tcp connection to ", endpoint_));
@@ -323,7 +323,7 @@ class TcpTransport::Connection {
     for (;;) {
       Slice* s = nullptr;
       {
-        internal::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         while (!broken_ && !CanSendLocked()) cv_.Wait(&mu_);
         if (broken_) break;
         inflight_bytes_ += queue_.front().length;
@@ -359,7 +359,7 @@ class TcpTransport::Connection {
       FrameOrderPoint();
       absl::Status status = SendAll(fd_, iov, iovcnt);
       {
-        internal::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         in_send_ = nullptr;
       }
       cv_.SignalAll();
@@ -369,7 +369,7 @@ class TcpTransport::Connection {
       }
     }
     {
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       sender_done_ = true;
     }
     cv_.SignalAll();
@@ -386,7 +386,7 @@ class TcpTransport::Connection {
   // Whether to keep waiting for a reply header after a quiet io_timeout: yes while nothing owed
   // has been outstanding for a whole io_timeout.
   bool KeepWaiting() {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (broken_) return false;
     if (inflight_.empty()) return true;
     return Clock::now() - inflight_.front().sent_at < options_.io_timeout;
@@ -453,7 +453,7 @@ class TcpTransport::Connection {
       }
       Slice* s = nullptr;
       {
-        internal::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         if (!inflight_.empty()) s = &inflight_.front();
       }
       if (s == nullptr) {
@@ -467,7 +467,7 @@ class TcpTransport::Connection {
       FrameOrderPoint();
       Slice done;
       {
-        internal::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         // The sender may still be returning from the call that sent this slice.
         while (in_send_ == s) cv_.Wait(&mu_);
         done = std::move(inflight_.front());
@@ -481,7 +481,7 @@ class TcpTransport::Connection {
     std::deque<Slice> failed;
     absl::Status error;
     {
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       while (!sender_done_) cv_.Wait(&mu_);
       failed.swap(inflight_);
       for (Slice& s : queue_) failed.push_back(std::move(s));
@@ -497,8 +497,8 @@ class TcpTransport::Connection {
   std::thread sender_;
   std::thread receiver_;
 
-  internal::Mutex mu_;
-  internal::CondVar cv_;
+  Mutex mu_;
+  CondVar cv_;
   std::deque<Slice> queue_ ABSL_GUARDED_BY(mu_);     // not yet sent
   std::deque<Slice> inflight_ ABSL_GUARDED_BY(mu_);  // sent, answer owed, in send order
   uint64_t inflight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
@@ -538,7 +538,7 @@ class TcpTransport::Peer {
   void Close(const absl::Status& why) {
     std::vector<std::shared_ptr<Connection>> all;
     {
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       closed_ = true;
       for (auto& c : connections_) {
         if (c) all.push_back(std::move(c));
@@ -551,7 +551,7 @@ class TcpTransport::Peer {
 
  private:
   absl::StatusOr<std::shared_ptr<Connection>> Get(size_t i) {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (closed_) return absl::CancelledError("tcp transport is shut down");
     std::shared_ptr<Connection>& slot = connections_[i];
     if (slot && !slot->broken()) return slot;
@@ -567,7 +567,7 @@ class TcpTransport::Peer {
   const TcpTransportOptions options_;  // a copy: remote segments may outlive the transport
   const size_t pool_size_;
   std::atomic<uint64_t> next_{0};
-  internal::Mutex mu_;
+  Mutex mu_;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::shared_ptr<Connection>> connections_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Connection>> retired_ ABSL_GUARDED_BY(mu_);
@@ -635,7 +635,7 @@ class TcpTransport::Server {
   void Stop() {
     std::list<ServerConnection> conns;
     {
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (stopping_) return;
       stopping_ = true;
       for (auto& c : conns_) ::shutdown(c.fd, SHUT_RDWR);
@@ -643,7 +643,7 @@ class TcpTransport::Server {
     if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RDWR);
     if (accept_thread_.joinable()) accept_thread_.join();
     {
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       conns.swap(conns_);
     }
     for (auto& c : conns) {
@@ -655,7 +655,7 @@ class TcpTransport::Server {
   }
 
   absl::StatusOr<uint64_t> Register(const LocalSegment& segment) {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (ids_.count(segment.name) != 0) {
       return absl::AlreadyExistsError(
           absl::StrCat("segment '", segment.name, "' is already served over tcp"));
@@ -672,7 +672,7 @@ class TcpTransport::Server {
   }
 
   absl::Status Unregister(std::string_view name) {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = ids_.find(name);
     if (it == ids_.end()) {
       return absl::NotFoundError(
@@ -687,12 +687,12 @@ class TcpTransport::Server {
   }
 
   void SetNotificationHandler(NotificationHandler handler) {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     notification_handler_ = std::move(handler);
   }
 
   void SetControlHandler(uint32_t channel, ControlChannel::Handler handler) {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     control_handlers_[channel] = std::move(handler);
   }
 
@@ -718,7 +718,7 @@ class TcpTransport::Server {
     ~Use() {
       if (!served_) return;
       {
-        internal::MutexLock lock(&server_->mu_);
+        MutexLock lock(&server_->mu_);
         --served_->users;
       }
       server_->cv_.SignalAll();
@@ -733,7 +733,7 @@ class TcpTransport::Server {
   };
 
   Use Acquire(uint64_t id) {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = segments_.find(id);
     if (it == segments_.end()) return Use(this, nullptr);
     ++it->second->users;
@@ -744,7 +744,7 @@ class TcpTransport::Server {
     for (;;) {
       absl::StatusOr<int64_t> fd =
           CRESCENT_SYS(::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC));
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       ReapFinished();
       if (stopping_) {
         if (fd.ok()) ::close(static_cast<int>(*fd));
@@ -879,7 +879,7 @@ class TcpTransport::Server {
         if (use.get() == nullptr) return Reply(fd, h, NotServed(h.segment_id));
         NotificationHandler handler;
         {
-          internal::MutexLock lock(&mu_);
+          MutexLock lock(&mu_);
           handler = notification_handler_;
         }
         if (!handler) {
@@ -899,7 +899,7 @@ class TcpTransport::Server {
         CRESCENT_RETURN_IF_ERROR(RecvExact(fd, payload.data(), h.length, nullptr));
         ControlChannel::Handler handler;
         {
-          internal::MutexLock lock(&mu_);
+          MutexLock lock(&mu_);
           auto it = control_handlers_.find(h.segment_id);
           if (it != control_handlers_.end()) handler = it->second;
         }
@@ -923,7 +923,7 @@ class TcpTransport::Server {
     std::vector<uint8_t> scratch(64 << 10);
     std::string payload;
     const std::function<bool()> keep_waiting = [this] {
-      internal::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       return !stopping_;
     };
     for (;;) {
@@ -958,8 +958,8 @@ class TcpTransport::Server {
   uint16_t port_ = 0;
   std::thread accept_thread_;
 
-  internal::Mutex mu_;
-  internal::CondVar cv_;
+  Mutex mu_;
+  CondVar cv_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::unordered_map<uint64_t, std::shared_ptr<Served>> segments_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t, std::less<>> ids_ ABSL_GUARDED_BY(mu_);
@@ -1017,7 +1017,7 @@ void TcpTransport::Shutdown() {
   if (shut_down_.exchange(true)) return;
   std::map<std::string, std::shared_ptr<Peer>> peers;
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     peers.swap(peers_);
   }
   for (auto& [endpoint, peer] : peers) peer->Close(absl::CancelledError("tcp transport shut down"));
@@ -1048,7 +1048,7 @@ absl::Status TcpTransport::UnregisterLocalSegment(std::string_view name) {
 
 absl::StatusOr<std::shared_ptr<TcpTransport::Peer>> TcpTransport::GetPeer(
     const std::string& endpoint) {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (shut_down_.load()) return absl::CancelledError("tcp transport is shut down");
   auto it = peers_.find(endpoint);
   if (it != peers_.end()) return it->second;
@@ -1063,15 +1063,15 @@ absl::StatusOr<std::shared_ptr<TcpTransport::Peer>> TcpTransport::GetPeer(
 absl::StatusOr<std::shared_ptr<TcpTransport::Tracker>> TcpTransport::RunSync(
     const std::shared_ptr<Peer>& peer, Slice slice, std::chrono::milliseconds timeout) {
   struct Waiter {
-    internal::Mutex mu;
-    internal::CondVar cv;
+    Mutex mu;
+    CondVar cv;
     bool done ABSL_GUARDED_BY(mu) = false;
     absl::Status status ABSL_GUARDED_BY(mu);
   };
   auto waiter = std::make_shared<Waiter>();
   slice.tracker = std::make_shared<Tracker>(1, [waiter](absl::Status s) {
     {
-      internal::MutexLock lock(&waiter->mu);
+      MutexLock lock(&waiter->mu);
       waiter->done = true;
       waiter->status = std::move(s);
     }
@@ -1080,7 +1080,7 @@ absl::StatusOr<std::shared_ptr<TcpTransport::Tracker>> TcpTransport::RunSync(
   std::shared_ptr<Tracker> tracker = slice.tracker;
   peer->Dispatch(peer->NextIndex(1), std::move(slice));
   const auto deadline = Clock::now() + timeout;
-  internal::MutexLock lock(&waiter->mu);
+  MutexLock lock(&waiter->mu);
   while (!waiter->done && waiter->cv.WaitUntil(&waiter->mu, deadline)) {
   }
   if (!waiter->done) {

@@ -30,8 +30,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kvstore/transfer/internal/mutex.h"
 #include "kvstore/transfer/transport.h"
+#include "src/common/mutex.h"
 
 namespace crescent::kvstore {
 
@@ -114,7 +114,7 @@ class TcpTransport final : public Transport, public ControlChannel {
   std::string endpoint_;
   std::atomic<bool> shut_down_{false};
 
-  internal::Mutex mu_;
+  Mutex mu_;
   std::map<std::string, std::shared_ptr<Peer>> peers_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -8,10 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kvstore/transfer/internal/clone_status.h"
-#include "kvstore/transfer/internal/mutex.h"
 #include "kvstore/transfer/rdma_transport.h"
 #include "kvstore/transfer/tcp_protocol.h"
 #include "src/common/logging.h"
+#include "src/common/mutex.h"
 #include "src/common/status.h"
 
 namespace crescent::kvstore {
@@ -19,8 +19,8 @@ namespace crescent::kvstore {
 struct TransferEngine::Batch {
   explicit Batch(size_t max_requests) : capacity(max_requests) {}
   const size_t capacity;
-  internal::Mutex mu;
-  internal::CondVar cv;
+  Mutex mu;
+  CondVar cv;
   std::vector<RequestStatus> requests ABSL_GUARDED_BY(mu);
   size_t pending ABSL_GUARDED_BY(mu) = 0;
 };
@@ -47,7 +47,7 @@ struct TransferEngine::Group {
   std::string payload;
   std::vector<std::shared_ptr<OpenSegmentRecord>> targets;  // one per distinct segment
   std::atomic<size_t> remaining{0};
-  internal::Mutex mu;
+  Mutex mu;
   std::vector<absl::Status> statuses ABSL_GUARDED_BY(mu);
   absl::Status notify_status ABSL_GUARDED_BY(mu);
 };
@@ -110,7 +110,7 @@ absl::StatusOr<std::unique_ptr<TransferEngine>> TransferEngine::Create(
 
 TransferEngine::~TransferEngine() {
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (const auto& [name, record] : local_) {
       absl::Status s = directory_->Unpublish(name);
       if (!s.ok() && !absl::IsNotFound(s)) {
@@ -127,7 +127,7 @@ TransferEngine::~TransferEngine() {
     if (name == "tcp") t->Shutdown();
   }
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     open_.clear();  // remote handles go before the transports that made them
   }
   while (!transports_.empty()) transports_.pop_back();
@@ -160,9 +160,9 @@ absl::Status TransferEngine::RegisterInternal(std::string_view name, void* addr,
     return absl::InvalidArgumentError(
         absl::StrCat("segment '", std::string(name), "': null address or zero length"));
   }
-  internal::MutexLock registration(&register_mu_);
+  MutexLock registration(&register_mu_);
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (local_.count(name) != 0) {
       return absl::AlreadyExistsError(
           absl::StrCat("segment '", std::string(name), "' is already registered here"));
@@ -190,7 +190,7 @@ absl::Status TransferEngine::RegisterInternal(std::string_view name, void* addr,
     return status;
   }
   record->shared = std::move(shared);
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   local_.emplace(std::string(name), std::move(record));
   return absl::OkStatus();
 }
@@ -221,10 +221,10 @@ absl::StatusOr<void*> TransferEngine::RegisterSharedSegment(std::string_view nam
 }
 
 absl::Status TransferEngine::UnregisterLocalSegment(std::string_view name) {
-  internal::MutexLock registration(&register_mu_);
+  MutexLock registration(&register_mu_);
   std::unique_ptr<LocalSegmentRecord> record;
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = local_.find(name);
     if (it == local_.end()) {
       return absl::NotFoundError(
@@ -244,7 +244,7 @@ absl::Status TransferEngine::UnregisterLocalSegment(std::string_view name) {
 
 absl::StatusOr<SegmentDescriptor> TransferEngine::LocalSegmentDescriptor(
     std::string_view name) const {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = local_.find(name);
   if (it == local_.end()) {
     return absl::NotFoundError(
@@ -294,14 +294,14 @@ absl::StatusOr<SegmentHandle> TransferEngine::OpenSegment(std::string_view name,
                    std::string(control.status().message()));
     }
   }
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const uint64_t id = next_handle_++;
   open_[id] = std::move(record);
   return SegmentHandle{id};
 }
 
 absl::Status TransferEngine::CloseSegment(SegmentHandle handle) {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (open_.erase(static_cast<uint64_t>(handle)) == 0) {
     return absl::NotFoundError(
         absl::StrCat("segment handle ", static_cast<uint64_t>(handle), " is not open"));
@@ -310,7 +310,7 @@ absl::Status TransferEngine::CloseSegment(SegmentHandle handle) {
 }
 
 absl::StatusOr<std::string> TransferEngine::SegmentTransport(SegmentHandle handle) const {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = open_.find(static_cast<uint64_t>(handle));
   if (it == open_.end()) {
     return absl::NotFoundError(
@@ -321,7 +321,7 @@ absl::StatusOr<std::string> TransferEngine::SegmentTransport(SegmentHandle handl
 
 absl::StatusOr<SegmentDescriptor> TransferEngine::OpenSegmentDescriptor(
     SegmentHandle handle) const {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = open_.find(static_cast<uint64_t>(handle));
   if (it == open_.end()) {
     return absl::NotFoundError(
@@ -334,7 +334,7 @@ absl::StatusOr<SegmentDescriptor> TransferEngine::OpenSegmentDescriptor(
 // Batches.
 
 BatchId TransferEngine::AllocateBatch(size_t max_requests) {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const uint64_t id = next_batch_++;
   batches_[id] = std::make_shared<Batch>(max_requests);
   return BatchId{id};
@@ -343,7 +343,7 @@ BatchId TransferEngine::AllocateBatch(size_t max_requests) {
 void TransferEngine::CompleteRequest(const std::shared_ptr<Batch>& batch, size_t index,
                                      absl::Status status) {
   {
-    internal::MutexLock lock(&batch->mu);
+    MutexLock lock(&batch->mu);
     RequestStatus& r = batch->requests[index];
     r.state = status.ok() ? TransferState::kDone : TransferState::kFailed;
     r.status = std::move(status);
@@ -355,7 +355,7 @@ void TransferEngine::CompleteRequest(const std::shared_ptr<Batch>& batch, size_t
 void TransferEngine::FinishGroup(const std::shared_ptr<Group>& group) {
   std::vector<absl::Status> statuses;
   {
-    internal::MutexLock lock(&group->mu);
+    MutexLock lock(&group->mu);
     statuses = std::move(group->statuses);
   }
   const auto failed =
@@ -378,7 +378,7 @@ void TransferEngine::FinishGroup(const std::shared_ptr<Group>& group) {
     tcp->Notify(target->control.get(), group->payload,
                 [group, remaining, target, count = statuses.size()](absl::Status s) {
                   if (!s.ok()) {
-                    internal::MutexLock lock(&group->mu);
+                    MutexLock lock(&group->mu);
                     if (group->notify_status.ok()) {
                       group->notify_status = Annotate(
                           s, absl::StrCat("notifying segment '", target->descriptor.name, "'"));
@@ -387,7 +387,7 @@ void TransferEngine::FinishGroup(const std::shared_ptr<Group>& group) {
                   if (remaining->fetch_sub(1, std::memory_order_acq_rel) != 1) return;
                   absl::Status final_status;
                   {
-                    internal::MutexLock lock(&group->mu);
+                    MutexLock lock(&group->mu);
                     final_status = std::move(group->notify_status);
                   }
                   for (size_t i = 0; i < count; ++i) {
@@ -409,7 +409,7 @@ absl::Status TransferEngine::SubmitTransfer(BatchId batch_id,
   std::shared_ptr<Batch> batch;
   std::vector<std::shared_ptr<OpenSegmentRecord>> records(requests.size());
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = batches_.find(static_cast<uint64_t>(batch_id));
     if (it == batches_.end()) {
       return absl::NotFoundError(
@@ -450,7 +450,7 @@ absl::Status TransferEngine::SubmitTransfer(BatchId batch_id,
   }
   size_t first = 0;
   {
-    internal::MutexLock lock(&batch->mu);
+    MutexLock lock(&batch->mu);
     if (batch->capacity - batch->requests.size() < requests.size()) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "batch ", static_cast<uint64_t>(batch_id), " holds ", batch->requests.size(), " of ",
@@ -469,7 +469,7 @@ absl::Status TransferEngine::SubmitTransfer(BatchId batch_id,
     group->targets = std::move(targets);
     group->remaining.store(requests.size());
     {
-      internal::MutexLock lock(&group->mu);
+      MutexLock lock(&group->mu);
       group->statuses.resize(requests.size());
     }
     if (requests.empty()) FinishGroup(group);
@@ -487,7 +487,7 @@ absl::Status TransferEngine::SubmitTransfer(BatchId batch_id,
     if (group) {
       record->transport->Submit(op, [this, group, i, record](absl::Status s) {
         {
-          internal::MutexLock lock(&group->mu);
+          MutexLock lock(&group->mu);
           group->statuses[i] = std::move(s);
         }
         if (group->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) FinishGroup(group);
@@ -504,7 +504,7 @@ absl::Status TransferEngine::SubmitTransfer(BatchId batch_id,
 absl::StatusOr<std::vector<RequestStatus>> TransferEngine::GetBatchStatus(BatchId batch_id) const {
   std::shared_ptr<Batch> batch;
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = batches_.find(static_cast<uint64_t>(batch_id));
     if (it == batches_.end()) {
       return absl::NotFoundError(
@@ -512,7 +512,7 @@ absl::StatusOr<std::vector<RequestStatus>> TransferEngine::GetBatchStatus(BatchI
     }
     batch = it->second;
   }
-  internal::MutexLock lock(&batch->mu);
+  MutexLock lock(&batch->mu);
   // Clones: the caller's statuses share nothing with the batch's (see clone_status.h).
   std::vector<RequestStatus> out;
   out.reserve(batch->requests.size());
@@ -525,7 +525,7 @@ absl::StatusOr<std::vector<RequestStatus>> TransferEngine::GetBatchStatus(BatchI
 absl::Status TransferEngine::Wait(BatchId batch_id, std::chrono::nanoseconds timeout) {
   std::shared_ptr<Batch> batch;
   {
-    internal::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = batches_.find(static_cast<uint64_t>(batch_id));
     if (it == batches_.end()) {
       return absl::NotFoundError(
@@ -534,7 +534,7 @@ absl::Status TransferEngine::Wait(BatchId batch_id, std::chrono::nanoseconds tim
     batch = it->second;
   }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  internal::MutexLock lock(&batch->mu);
+  MutexLock lock(&batch->mu);
   while (batch->pending > 0 && batch->cv.WaitUntil(&batch->mu, deadline)) {
   }
   if (batch->pending > 0) {
@@ -552,14 +552,14 @@ absl::Status TransferEngine::Wait(BatchId batch_id, std::chrono::nanoseconds tim
 }
 
 absl::Status TransferEngine::FreeBatch(BatchId batch_id) {
-  internal::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = batches_.find(static_cast<uint64_t>(batch_id));
   if (it == batches_.end()) {
     return absl::NotFoundError(
         absl::StrCat("batch ", static_cast<uint64_t>(batch_id), " is not allocated"));
   }
   {
-    internal::MutexLock batch_lock(&it->second->mu);
+    MutexLock batch_lock(&it->second->mu);
     if (it->second->pending > 0) {
       return absl::FailedPreconditionError(absl::StrCat("batch ", static_cast<uint64_t>(batch_id),
                                                         " has ", it->second->pending,
@@ -574,14 +574,14 @@ absl::Status TransferEngine::FreeBatch(BatchId batch_id) {
 // Notifications.
 
 void TransferEngine::SetNotificationCallback(std::function<void(const Notification&)> callback) {
-  internal::MutexLock lock(&callback_mu_);
+  MutexLock lock(&callback_mu_);
   notification_callback_ = std::move(callback);
 }
 
 absl::Status TransferEngine::OnNotification(std::string_view segment, std::string_view payload) {
   std::function<void(const Notification&)> callback;
   {
-    internal::MutexLock lock(&callback_mu_);
+    MutexLock lock(&callback_mu_);
     callback = notification_callback_;
   }
   if (!callback) {

@@ -39,13 +39,13 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kvstore/transfer/internal/mutex.h"
 #include "kvstore/transfer/rdma_options.h"
 #include "kvstore/transfer/segment.h"
 #include "kvstore/transfer/segment_directory.h"
 #include "kvstore/transfer/shm_transport.h"
 #include "kvstore/transfer/tcp_transport.h"
 #include "kvstore/transfer/transport.h"
+#include "src/common/mutex.h"
 
 namespace crescent::kvstore {
 
@@ -199,13 +199,13 @@ class TransferEngine {
   const TransferEngineOptions options_;
   SegmentDirectory* const directory_;
 
-  internal::Mutex register_mu_;  // serializes Register / Unregister (held across transport calls)
+  Mutex register_mu_;  // serializes Register / Unregister (held across transport calls)
 
   // In preference order; fixed after Create.
   std::vector<std::pair<std::string, std::unique_ptr<Transport>>> transports_;
   TcpTransport* tcp_ = nullptr;  // the concrete tcp transport (inside any wrapper), if any
 
-  mutable internal::Mutex mu_;
+  mutable Mutex mu_;
   std::map<std::string, std::unique_ptr<LocalSegmentRecord>, std::less<>> local_
       ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::shared_ptr<OpenSegmentRecord>> open_ ABSL_GUARDED_BY(mu_);
@@ -213,7 +213,7 @@ class TransferEngine {
   uint64_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_batch_ ABSL_GUARDED_BY(mu_) = 1;
 
-  mutable internal::Mutex callback_mu_;
+  mutable Mutex callback_mu_;
   std::function<void(const Notification&)> notification_callback_ ABSL_GUARDED_BY(callback_mu_);
 };
 

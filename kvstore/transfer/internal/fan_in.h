@@ -7,8 +7,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "kvstore/transfer/internal/mutex.h"
 #include "kvstore/transfer/transport.h"
+#include "src/common/mutex.h"
 
 namespace crescent::kvstore::internal {
 

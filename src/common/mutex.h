@@ -3,8 +3,8 @@
 // (abseil's own Mutex is precompiled without TSan instrumentation on this platform, which makes
 // TSan report false races). Waits are written as explicit loops so the analysis sees the lock
 // held: `while (!ready_) cv_.Wait(&mu_);`.
-#ifndef CRESCENT_KVSTORE_TRANSFER_INTERNAL_MUTEX_H_
-#define CRESCENT_KVSTORE_TRANSFER_INTERNAL_MUTEX_H_
+#ifndef CRESCENT_SRC_COMMON_MUTEX_H_
+#define CRESCENT_SRC_COMMON_MUTEX_H_
 
 #include <chrono>
 #include <condition_variable>
@@ -12,7 +12,7 @@
 
 #include "absl/base/thread_annotations.h"
 
-namespace crescent::kvstore::internal {
+namespace crescent {
 
 class ABSL_LOCKABLE Mutex {
  public:
@@ -64,6 +64,6 @@ class CondVar {
   std::condition_variable cv_;
 };
 
-}  // namespace crescent::kvstore::internal
+}  // namespace crescent
 
-#endif  // CRESCENT_KVSTORE_TRANSFER_INTERNAL_MUTEX_H_
+#endif  // CRESCENT_SRC_COMMON_MUTEX_H_
