@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kvstore/transfer/internal/clone_status.h"
+#include "kvstore/transfer/internal/fan_in.h"
 #include "kvstore/transfer/rdma_transport.h"
 #include "kvstore/transfer/tcp_protocol.h"
 #include "src/common/logging.h"
@@ -49,7 +50,6 @@ struct TransferEngine::Group {
   std::atomic<size_t> remaining{0};
   Mutex mu;
   std::vector<absl::Status> statuses ABSL_GUARDED_BY(mu);
-  absl::Status notify_status ABSL_GUARDED_BY(mu);
 };
 
 TransferEngine::TransferEngine(const TransferEngineOptions& options, SegmentDirectory* directory)
@@ -373,28 +373,21 @@ void TransferEngine::FinishGroup(const std::shared_ptr<Group>& group) {
   }
   // Every request landed: tell each target, then report the requests done.
   Transport* tcp = FindTransport("tcp");
-  auto remaining = std::make_shared<std::atomic<size_t>>(group->targets.size());
+  auto notified = std::make_shared<internal::FanIn>(
+      static_cast<int>(group->targets.size()),
+      [group, count = statuses.size()](absl::Status final_status) {
+        for (size_t i = 0; i < count; ++i) {
+          CompleteRequest(group->batch, group->first_index + i,
+                          internal::CloneStatus(final_status));
+        }
+      });
   for (const auto& target : group->targets) {
-    tcp->Notify(target->control.get(), group->payload,
-                [group, remaining, target, count = statuses.size()](absl::Status s) {
-                  if (!s.ok()) {
-                    MutexLock lock(&group->mu);
-                    if (group->notify_status.ok()) {
-                      group->notify_status = Annotate(
-                          s, absl::StrCat("notifying segment '", target->descriptor.name, "'"));
-                    }
-                  }
-                  if (remaining->fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-                  absl::Status final_status;
-                  {
-                    MutexLock lock(&group->mu);
-                    final_status = std::move(group->notify_status);
-                  }
-                  for (size_t i = 0; i < count; ++i) {
-                    CompleteRequest(group->batch, group->first_index + i,
-                                    internal::CloneStatus(final_status));
-                  }
-                });
+    tcp->Notify(target->control.get(), group->payload, [notified, target](absl::Status s) {
+      if (!s.ok()) {
+        s = Annotate(s, absl::StrCat("notifying segment '", target->descriptor.name, "'"));
+      }
+      notified->Finish(std::move(s));
+    });
   }
 }
 

@@ -266,6 +266,7 @@ TEST_P(TransferEngineTest, NotificationWithoutCallbackFailsTheRequests) {
   absl::Status s = RunBatch(*a_, {Req(TransferOp::kWrite, &b, 0, 1)}, Notify{"x"});
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   EXPECT_THAT(std::string(s.message()), HasSubstr("no callback"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("notifying segment 'node-b/kv'"));
 }
 
 TEST_P(TransferEngineTest, PayloadLimit) {
