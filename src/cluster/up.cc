@@ -30,15 +30,21 @@ constexpr char kLoopback[] = "127.0.0.1";
 
 std::string Loopback(int port) { return absl::StrCat(kLoopback, ":", port); }
 
-// A socket bound to 127.0.0.1:port (0: any), or -1 with errno set.
-int BindLoopback(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
+// 127.0.0.1:port as a socket address.
+sockaddr_in LoopbackAddress(int port) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+  return addr;
+}
+
+// A socket bound to 127.0.0.1:port (0: any), or -1 with errno set.
+int BindLoopback(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  const sockaddr_in addr = LoopbackAddress(port);
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
     const int err = errno;
     close(fd);
     errno = err;
@@ -213,11 +219,8 @@ absl::StatusOr<std::string> HttpGet(int port, std::string_view path, std::string
   timeval tv = absl::ToTimeval(timeout);
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+  const sockaddr_in addr = LoopbackAddress(port);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
     const int err = errno;
     close(fd);
     return absl::UnavailableError(absl::StrCat(where, ": connect: ", std::strerror(err)));
