@@ -35,10 +35,13 @@ def free_ports(n):
     try:
         while len(held) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            port = candidates.pop() if candidates else 0
             try:
-                s.bind(("127.0.0.1", candidates.pop() if candidates else 0))
+                s.bind(("127.0.0.1", port))
             except OSError:
                 s.close()
+                if port == 0:
+                    raise  # The kernel has no port left to give: retrying would spin forever.
                 continue
             held.append(s)
         return [s.getsockname()[1] for s in held]
