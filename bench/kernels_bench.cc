@@ -6,7 +6,8 @@
 // bytes / time) and its fraction of the copy bandwidth, and the cost of a batch relative to
 // batch 1. Each measurement cycles over enough distinct copies of the matrix (>= 512 MiB in all)
 // that the weights come from DRAM, as in decode, never from cache. Q4_1 and Q8_0 run in the
-// layout the CPU backend gives them (--layout auto: kGroup8 where the ISA reads it natively).
+// layout the CPU backend gives them (--layout auto: kRows16 for Q4_1 with rows a multiple of 16,
+// else kGroup8, where the ISA reads them natively).
 //
 // Each figure is taken over whole passes (all copies once, or all 512 MiB once): "best" is the
 // fastest pass, "median" the middle one. On a machine shared with other work the best pass is
@@ -14,7 +15,7 @@
 // column compares best with best, so both sides are measured the same way.
 //
 //   kernels_bench [--threads N] [--isa scalar|avx2|avx512] [--types q4_1,q8_0,...]
-//                 [--batches 1,8,32] [--layout auto|gguf|group8] [--quick]
+//                 [--batches 1,8,32] [--layout auto|gguf|group8|rows16] [--quick]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -69,9 +70,13 @@ Result TimeMatMul(ThreadPool* pool, uint8_t* arena, size_t arena_bytes, GgmlType
     for (float& v : row) v = dist(rng);
     QuantizeRow(type, row.data(), arena + r * row_bytes, cols);
   }
-  if (layout == MatrixLayout::kGroup8) {
+  if (layout != MatrixLayout::kGguf) {
     std::vector<uint8_t> gguf(arena, arena + row_bytes * shape.rows);
-    RepackRowsGroup8(type, cols, shape.rows, row_bytes, gguf.data(), arena);
+    if (layout == MatrixLayout::kGroup8) {
+      RepackRowsGroup8(type, cols, shape.rows, row_bytes, gguf.data(), arena);
+    } else {
+      RepackRowsRows16(type, cols, shape.rows, row_bytes, gguf.data(), arena);
+    }
   }
   pool->ParallelFor(copies - 1, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t c = lo + 1; c <= hi; ++c) std::memcpy(arena + c * mat_bytes, arena, mat_bytes);
@@ -146,8 +151,10 @@ int Main(int argc, char** argv) {
       for (const std::string& b : SplitList(argv[++i])) batches.push_back(std::atoll(b.c_str()));
     } else if (a == "--layout" && i + 1 < argc) {
       layout_name = argv[++i];
-      if (layout_name != "auto" && layout_name != "gguf" && layout_name != "group8") {
-        std::fprintf(stderr, "--layout takes auto, gguf or group8, not %s\n", layout_name.c_str());
+      if (layout_name != "auto" && layout_name != "gguf" && layout_name != "group8" &&
+          layout_name != "rows16") {
+        std::fprintf(stderr, "--layout takes auto, gguf, group8 or rows16, not %s\n",
+                     layout_name.c_str());
         return 2;
       }
     } else if (a == "--quick") {
@@ -155,7 +162,7 @@ int Main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: kernels_bench [--threads N] [--isa scalar|avx2|avx512] "
-                   "[--types q4_1,q8_0,...] [--batches 1,8,32] [--layout auto|gguf|group8] "
+                   "[--types q4_1,q8_0,...] [--batches 1,8,32] [--layout auto|gguf|group8|rows16] "
                    "[--quick]\n");
       return 2;
     }
@@ -179,13 +186,22 @@ int Main(int argc, char** argv) {
   std::printf("%-6s %-7s %-12s %3s %10s %11s %8s %12s %8s\n", "type", "layout", "rows x K", "m",
               "best us", "weight GB/s", "of copy", "median us", "vs m=1");
   for (GgmlType type : types) {
-    // auto: as the CPU backend runs the model (kGroup8 where this ISA reads it natively).
-    const bool group8 =
-        Group8Supported(type) &&
-        (layout_name == "group8" || (layout_name == "auto" && Group8Native(ActiveIsa())));
-    const MatrixLayout layout = group8 ? MatrixLayout::kGroup8 : MatrixLayout::kGguf;
     for (const Shape& s0 : shapes) {
       Shape s = s0;
+      // auto: as the CPU backend runs the model (kRows16, else kGroup8, where this ISA reads
+      // it natively); a layout the matrix cannot take falls back to the file's.
+      const bool native = Group8Native(ActiveIsa());
+      MatrixLayout layout = MatrixLayout::kGguf;
+      if (Rows16Supported(type, s.rows) &&
+          (layout_name == "rows16" || (layout_name == "auto" && Rows16Native(ActiveIsa())))) {
+        layout = MatrixLayout::kRows16;
+      } else if (Group8Supported(type) &&
+                 (layout_name == "group8" || (layout_name == "auto" && native))) {
+        layout = MatrixLayout::kGroup8;
+      }
+      const char* layout_text = layout == MatrixLayout::kRows16   ? "rows16"
+                                : layout == MatrixLayout::kGroup8 ? "group8"
+                                                                  : "gguf";
       // K-quants need K % 256 == 0: 576 becomes 768 for Q4_K.
       if (GetTypeInfo(type).block_size == 256 && s.cols % 256 != 0)
         s.cols = (s.cols + 255) / 256 * 256;
@@ -197,9 +213,9 @@ int Main(int argc, char** argv) {
         std::snprintf(shape_text, sizeof(shape_text), "%lldx%lld", static_cast<long long>(s.rows),
                       static_cast<long long>(s.cols));
         std::printf("%-6s %-7s %-12s %3lld %10.1f %11.2f %7.0f%% %12.1f %7.2fx\n",
-                    GetTypeInfo(type).name, group8 ? "group8" : "gguf", shape_text,
-                    static_cast<long long>(m), r.best_us, r.best_gbs, 100.0 * r.best_gbs / copy_gbs,
-                    r.median_us, r.best_us / t1);
+                    GetTypeInfo(type).name, layout_text, shape_text, static_cast<long long>(m),
+                    r.best_us, r.best_gbs, 100.0 * r.best_gbs / copy_gbs, r.median_us,
+                    r.best_us / t1);
         std::fflush(stdout);
       }
     }

@@ -230,6 +230,37 @@ void ConvertGroup(GgmlType type, int c, const uint8_t* in, uint8_t* out) {
   }
 }
 
+// Copies whole 16-row panels between the layouts: GGUF `src` to kRows16 `dst` when kToRows16,
+// else back. Q4_1 blocks: (d, m) as two f16, then 16 code bytes (4 dwords).
+template <bool kToRows16>
+void ConvertPanels(int64_t cols, int64_t rows, size_t row_stride, const void* src, void* dst) {
+  constexpr size_t kBlock = 20, kPanelBlock = 320;
+  const int64_t blocks = cols / kQK;
+  const size_t row_bytes = static_cast<size_t>(blocks) * kBlock;
+  const size_t pad = row_stride - row_bytes;
+  for (int64_t p = 0; p < rows / 16; ++p) {
+    const auto* in = static_cast<const uint8_t*>(src) + 16 * p * row_stride;
+    auto* out = static_cast<uint8_t*>(dst) + 16 * p * row_stride;
+    // Bytes `n` at GGUF offset `go` <-> panel offset `po`.
+    auto copy = [&](size_t go, size_t po, size_t n) {
+      if constexpr (kToRows16) {
+        std::memcpy(out + po, in + go, n);
+      } else {
+        std::memcpy(out + go, in + po, n);
+      }
+    };
+    for (int r = 0; r < 16; ++r) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        const size_t go = r * row_stride + b * kBlock, po = b * kPanelBlock;
+        for (int k = 0; k < 4; ++k) copy(go + 4 + 4 * k, po + 64 * k + 4 * r, 4);
+        copy(go, po + 256 + 2 * r, 2);      // d
+        copy(go + 2, po + 288 + 2 * r, 2);  // m
+      }
+      copy(r * row_stride + row_bytes, 16 * row_bytes + r * pad, pad);
+    }
+  }
+}
+
 template <bool kToGroup8>
 void ConvertRows(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
                  void* dst) {
@@ -268,24 +299,38 @@ internal::GemmFn GemmFor(Isa isa) {
 
 // Computes rows [begin, end) of y with `gemm`. A kGroup8 matrix that `isa` cannot read directly
 // is unpacked into per-thread scratch a few rows at a time first.
+// Computes rows [begin, end) of y with `gemm`. A kGroup8 or kRows16 matrix that `isa` cannot
+// read directly is unpacked into per-thread scratch 16 rows (one panel) at a time first.
 void RunGemm(internal::GemmFn gemm, Isa isa, const MatrixView& w, const QuantizedX& q, float* y,
              int64_t begin, int64_t end) {
-  if (w.layout != MatrixLayout::kGroup8 || Group8Native(isa)) {
+  const bool native = (w.layout == MatrixLayout::kGroup8 && Group8Native(isa)) ||
+                      (w.layout == MatrixLayout::kRows16 && Rows16Native(isa));
+  if (w.layout == MatrixLayout::kGguf || native) {
     gemm(w, q, y, begin, end);
     return;
   }
   constexpr int64_t kRows = 16;
   thread_local Workspace scratch;
   auto* rows = static_cast<uint8_t*>(scratch.Get(kRows * w.row_stride));
-  for (int64_t b = begin; b < end; b += kRows) {
-    const int64_t n = std::min(kRows, end - b);
-    UnpackRowsGroup8(w.type, w.cols, n, w.row_stride,
-                     static_cast<const uint8_t*>(w.data) + b * w.row_stride, rows);
-    // A view whose row b is the scratch's first row (only rows [b, b + n) are read).
+  const bool panels = w.layout == MatrixLayout::kRows16;
+  for (int64_t b = begin; b < end;) {
+    // Unpacked: rows [first, first + n), a whole panel for kRows16.
+    const int64_t first = panels ? b / kRows * kRows : b;
+    const int64_t n = panels ? kRows : std::min(kRows, end - b);
+    const auto* src = static_cast<const uint8_t*>(w.data) + first * w.row_stride;
+    if (panels) {
+      UnpackRowsRows16(w.type, w.cols, n, w.row_stride, src, rows);
+    } else {
+      UnpackRowsGroup8(w.type, w.cols, n, w.row_stride, src, rows);
+    }
+    // A view whose row `first` is the scratch's first row (only rows [b, e) are read).
     MatrixView v = w;
     v.layout = MatrixLayout::kGguf;
-    v.data = reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(rows) - b * w.row_stride);
-    gemm(v, q, y, b, b + n);
+    v.data =
+        reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(rows) - first * w.row_stride);
+    const int64_t e = std::min(end, first + n);
+    gemm(v, q, y, b, e);
+    b = e;
   }
 }
 
@@ -303,6 +348,24 @@ void RepackRowsGroup8(GgmlType type, int64_t cols, int64_t rows, size_t row_stri
 void UnpackRowsGroup8(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
                       void* dst) {
   ConvertRows<false>(type, cols, rows, row_stride, src, dst);
+}
+
+bool Rows16Supported(GgmlType type, int64_t rows) {
+  return type == GgmlType::kQ4_1 && rows > 0 && rows % 16 == 0;
+}
+
+bool Rows16Native(Isa isa) { return isa == Isa::kAvx512Vnni; }
+
+void RepackRowsRows16(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
+                      void* dst) {
+  (void)type;
+  ConvertPanels<true>(cols, rows, row_stride, src, dst);
+}
+
+void UnpackRowsRows16(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
+                      void* dst) {
+  (void)type;
+  ConvertPanels<false>(cols, rows, row_stride, src, dst);
 }
 
 bool MatMulSupports(GgmlType type) {
@@ -344,17 +407,26 @@ bool B1Shared(Isa isa, const MatrixView* ws, int count, int64_t m, int threads) 
 #endif
 }
 
-// Tiles of 4 rows are numbered across the matrices; thread t of nt takes a contiguous range of
-// them. Rows [*b, *e) of matrix j (whose first tile is first_tile) are thread t's.
-void ThreadRows(const MatrixView* ws, int count, int t, int nt, int j, int64_t first_tile,
-                int64_t* b, int64_t* e) {
+// The rows of a tile: 16 (a kRows16 panel) when any of the matrices is kRows16, else 4.
+int64_t TileRows(const MatrixView* ws, int count) {
+  for (int i = 0; i < count; ++i) {
+    if (ws[i].layout == MatrixLayout::kRows16) return 16;
+  }
+  return 4;
+}
+
+int64_t Tiles(const MatrixView& w, int64_t tile) { return (w.rows + tile - 1) / tile; }
+
+// Tiles of `tile` rows are numbered across the matrices; thread t of nt takes a contiguous
+// range of them. Rows [*b, *e) of matrix j (whose first tile is first_tile) are thread t's.
+void ThreadRows(const MatrixView* ws, int count, int64_t tile, int t, int nt, int j,
+                int64_t first_tile, int64_t* b, int64_t* e) {
   int64_t total_tiles = 0;
-  for (int i = 0; i < count; ++i) total_tiles += (ws[i].rows + 3) / 4;
-  const int64_t tiles = (ws[j].rows + 3) / 4;
+  for (int i = 0; i < count; ++i) total_tiles += Tiles(ws[i], tile);
   const int64_t tb = std::max(total_tiles * t / nt, first_tile);
-  const int64_t te = std::min(total_tiles * (t + 1) / nt, first_tile + tiles);
-  *b = (tb - first_tile) * 4;
-  *e = std::max(*b, std::min(ws[j].rows, (te - first_tile) * 4));
+  const int64_t te = std::min(total_tiles * (t + 1) / nt, first_tile + Tiles(ws[j], tile));
+  *b = (tb - first_tile) * tile;
+  *e = std::max(*b, std::min(ws[j].rows, (te - first_tile) * tile));
 }
 
 // How much of its next rows a worker prefetches ahead of a batch-1 matmul. Alternating A/B on
@@ -372,9 +444,9 @@ void PrefetchNextMatMul(ThreadPool* pool, const MatrixView* ws, int count, int64
     int64_t own = 0, first_tile = 0;
     for (int j = 0; j < count; ++j) {
       int64_t b, e;
-      ThreadRows(ws, count, t, threads, j, first_tile, &b, &e);
+      ThreadRows(ws, count, 4, t, threads, j, first_tile, &b, &e);
       own += e - b;
-      first_tile += (ws[j].rows + 3) / 4;
+      first_tile += Tiles(ws[j], 4);
     }
     if (own == 0) continue;
     // The thread walks each of its matrices' rows as internal::kB1Parts parts from their
@@ -384,8 +456,8 @@ void PrefetchNextMatMul(ThreadPool* pool, const MatrixView* ws, int count, int64
     first_tile = 0;
     for (int j = 0; j < count; ++j) {
       int64_t b, e;
-      ThreadRows(ws, count, t, threads, j, first_tile, &b, &e);
-      first_tile += (ws[j].rows + 3) / 4;
+      ThreadRows(ws, count, 4, t, threads, j, first_tile, &b, &e);
+      first_tile += Tiles(ws[j], 4);
       if (b == e) continue;
       const size_t bytes = kPrefetchNextBytes * static_cast<size_t>(e - b) /
                            static_cast<size_t>(own) / internal::kB1Parts;
@@ -445,9 +517,9 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
       int64_t first_tile = 0;
       for (int j = 0; j < count; ++j) {
         int64_t b, e;
-        ThreadRows(ws, count, t, threads, j, first_tile, &b, &e);
+        ThreadRows(ws, count, 4, t, threads, j, first_tile, &b, &e);
         rows[t * count + j].Reset(b, e);
-        first_tile += (ws[j].rows + 3) / 4;
+        first_tile += Tiles(ws[j], 4);
       }
     }
     pool->Run([&](int t, int nt) {
@@ -466,13 +538,14 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
     return;
   }
 #endif
+  const int64_t tile = TileRows(ws, count);
   pool->Run([&](int t, int nt) {
     int64_t first_tile = 0;  // global index of matrix j's first tile
     for (int j = 0; j < count; ++j) {
       int64_t b, e;
-      ThreadRows(ws, count, t, nt, j, first_tile, &b, &e);
+      ThreadRows(ws, count, tile, t, nt, j, first_tile, &b, &e);
       if (b < e) RunGemm(gemm, isa, ws[j], q, ys[j], b, e);
-      first_tile += (ws[j].rows + 3) / 4;
+      first_tile += Tiles(ws[j], tile);
     }
   });
 }

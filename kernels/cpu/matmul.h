@@ -47,6 +47,24 @@ void RepackRowsGroup8(GgmlType type, int64_t cols, int64_t rows, size_t row_stri
 void UnpackRowsGroup8(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
                       void* dst);
 
+// True when a `type` matrix of `rows` rows has a kRows16 layout: Q4_1 with rows a positive
+// multiple of 16.
+bool Rows16Supported(GgmlType type, int64_t rows);
+
+// True when `isa`'s kernels read kRows16 matrices directly (AVX-512 VNNI).
+bool Rows16Native(Isa isa);
+
+// Rewrites `rows` rows of `cols` values from the GGUF layout at `src` into the kRows16 layout at
+// `dst` (see MatrixLayout; rows' padding past RowBytes(type, cols) is kept). REQUIRES:
+// Rows16Supported(type, rows); cols % 32 == 0; row_stride >= RowBytes(type, cols); src and dst
+// do not overlap.
+void RepackRowsRows16(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
+                      void* dst);
+
+// The inverse of RepackRowsRows16, with the same contract.
+void UnpackRowsRows16(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
+                      void* dst);
+
 // A view of a contiguous matrix (row_stride = RowBytes(type, cols)).
 inline MatrixView DenseMatrix(GgmlType type, int64_t rows, int64_t cols, const void* data) {
   return MatrixView{type, rows, cols, data, RowBytes(type, cols)};
@@ -67,8 +85,11 @@ bool MatMulSupports(GgmlType type);
 // quantized x) as long as their y do not overlap; a pool serializes concurrent users itself.
 // REQUIRES: MatMulSupports(w.type); w.cols % block_size(w.type) == 0; m >= 0; y does not
 // overlap x or the weights; the weight data meets the alignment stated in quants.h; a kGroup8
-// view has Group8Supported(w.type). Results are the same, bit for bit, for a kGroup8 view and
-// the GGUF matrix it was repacked from.
+// view has Group8Supported(w.type), a kRows16 view Rows16Supported(w.type, w.rows). Results are
+// the same, bit for bit, for a kGroup8 view and the GGUF matrix it was repacked from. A kRows16
+// view rounds in an order of its own where Rows16Native(ActiveIsa()) (within the same error
+// bound; every row still the same bits for any m, row place and split), and otherwise gives the
+// GGUF matrix's bits.
 void MatMul(ThreadPool* pool, const MatrixView& w, const float* x, int64_t m, float* y);
 
 // Several products that share x, in one parallel pass: ys[j] = MatMul(ws[j], x) for j < count.

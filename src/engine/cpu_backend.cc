@@ -159,15 +159,16 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const model::Mode
     const char* env = std::getenv(name);
     return env != nullptr && env[0] == value;
   };
-  const bool repack =
-      kernels::Group8Native(kernels::ActiveIsa()) && !env_is("CRESCENT_REPACK_WEIGHTS", '0');
+  const kernels::Isa isa = kernels::ActiveIsa();
+  const bool repack = kernels::Group8Native(isa) && !env_is("CRESCENT_REPACK_WEIGHTS", '0');
+  const bool rows16 = kernels::Rows16Native(isa) && !env_is("CRESCENT_REPACK_WEIGHTS", 'g');
   if (repack || env_is("CRESCENT_HUGE_WEIGHTS", '1')) {
-    CRESCENT_RETURN_IF_ERROR(backend->CopyWeights(repack));
+    CRESCENT_RETURN_IF_ERROR(backend->CopyWeights(repack, rows16));
   }
   return backend;
 }
 
-absl::Status CpuBackend::CopyWeights(bool repack) {
+absl::Status CpuBackend::CopyWeights(bool repack, bool rows16) {
   copied_weights_ = *weights_;
   std::vector<model::TensorRef*> mats;
   for (model::LayerWeights& lw : copied_weights_.layers) {
@@ -187,21 +188,32 @@ absl::Status CpuBackend::CopyWeights(bool repack) {
     jobs.emplace_back(t, dst);
     dst += (t->nbytes + 63) / 64 * 64;
   }
-  auto packs = [repack](const model::TensorRef& t) {
-    return repack && kernels::Group8Supported(t.type) && t.layout == kernels::MatrixLayout::kGguf;
+  // The layout each copy gets.
+  auto layout_of = [repack, rows16](const model::TensorRef& t) {
+    using kernels::MatrixLayout;
+    if (!repack || t.layout != MatrixLayout::kGguf) return t.layout;
+    if (rows16 && kernels::Rows16Supported(t.type, t.rows)) return MatrixLayout::kRows16;
+    if (kernels::Group8Supported(t.type)) return MatrixLayout::kGroup8;
+    return MatrixLayout::kGguf;
   };
   pool_.ParallelFor(static_cast<int64_t>(jobs.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const model::TensorRef& t = *jobs[i].first;
-      if (packs(t)) {
-        kernels::RepackRowsGroup8(t.type, t.cols, t.rows, t.row_stride, t.data, jobs[i].second);
-      } else {
-        std::memcpy(jobs[i].second, t.data, t.nbytes);
+      switch (layout_of(t)) {
+        case kernels::MatrixLayout::kRows16:
+          kernels::RepackRowsRows16(t.type, t.cols, t.rows, t.row_stride, t.data, jobs[i].second);
+          break;
+        case kernels::MatrixLayout::kGroup8:
+          kernels::RepackRowsGroup8(t.type, t.cols, t.rows, t.row_stride, t.data, jobs[i].second);
+          break;
+        case kernels::MatrixLayout::kGguf:
+          std::memcpy(jobs[i].second, t.data, t.nbytes);
+          break;
       }
     }
   });
   for (auto& [t, p] : jobs) {
-    if (packs(*t)) t->layout = kernels::MatrixLayout::kGroup8;
+    t->layout = layout_of(*t);
     t->data = p;
   }
   weights_ = &copied_weights_;
