@@ -407,6 +407,16 @@ bool B1Shared(Isa isa, const MatrixView* ws, int count, int64_t m, int threads) 
 #endif
 }
 
+// Batch-1 matmuls of `count` kRows16 matrices on `threads` threads (AVX-512 VNNI): each thread
+// computes its contiguous share of the panels (ThreadRows with tiles of 16 rows).
+bool Rows16B1(Isa isa, const MatrixView* ws, int count, int64_t m, int threads) {
+  if (m != 1 || !Rows16Native(isa) || threads < 2) return false;
+  for (int j = 0; j < count; ++j) {
+    if (ws[j].layout != MatrixLayout::kRows16) return false;
+  }
+  return true;
+}
+
 // The rows of a tile: 16 (a kRows16 panel) when any of the matrices is kRows16, else 4.
 int64_t TileRows(const MatrixView* ws, int count) {
   for (int i = 0; i < count; ++i) {
@@ -439,6 +449,27 @@ constexpr size_t kPrefetchNextBytes = 128 << 10;
 void PrefetchNextMatMul(ThreadPool* pool, const MatrixView* ws, int count, int64_t m) {
   if (pool == nullptr || count <= 0) return;
   const int threads = pool->num_threads();
+  if (Rows16B1(ActiveIsa(), ws, count, m, threads)) {
+    // Each thread reads its rows of the matrices as one sequential stream (its panels of
+    // matrix 0, then of matrix 1, ...): prefetch the first kPrefetchNextBytes of it.
+    for (int t = 1; t < threads; ++t) {
+      ThreadPool::ByteRange ranges[ThreadPool::kMaxPrefetchRanges];
+      int n = 0;
+      size_t budget = kPrefetchNextBytes;
+      int64_t first_tile = 0;
+      for (int j = 0; j < count && budget > 0 && n < ThreadPool::kMaxPrefetchRanges; ++j) {
+        int64_t b, e;
+        ThreadRows(ws, count, 16, t, threads, j, first_tile, &b, &e);
+        first_tile += Tiles(ws[j], 16);
+        if (b == e) continue;
+        const size_t bytes = std::min(budget, static_cast<size_t>(e - b) * ws[j].row_stride);
+        ranges[n++] = {static_cast<const uint8_t*>(ws[j].data) + b * ws[j].row_stride, bytes};
+        budget -= bytes;
+      }
+      pool->PrefetchAfterNextRun(t, ranges, n);
+    }
+    return;
+  }
   if (!B1Shared(ActiveIsa(), ws, count, m, threads)) return;
   for (int t = 1; t < threads; ++t) {
     int64_t own = 0, first_tile = 0;

@@ -104,8 +104,8 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
 // `pool` (usually the matmul before it) and some serial work on the calling thread: each worker
 // prefetches the start of the rows it will compute, right after its share of that Run, while
 // the caller does the serial work (ThreadPool::PrefetchAfterNextRun). Acts only where the
-// memory system would otherwise idle: batch 1 (m == 1) on repacked (kGroup8) matrices with
-// AVX-512 VNNI and a pool of 2 or more threads; elsewhere it does nothing. Never changes a
+// memory system would otherwise idle: batch 1 (m == 1) on repacked (kGroup8 or kRows16)
+// matrices with AVX-512 VNNI and a pool of 2 or more threads; elsewhere it does nothing. Never changes a
 // result. Same REQUIRES as MatMulShared for ws and count; the weights need not stay alive
 // after the call.
 void PrefetchNextMatMul(ThreadPool* pool, const MatrixView* ws, int count, int64_t m);
