@@ -297,8 +297,6 @@ internal::GemmFn GemmFor(Isa isa) {
   return internal::GemmScalar;
 }
 
-// Computes rows [begin, end) of y with `gemm`. A kGroup8 matrix that `isa` cannot read directly
-// is unpacked into per-thread scratch a few rows at a time first.
 // Computes rows [begin, end) of y with `gemm`. A kGroup8 or kRows16 matrix that `isa` cannot
 // read directly is unpacked into per-thread scratch 16 rows (one panel) at a time first.
 void RunGemm(internal::GemmFn gemm, Isa isa, const MatrixView& w, const QuantizedX& q, float* y,
