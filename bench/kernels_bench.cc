@@ -192,8 +192,9 @@ int Main(int argc, char** argv) {
       // it natively); a layout the matrix cannot take falls back to the file's.
       const bool native = Group8Native(ActiveIsa());
       MatrixLayout layout = MatrixLayout::kGguf;
+      const bool auto_rows16 = type == GgmlType::kQ4_1 && Rows16Native(ActiveIsa());
       if (Rows16Supported(type, s.rows) &&
-          (layout_name == "rows16" || (layout_name == "auto" && Rows16Native(ActiveIsa())))) {
+          (layout_name == "rows16" || (layout_name == "auto" && auto_rows16))) {
         layout = MatrixLayout::kRows16;
       } else if (Group8Supported(type) &&
                  (layout_name == "group8" || (layout_name == "auto" && native))) {

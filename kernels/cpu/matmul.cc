@@ -231,17 +231,23 @@ void ConvertGroup(GgmlType type, int c, const uint8_t* in, uint8_t* out) {
 }
 
 // Copies whole 16-row panels between the layouts: GGUF `src` to kRows16 `dst` when kToRows16,
-// else back. Q4_1 blocks: (d, m) as two f16, then 16 code bytes (4 dwords).
+// else back (see MatrixLayout::kRows16). GGUF blocks: Q4_1 (d, m) as two f16, then 16 code
+// bytes (4 dwords); Q8_0 d as f16, then 32 codes (8 dwords, each byte + 128 in kRows16).
 template <bool kToRows16>
-void ConvertPanels(int64_t cols, int64_t rows, size_t row_stride, const void* src, void* dst) {
-  constexpr size_t kBlock = 20, kPanelBlock = 320;
+void ConvertPanels(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
+                   void* dst) {
+  const bool q8 = type == GgmlType::kQ8_0;
+  const size_t block = GetTypeInfo(type).type_size, panel_block = 16 * block;
+  const int dwords = q8 ? 8 : 4;
+  const size_t codes = q8 ? 2 : 4;  // GGUF offset of a block's codes
+  const uint32_t flip = q8 ? 0x80808080u : 0;
   const int64_t blocks = cols / kQK;
-  const size_t row_bytes = static_cast<size_t>(blocks) * kBlock;
+  const size_t row_bytes = static_cast<size_t>(blocks) * block;
   const size_t pad = row_stride - row_bytes;
   for (int64_t p = 0; p < rows / 16; ++p) {
     const auto* in = static_cast<const uint8_t*>(src) + 16 * p * row_stride;
     auto* out = static_cast<uint8_t*>(dst) + 16 * p * row_stride;
-    // Bytes `n` at GGUF offset `go` <-> panel offset `po`.
+    // `n` bytes at GGUF offset `go` <-> panel offset `po`.
     auto copy = [&](size_t go, size_t po, size_t n) {
       if constexpr (kToRows16) {
         std::memcpy(out + po, in + go, n);
@@ -249,12 +255,19 @@ void ConvertPanels(int64_t cols, int64_t rows, size_t row_stride, const void* sr
         std::memcpy(out + go, in + po, n);
       }
     };
+    // A code dword, each byte xor `flip`.
+    auto code = [&](size_t go, size_t po) {
+      uint32_t v;
+      std::memcpy(&v, in + (kToRows16 ? go : po), 4);
+      v ^= flip;
+      std::memcpy(out + (kToRows16 ? po : go), &v, 4);
+    };
     for (int r = 0; r < 16; ++r) {
       for (int64_t b = 0; b < blocks; ++b) {
-        const size_t go = r * row_stride + b * kBlock, po = b * kPanelBlock;
-        for (int k = 0; k < 4; ++k) copy(go + 4 + 4 * k, po + 64 * k + 4 * r, 4);
-        copy(go, po + 256 + 2 * r, 2);      // d
-        copy(go + 2, po + 288 + 2 * r, 2);  // m
+        const size_t go = r * row_stride + b * block, po = b * panel_block;
+        for (int k = 0; k < dwords; ++k) code(go + codes + 4 * k, po + 64 * k + 4 * r);
+        copy(go, po + 64 * dwords + 2 * r, 2);                    // d
+        if (!q8) copy(go + 2, po + 64 * dwords + 32 + 2 * r, 2);  // m
       }
       copy(r * row_stride + row_bytes, 16 * row_bytes + r * pad, pad);
     }
@@ -349,21 +362,19 @@ void UnpackRowsGroup8(GgmlType type, int64_t cols, int64_t rows, size_t row_stri
 }
 
 bool Rows16Supported(GgmlType type, int64_t rows) {
-  return type == GgmlType::kQ4_1 && rows > 0 && rows % 16 == 0;
+  return (type == GgmlType::kQ4_1 || type == GgmlType::kQ8_0) && rows > 0 && rows % 16 == 0;
 }
 
 bool Rows16Native(Isa isa) { return isa == Isa::kAvx512Vnni; }
 
 void RepackRowsRows16(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
                       void* dst) {
-  (void)type;
-  ConvertPanels<true>(cols, rows, row_stride, src, dst);
+  ConvertPanels<true>(type, cols, rows, row_stride, src, dst);
 }
 
 void UnpackRowsRows16(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
                       void* dst) {
-  (void)type;
-  ConvertPanels<false>(cols, rows, row_stride, src, dst);
+  ConvertPanels<false>(type, cols, rows, row_stride, src, dst);
 }
 
 bool MatMulSupports(GgmlType type) {

@@ -47,8 +47,8 @@ void RepackRowsGroup8(GgmlType type, int64_t cols, int64_t rows, size_t row_stri
 void UnpackRowsGroup8(GgmlType type, int64_t cols, int64_t rows, size_t row_stride, const void* src,
                       void* dst);
 
-// True when a `type` matrix of `rows` rows has a kRows16 layout: Q4_1 with rows a positive
-// multiple of 16.
+// True when a `type` matrix of `rows` rows has a kRows16 layout: Q4_1 or Q8_0 with rows a
+// positive multiple of 16.
 bool Rows16Supported(GgmlType type, int64_t rows);
 
 // True when `isa`'s kernels read kRows16 matrices directly (AVX-512 VNNI).

@@ -83,15 +83,16 @@ enum class MatrixLayout {
   // with loads alone (no permutes or gathers), which is what limits batch-1 decode. Other ISAs
   // read it by unpacking a few rows at a time into scratch (slow: for tests and forced ISAs).
   kGroup8,
-  // Q4_1 only, for matrices whose rows are a multiple of 16: rows as vector lanes. Each panel of
-  // 16 rows (row_stride * 16 bytes from data + 16 p * row_stride) holds, for each block b of
-  // the rows in turn, 320 bytes: 4 x 64 bytes of nibbles (the k-th: dword k of the block's 16
-  // code bytes for rows 0..15 of the panel), then the 16 rows' d (f16), then their m (f16);
-  // the panel's bytes past blocks * 320 are the rows' padding, copied as they are
-  // (RepackRowsRows16 in matmul.h). An AVX-512 VNNI kernel then takes one block of 16 rows in
-  // 8 dot-product steps whose lanes are the rows: no horizontal sums and half the float work
-  // of kGroup8 per value, the same operations for every batch shape. Its results are rounded
-  // in another order than the other layouts' (not their bits). Other ISAs unpack it.
+  // Q4_1 and Q8_0, for matrices whose rows are a multiple of 16: rows as vector lanes. Each
+  // panel of 16 rows (row_stride * 16 bytes from data + 16 p * row_stride) holds, for each
+  // block b of the rows in turn, 16 blocks' bytes: the code vectors (Q4_1 4, Q8_0 8, 64 bytes
+  // each: the k-th holds dword k of the block's codes for rows 0..15 of the panel; Q8_0 codes
+  // + 128), then the 16 rows' d (f16), then Q4_1's m (f16); the panel's bytes past blocks x 16
+  // blocks are the rows' padding, copied as they are (RepackRowsRows16 in matmul.h). An
+  // AVX-512 VNNI kernel then takes one block of 16 rows in 8 dot-product steps whose lanes are
+  // the rows: no horizontal sums and half the float work of kGroup8 per value, the same
+  // operations for every batch shape. Its results are rounded in another order than the other
+  // layouts' (not their bits). Other ISAs unpack it.
   kRows16,
 };
 

@@ -162,13 +162,14 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const model::Mode
   const kernels::Isa isa = kernels::ActiveIsa();
   const bool repack = kernels::Group8Native(isa) && !env_is("CRESCENT_REPACK_WEIGHTS", '0');
   const bool rows16 = kernels::Rows16Native(isa) && !env_is("CRESCENT_REPACK_WEIGHTS", 'g');
+  const bool rows16_q8 = rows16 && env_is("CRESCENT_REPACK_WEIGHTS", 'r');
   if (repack || env_is("CRESCENT_HUGE_WEIGHTS", '1')) {
-    CRESCENT_RETURN_IF_ERROR(backend->CopyWeights(repack, rows16));
+    CRESCENT_RETURN_IF_ERROR(backend->CopyWeights(repack, rows16, rows16_q8));
   }
   return backend;
 }
 
-absl::Status CpuBackend::CopyWeights(bool repack, bool rows16) {
+absl::Status CpuBackend::CopyWeights(bool repack, bool rows16, bool rows16_q8) {
   copied_weights_ = *weights_;
   std::vector<model::TensorRef*> mats;
   for (model::LayerWeights& lw : copied_weights_.layers) {
@@ -189,10 +190,13 @@ absl::Status CpuBackend::CopyWeights(bool repack, bool rows16) {
     dst += (t->nbytes + 63) / 64 * 64;
   }
   // The layout each copy gets.
-  auto layout_of = [repack, rows16](const model::TensorRef& t) {
+  auto layout_of = [repack, rows16, rows16_q8](const model::TensorRef& t) {
     using kernels::MatrixLayout;
     if (!repack || t.layout != MatrixLayout::kGguf) return t.layout;
-    if (rows16 && kernels::Rows16Supported(t.type, t.rows)) return MatrixLayout::kRows16;
+    const bool q8 = t.type == kernels::GgmlType::kQ8_0;
+    if (rows16 && (!q8 || rows16_q8) && kernels::Rows16Supported(t.type, t.rows)) {
+      return MatrixLayout::kRows16;
+    }
     if (kernels::Group8Supported(t.type)) return MatrixLayout::kGroup8;
     return MatrixLayout::kGguf;
   };

@@ -430,7 +430,7 @@ TEST(MatMulGroup8Test, PrefillChunksOverWeightBlocksGiveTheGgufLayoutsBits) {
 namespace crescent::kernels {
 namespace {
 
-// A Q4_1 matrix repacked to kRows16 beside its GGUF bytes.
+// A Q4_1 or Q8_0 matrix repacked to kRows16 beside its GGUF bytes.
 struct Rows16Weights {
   Weights w;
   std::vector<uint8_t> packed;
@@ -442,31 +442,38 @@ struct Rows16Weights {
   }
 };
 
-Rows16Weights MakeRows16(std::mt19937& rng, int64_t rows, int64_t cols, size_t pad = 0) {
-  Rows16Weights r{MakeWeights(rng, GgmlType::kQ4_1, rows, cols, pad), {}};
+Rows16Weights MakeRows16(std::mt19937& rng, GgmlType t, int64_t rows, int64_t cols,
+                         size_t pad = 0) {
+  Rows16Weights r{MakeWeights(rng, t, rows, cols, pad), {}};
   r.packed.assign(r.w.bytes.size(), 0);
-  RepackRowsRows16(GgmlType::kQ4_1, cols, rows, r.w.stride, r.w.bytes.data(), r.packed.data());
+  RepackRowsRows16(t, cols, rows, r.w.stride, r.w.bytes.data(), r.packed.data());
   return r;
 }
 
+constexpr GgmlType kRows16Types[] = {GgmlType::kQ4_1, GgmlType::kQ8_0};
+
 TEST(MatMulRows16Test, RepackThenUnpackRestoresEveryByte) {
   std::mt19937 rng(51);
-  for (int64_t cols : {32, 96, 576, 1536}) {
-    for (size_t pad : {size_t{0}, size_t{12}}) {
-      const Rows16Weights r = MakeRows16(rng, 48, cols, pad);
-      std::vector<uint8_t> back(r.packed.size());
-      UnpackRowsRows16(GgmlType::kQ4_1, cols, 48, r.w.stride, r.packed.data(), back.data());
-      EXPECT_NE(r.packed, r.w.bytes) << "cols=" << cols;
-      EXPECT_TRUE(std::equal(back.begin(), back.begin() + r.w.stride * 48, r.w.bytes.begin()))
-          << "cols=" << cols << " pad=" << pad;
+  for (GgmlType t : kRows16Types) {
+    for (int64_t cols : {32, 96, 576, 1536}) {
+      for (size_t pad : {size_t{0}, size_t{12}}) {
+        const Rows16Weights r = MakeRows16(rng, t, 48, cols, pad);
+        std::vector<uint8_t> back(r.packed.size());
+        UnpackRowsRows16(t, cols, 48, r.w.stride, r.packed.data(), back.data());
+        EXPECT_NE(r.packed, r.w.bytes) << GetTypeInfo(t).name << " cols=" << cols;
+        EXPECT_TRUE(std::equal(back.begin(), back.begin() + r.w.stride * 48, r.w.bytes.begin()))
+            << GetTypeInfo(t).name << " cols=" << cols << " pad=" << pad;
+      }
     }
   }
   EXPECT_TRUE(Rows16Supported(GgmlType::kQ4_1, 16));
   EXPECT_TRUE(Rows16Supported(GgmlType::kQ4_1, 49152));
+  EXPECT_TRUE(Rows16Supported(GgmlType::kQ8_0, 64));
   EXPECT_FALSE(Rows16Supported(GgmlType::kQ4_1, 24));
+  EXPECT_FALSE(Rows16Supported(GgmlType::kQ8_0, 40));
   EXPECT_FALSE(Rows16Supported(GgmlType::kQ4_1, 0));
-  EXPECT_FALSE(Rows16Supported(GgmlType::kQ8_0, 64));
   EXPECT_FALSE(Rows16Supported(GgmlType::kQ4_0, 64));
+  EXPECT_FALSE(Rows16Supported(GgmlType::kQ4_K, 64));
 }
 
 // Against the exact product on every ISA, batch shape and thread split; where the ISA does not
@@ -474,24 +481,27 @@ TEST(MatMulRows16Test, RepackThenUnpackRestoresEveryByte) {
 TEST(MatMulRows16Test, MatchesDenseReferenceForEveryIsaAndBatch) {
   std::mt19937 rng(52);
   ThreadPool pool2(2), pool3(3);
-  for (int64_t cols : {32, 96, 576}) {
-    for (int64_t rows : {16, 64}) {
-      const Rows16Weights r = MakeRows16(rng, rows, cols, cols == 96 ? 8 : 0);
-      for (int64_t m : {1, 2, 7, 8, 9, 33}) {
-        const std::vector<float> x = MakeX(rng, m, cols);
-        for (Isa isa : AvailableIsas()) {
-          ScopedIsa scoped(isa);
-          for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
-            std::vector<float> y(m * rows, -12345.0f);
-            MatMul(pool, r.view(), x.data(), m, y.data());
-            const std::string what = std::string(IsaName(isa)) + " rows=" + std::to_string(rows) +
-                                     " cols=" + std::to_string(cols) + " m=" + std::to_string(m);
-            ExpectMatches(r.w, x, m, y, what);
-            if (HasFatalFailure()) return;
-            if (!Rows16Native(isa)) {
-              std::vector<float> gguf(m * rows);
-              MatMul(pool, r.w.view(), x.data(), m, gguf.data());
-              ASSERT_EQ(y, gguf) << what;
+  for (GgmlType t : kRows16Types) {
+    for (int64_t cols : {32, 96, 576}) {
+      for (int64_t rows : {16, 64}) {
+        const Rows16Weights r = MakeRows16(rng, t, rows, cols, cols == 96 ? 8 : 0);
+        for (int64_t m : {1, 2, 7, 8, 9, 33}) {
+          const std::vector<float> x = MakeX(rng, m, cols);
+          for (Isa isa : AvailableIsas()) {
+            ScopedIsa scoped(isa);
+            for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
+              std::vector<float> y(m * rows, -12345.0f);
+              MatMul(pool, r.view(), x.data(), m, y.data());
+              const std::string what = std::string(GetTypeInfo(t).name) + " " + IsaName(isa) +
+                                       " rows=" + std::to_string(rows) +
+                                       " cols=" + std::to_string(cols) + " m=" + std::to_string(m);
+              ExpectMatches(r.w, x, m, y, what);
+              if (HasFatalFailure()) return;
+              if (!Rows16Native(isa)) {
+                std::vector<float> gguf(m * rows);
+                MatMul(pool, r.w.view(), x.data(), m, gguf.data());
+                ASSERT_EQ(y, gguf) << what;
+              }
             }
           }
         }
@@ -506,42 +516,44 @@ TEST(MatMulRows16Test, MatchesDenseReferenceForEveryIsaAndBatch) {
 TEST(MatMulRows16Test, RowsAreBitIdenticalForAnyBatchShapeAndThreadSplit) {
   std::mt19937 rng(53);
   ThreadPool pool2(2), pool3(3);
-  for (int64_t cols : {64, 576, 1536}) {
-    const Rows16Weights r = MakeRows16(rng, 112, cols);
-    const Rows16Weights r2 = MakeRows16(rng, 32, cols);
-    const int64_t m = 21;
-    const std::vector<float> x = MakeX(rng, m, cols);
-    for (Isa isa : AvailableIsas()) {
-      ScopedIsa scoped(isa);
-      std::vector<float> full(m * r.w.rows), full2(m * r2.w.rows);
-      MatMul(&pool2, r.view(), x.data(), m, full.data());
-      MatMul(nullptr, r2.view(), x.data(), m, full2.data());
-      for (int64_t batch : {1, 3, 8}) {
-        for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
-          for (int64_t i0 = 0; i0 < m; i0 += batch) {
-            const int64_t mc = std::min(batch, m - i0);
-            std::vector<float> part(mc * r.w.rows), part2(mc * r2.w.rows);
-            const MatrixView views[2] = {r.view(), r2.view()};
-            float* const outs[2] = {part.data(), part2.data()};
-            MatMulShared(pool, views, outs, 2, x.data() + i0 * cols, mc);
-            for (int64_t i = 0; i < mc * r.w.rows; ++i) {
-              ASSERT_EQ(part[i], full[i0 * r.w.rows + i])
-                  << IsaName(isa) << " cols=" << cols << " batch=" << batch
-                  << " row=" << i0 + i / r.w.rows << " n=" << i % r.w.rows;
-            }
-            for (int64_t i = 0; i < mc * r2.w.rows; ++i) {
-              ASSERT_EQ(part2[i], full2[i0 * r2.w.rows + i]) << IsaName(isa) << " second matrix";
+  for (GgmlType t : kRows16Types) {
+    for (int64_t cols : {64, 576, 1536}) {
+      const Rows16Weights r = MakeRows16(rng, t, 112, cols);
+      const Rows16Weights r2 = MakeRows16(rng, t, 32, cols);
+      const int64_t m = 21;
+      const std::vector<float> x = MakeX(rng, m, cols);
+      for (Isa isa : AvailableIsas()) {
+        ScopedIsa scoped(isa);
+        std::vector<float> full(m * r.w.rows), full2(m * r2.w.rows);
+        MatMul(&pool2, r.view(), x.data(), m, full.data());
+        MatMul(nullptr, r2.view(), x.data(), m, full2.data());
+        for (int64_t batch : {1, 3, 8}) {
+          for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
+            for (int64_t i0 = 0; i0 < m; i0 += batch) {
+              const int64_t mc = std::min(batch, m - i0);
+              std::vector<float> part(mc * r.w.rows), part2(mc * r2.w.rows);
+              const MatrixView views[2] = {r.view(), r2.view()};
+              float* const outs[2] = {part.data(), part2.data()};
+              MatMulShared(pool, views, outs, 2, x.data() + i0 * cols, mc);
+              for (int64_t i = 0; i < mc * r.w.rows; ++i) {
+                ASSERT_EQ(part[i], full[i0 * r.w.rows + i])
+                    << GetTypeInfo(t).name << " " << IsaName(isa) << " cols=" << cols
+                    << " batch=" << batch << " row=" << i0 + i / r.w.rows << " n=" << i % r.w.rows;
+              }
+              for (int64_t i = 0; i < mc * r2.w.rows; ++i) {
+                ASSERT_EQ(part2[i], full2[i0 * r2.w.rows + i]) << IsaName(isa) << " second matrix";
+              }
             }
           }
         }
-      }
-      // Rows ranges that cut panels: only the range is written, with the full call's bits.
-      std::vector<float> rows(m * r.w.rows, 7.0f);
-      MatMulRows(r.view(), x.data(), m, rows.data(), 5, 37);
-      for (int64_t i = 0; i < m; ++i) {
-        for (int64_t n = 0; n < r.w.rows; ++n) {
-          const float expect = n >= 5 && n < 37 ? full[i * r.w.rows + n] : 7.0f;
-          ASSERT_EQ(rows[i * r.w.rows + n], expect) << IsaName(isa) << " i=" << i << " n=" << n;
+        // Rows ranges that cut panels: only the range is written, with the full call's bits.
+        std::vector<float> rows(m * r.w.rows, 7.0f);
+        MatMulRows(r.view(), x.data(), m, rows.data(), 5, 37);
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t n = 0; n < r.w.rows; ++n) {
+            const float expect = n >= 5 && n < 37 ? full[i * r.w.rows + n] : 7.0f;
+            ASSERT_EQ(rows[i * r.w.rows + n], expect) << IsaName(isa) << " i=" << i << " n=" << n;
+          }
         }
       }
     }

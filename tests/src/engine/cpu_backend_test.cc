@@ -204,8 +204,9 @@ TEST(CpuBackendHugePagesTest, CopiedWeightsGiveIdenticalLogits) {
 }
 
 // On AVX-512 VNNI the backend repacks the matrices it streams: Q4_1 ones whose rows are a
-// multiple of 16 to kernels::MatrixLayout::kRows16, other Q4_1 and Q8_0 ones to kGroup8
-// (CRESCENT_REPACK_WEIGHTS=0 turns that off, =group8 keeps every one to kGroup8). kGroup8 is a
+// multiple of 16 to kernels::MatrixLayout::kRows16, the others (Q8_0 unless
+// CRESCENT_REPACK_WEIGHTS=rows16) to kGroup8 (=0 turns that off, =group8 keeps every one to
+// kGroup8). kGroup8 is a
 // faster encoding of the same weights, so the same logits, bit for bit. Rows of 512 values
 // have two full groups of 8 blocks; the output matrix is tied to the embeddings, which must
 // keep being read in GGUF layout. (Without AVX-512 VNNI both sides read the file's layout and
@@ -245,37 +246,42 @@ TEST(CpuBackendRepackTest, RepackedWeightsGiveIdenticalLogits) {
   }
 }
 
-// kRows16 (the default for Q4_1 rows that are multiples of 16 on AVX-512 VNNI) rounds its sums
-// in another order than the file's layout: logits within float rounding of the unpacked
-// backend's, and within the repacked backend still the same bits whether a position comes in a
-// prefill of many tokens or a decode step of one (the engine's chunking and batching rely on
-// it).
+// kRows16 (for Q4_1 and, with CRESCENT_REPACK_WEIGHTS=rows16, Q8_0 rows that are multiples of
+// 16 on AVX-512 VNNI) rounds its sums in another order than the file's layout: logits within float
+// rounding of the unpacked backend's, and within the repacked backend still the same bits whether a
+// position comes in a prefill of many tokens or a decode step of one (the engine's chunking and
+// batching rely on it).
 TEST(CpuBackendRepackTest, Rows16WeightsGiveTheSameLogitsWithinRoundingAndAnyChunking) {
-  testing::TinyModelOptions o;
-  o.weight_type = GgmlType::kQ4_1;
-  o.n_embd = 512;
-  o.n_heads = 8;
-  o.n_ff = 768;
-  Fixture repacked(o);
-  ASSERT_EQ(setenv("CRESCENT_REPACK_WEIGHTS", "0", 1), 0);
-  Fixture plain(o);
-  unsetenv("CRESCENT_REPACK_WEIGHTS");
-  auto tokens = RandomTokens(9, plain.config.vocab_size, 13);
-  const std::vector<float> all_r = repacked.AllLogits(tokens);
-  // Float rounding alone moves these logits by ~1e-7 of the largest, but the next layer
-  // quantizes its input to 8 bits a block: a value that lands on a rounding boundary can flip
-  // its code, a step of 1/127 of its block's largest value, which the layers after carry (here
-  // from position 5 on, ~0.2 % of the largest logit).
-  ExpectClose(all_r, plain.AllLogits(tokens), 5e-3f, "kRows16 against the GGUF layout");
-  const int64_t vocab = plain.config.vocab_size;
-  auto blocks = repacked.Blocks(9);
-  for (int i = 0; i < 9; ++i) {
-    std::vector<float> step;
-    SequenceBatch s{std::span(tokens).subspan(i, 1), i, blocks, LogitsMode::kLast};
-    ASSERT_TRUE(
-        repacked.backend->Forward(std::span(&s, 1), repacked.cache.get(), nullptr, &step).ok());
-    ASSERT_EQ(step, std::vector<float>(all_r.begin() + i * vocab, all_r.begin() + (i + 1) * vocab))
-        << "position " << i;
+  for (GgmlType type : {GgmlType::kQ4_1, GgmlType::kQ8_0}) {
+    SCOPED_TRACE(kernels::GetTypeInfo(type).name);
+    testing::TinyModelOptions o;
+    o.weight_type = type;
+    o.n_embd = 512;
+    o.n_heads = 8;
+    o.n_ff = 768;
+    ASSERT_EQ(setenv("CRESCENT_REPACK_WEIGHTS", "rows16", 1), 0);  // Q8_0 too
+    Fixture repacked(o);
+    ASSERT_EQ(setenv("CRESCENT_REPACK_WEIGHTS", "0", 1), 0);
+    Fixture plain(o);
+    unsetenv("CRESCENT_REPACK_WEIGHTS");
+    auto tokens = RandomTokens(9, plain.config.vocab_size, 13);
+    const std::vector<float> all_r = repacked.AllLogits(tokens);
+    // Float rounding alone moves these logits by ~1e-7 of the largest, but the next layer
+    // quantizes its input to 8 bits a block: a value that lands on a rounding boundary can flip
+    // its code, a step of 1/127 of its block's largest value, which the layers after carry (here
+    // from position 5 on, ~0.2 % of the largest logit).
+    ExpectClose(all_r, plain.AllLogits(tokens), 5e-3f, "kRows16 against the GGUF layout");
+    const int64_t vocab = plain.config.vocab_size;
+    auto blocks = repacked.Blocks(9);
+    for (int i = 0; i < 9; ++i) {
+      std::vector<float> step;
+      SequenceBatch s{std::span(tokens).subspan(i, 1), i, blocks, LogitsMode::kLast};
+      ASSERT_TRUE(
+          repacked.backend->Forward(std::span(&s, 1), repacked.cache.get(), nullptr, &step).ok());
+      ASSERT_EQ(step,
+                std::vector<float>(all_r.begin() + i * vocab, all_r.begin() + (i + 1) * vocab))
+          << "position " << i;
+    }
   }
 }
 
