@@ -192,22 +192,33 @@ QuantizedX PrepareX(ThreadPool* pool, const MatrixView& w, const float* x, int64
 // lane order XGroup8 expects.
 constexpr int kGroupBlocks = 8;
 
+// Moves bytes between a GGUF buffer and a repacked one (kGroup8 or kRows16): from GGUF offset
+// `go` of `in` to packed offset `po` of `out` when kToPacked, else from `po` to `go`.
+template <bool kToPacked>
+struct PackMover {
+  const uint8_t* in;
+  uint8_t* out;
+
+  void Bytes(size_t go, size_t po, size_t n) const {
+    std::memcpy(out + (kToPacked ? po : go), in + (kToPacked ? go : po), n);
+  }
+  // One dword, each byte xor `flip`.
+  void Dword(size_t go, size_t po, uint8_t flip) const {
+    uint32_t v;
+    std::memcpy(&v, in + (kToPacked ? go : po), 4);
+    v ^= 0x01010101u * flip;
+    std::memcpy(out + (kToPacked ? po : go), &v, 4);
+  }
+};
+
 // Copies a group of c blocks between the layouts: GGUF `in` to kGroup8 `out` when kToGroup8,
 // else back.
 template <bool kToGroup8>
 void ConvertGroup(GgmlType type, int c, const uint8_t* in, uint8_t* out) {
   const size_t bb = GetTypeInfo(type).type_size;
-  // One dword at GGUF offset `go` <-> group offset `po`, each byte xor `flip`.
-  auto unit = [&](size_t go, size_t po, uint8_t flip) {
-    const uint32_t mask = 0x01010101u * flip;
-    uint32_t v;
-    std::memcpy(&v, in + (kToGroup8 ? go : po), 4);
-    v ^= mask;
-    std::memcpy(out + (kToGroup8 ? po : go), &v, 4);
-  };
-  auto half = [&](size_t go, size_t po) {
-    std::memcpy(out + (kToGroup8 ? po : go), in + (kToGroup8 ? go : po), 2);
-  };
+  const PackMover<kToGroup8> mv{in, out};
+  auto unit = [&](size_t go, size_t po, uint8_t flip) { mv.Dword(go, po, flip); };
+  auto half = [&](size_t go, size_t po) { mv.Bytes(go, po, 2); };
   // Vector dword k: block k % c, the block's (k / c)-th dword of the pair the vector holds.
   const size_t vec = 8 * static_cast<size_t>(c);  // bytes per vector
   if (type == GgmlType::kQ4_1) {
@@ -240,36 +251,22 @@ void ConvertPanels(GgmlType type, int64_t cols, int64_t rows, size_t row_stride,
   const size_t block = GetTypeInfo(type).type_size, panel_block = 16 * block;
   const int dwords = q8 ? 8 : 4;
   const size_t codes = q8 ? 2 : 4;  // GGUF offset of a block's codes
-  const uint32_t flip = q8 ? 0x80808080u : 0;
+  const uint8_t flip = q8 ? 0x80 : 0;
   const int64_t blocks = cols / kQK;
   const size_t row_bytes = static_cast<size_t>(blocks) * block;
   const size_t pad = row_stride - row_bytes;
   for (int64_t p = 0; p < rows / 16; ++p) {
-    const auto* in = static_cast<const uint8_t*>(src) + 16 * p * row_stride;
-    auto* out = static_cast<uint8_t*>(dst) + 16 * p * row_stride;
-    // `n` bytes at GGUF offset `go` <-> panel offset `po`.
-    auto copy = [&](size_t go, size_t po, size_t n) {
-      if constexpr (kToRows16) {
-        std::memcpy(out + po, in + go, n);
-      } else {
-        std::memcpy(out + go, in + po, n);
-      }
-    };
-    // A code dword, each byte xor `flip`.
-    auto code = [&](size_t go, size_t po) {
-      uint32_t v;
-      std::memcpy(&v, in + (kToRows16 ? go : po), 4);
-      v ^= flip;
-      std::memcpy(out + (kToRows16 ? po : go), &v, 4);
-    };
+    const size_t panel = 16 * p * row_stride;
+    const PackMover<kToRows16> mv{static_cast<const uint8_t*>(src) + panel,
+                                  static_cast<uint8_t*>(dst) + panel};
     for (int r = 0; r < 16; ++r) {
       for (int64_t b = 0; b < blocks; ++b) {
         const size_t go = r * row_stride + b * block, po = b * panel_block;
-        for (int k = 0; k < dwords; ++k) code(go + codes + 4 * k, po + 64 * k + 4 * r);
-        copy(go, po + 64 * dwords + 2 * r, 2);                    // d
-        if (!q8) copy(go + 2, po + 64 * dwords + 32 + 2 * r, 2);  // m
+        for (int k = 0; k < dwords; ++k) mv.Dword(go + codes + 4 * k, po + 64 * k + 4 * r, flip);
+        mv.Bytes(go, po + 64 * dwords + 2 * r, 2);                    // d
+        if (!q8) mv.Bytes(go + 2, po + 64 * dwords + 32 + 2 * r, 2);  // m
       }
-      copy(r * row_stride + row_bytes, 16 * row_bytes + r * pad, pad);
+      mv.Bytes(r * row_stride + row_bytes, 16 * row_bytes + r * pad, pad);
     }
   }
 }

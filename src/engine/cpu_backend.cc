@@ -189,36 +189,37 @@ absl::Status CpuBackend::CopyWeights(bool repack, bool rows16, bool rows16_q8) {
     jobs.emplace_back(t, dst);
     dst += (t->nbytes + 63) / 64 * 64;
   }
-  // The layout each copy gets.
-  auto layout_of = [repack, rows16, rows16_q8](const model::TensorRef& t) {
-    using kernels::MatrixLayout;
-    if (!repack || t.layout != MatrixLayout::kGguf) return t.layout;
-    const bool q8 = t.type == kernels::GgmlType::kQ8_0;
-    if (rows16 && (!q8 || rows16_q8) && kernels::Rows16Supported(t.type, t.rows)) {
-      return MatrixLayout::kRows16;
+  // The layout each copy gets: a GGUF matrix is repacked where `repack` allows, any other one
+  // copied as it is.
+  using kernels::MatrixLayout;
+  std::vector<MatrixLayout> layouts;
+  for (const auto& [t, p] : jobs) {
+    MatrixLayout l = t->layout;
+    const bool q8 = t->type == kernels::GgmlType::kQ8_0;
+    if (repack && l == MatrixLayout::kGguf) {
+      if (rows16 && (!q8 || rows16_q8) && kernels::Rows16Supported(t->type, t->rows)) {
+        l = MatrixLayout::kRows16;
+      } else if (kernels::Group8Supported(t->type)) {
+        l = MatrixLayout::kGroup8;
+      }
     }
-    if (kernels::Group8Supported(t.type)) return MatrixLayout::kGroup8;
-    return MatrixLayout::kGguf;
-  };
+    layouts.push_back(l);
+  }
   pool_.ParallelFor(static_cast<int64_t>(jobs.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const model::TensorRef& t = *jobs[i].first;
-      switch (layout_of(t)) {
-        case kernels::MatrixLayout::kRows16:
-          kernels::RepackRowsRows16(t.type, t.cols, t.rows, t.row_stride, t.data, jobs[i].second);
-          break;
-        case kernels::MatrixLayout::kGroup8:
-          kernels::RepackRowsGroup8(t.type, t.cols, t.rows, t.row_stride, t.data, jobs[i].second);
-          break;
-        case kernels::MatrixLayout::kGguf:
-          std::memcpy(jobs[i].second, t.data, t.nbytes);
-          break;
+      if (layouts[i] == t.layout) {
+        std::memcpy(jobs[i].second, t.data, t.nbytes);
+      } else if (layouts[i] == MatrixLayout::kRows16) {
+        kernels::RepackRowsRows16(t.type, t.cols, t.rows, t.row_stride, t.data, jobs[i].second);
+      } else {
+        kernels::RepackRowsGroup8(t.type, t.cols, t.rows, t.row_stride, t.data, jobs[i].second);
       }
     }
   });
-  for (auto& [t, p] : jobs) {
-    t->layout = layout_of(*t);
-    t->data = p;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    jobs[i].first->layout = layouts[i];
+    jobs[i].first->data = jobs[i].second;
   }
   weights_ = &copied_weights_;
   return absl::OkStatus();
