@@ -6,8 +6,8 @@
 // bytes / time) and its fraction of the copy bandwidth, and the cost of a batch relative to
 // batch 1. Each measurement cycles over enough distinct copies of the matrix (>= 512 MiB in all)
 // that the weights come from DRAM, as in decode, never from cache. Q4_1 and Q8_0 run in the
-// layout the CPU backend gives them (--layout auto: kRows16 for Q4_1 with rows a multiple of 16,
-// else kGroup8, where the ISA reads them natively).
+// layout the CPU backend gives them (--layout auto: kRows16 for Q4_1 and Q8_0 with rows a
+// multiple of 16, else kGroup8, where the ISA reads them natively).
 //
 // Each figure is taken over whole passes (all copies once, or all 512 MiB once): "best" is the
 // fastest pass, "median" the middle one. On a machine shared with other work the best pass is
@@ -192,7 +192,8 @@ int Main(int argc, char** argv) {
       // it natively); a layout the matrix cannot take falls back to the file's.
       const bool native = Group8Native(ActiveIsa());
       MatrixLayout layout = MatrixLayout::kGguf;
-      const bool auto_rows16 = type == GgmlType::kQ4_1 && Rows16Native(ActiveIsa());
+      const bool auto_rows16 =
+          (type == GgmlType::kQ4_1 || type == GgmlType::kQ8_0) && Rows16Native(ActiveIsa());
       if (Rows16Supported(type, s.rows) &&
           (layout_name == "rows16" || (layout_name == "auto" && auto_rows16))) {
         layout = MatrixLayout::kRows16;

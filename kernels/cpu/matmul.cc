@@ -1,9 +1,11 @@
 #include "kernels/cpu/matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/internal/matmul_internal.h"
@@ -423,6 +425,56 @@ bool Rows16B1(Isa isa, const MatrixView* ws, int count, int64_t m, int threads) 
   return true;
 }
 
+// Batch 1 on kRows16 matrices: the panels of all the matrices of one MatMulShared, numbered in
+// order across them, are split into one contiguous share per thread (ThreadRows' split). The
+// owner of a share claims panels from its front, a thread done with its own share claims them
+// one at a time from the back of the others', so that the matmul does not wait for a thread
+// slowed by its memory traffic or its vCPU (the static split's two threads ended ~10 % apart
+// on average). Alternating on the decode steps of one run (2 threads, SmolLM2), it changed
+// nothing on the Q4_1 matrices alone; it is what made the Q8_0 output matrix in kRows16 no
+// slower than in kGroup8 (docs/benchmarks.md, 2026-11-24). A panel is computed whole by one
+// thread with the same kernel, so every row's bits are those of the static split.
+constexpr int kMaxPanelShares = 64;
+struct alignas(64) PanelShare {
+  int64_t begin = 0;  // the share's first panel (global numbering)
+  // (back << 32) | front, relative to begin: panels [front, back) are not claimed yet.
+  std::atomic<uint64_t> claim{0};
+
+  // Gives panels [b, e) out afresh. Not thread-safe: call before the threads start on them.
+  void Reset(int64_t b, int64_t e) {
+    begin = b;
+    claim.store(static_cast<uint64_t>(e - b) << 32, std::memory_order_relaxed);
+  }
+
+  // Claims panels [*g0, *g1): the owner a quarter of what is left (at least one) from the
+  // front, which keeps its walk one sequential stream with few atomic operations; a helper one
+  // from the back. False when none is left. The claims only divide the panels: their inputs
+  // were published before the threads started, their outputs are read after all finish.
+  bool Claim(bool owner, int64_t* g0, int64_t* g1) {
+    uint64_t v = claim.load(std::memory_order_relaxed);
+    for (;;) {
+      const int64_t front = static_cast<int64_t>(v & 0xffffffffu);
+      const int64_t back = static_cast<int64_t>(v >> 32);
+      if (front >= back) return false;
+      uint64_t next;
+      if (owner) {
+        const int64_t n = std::max<int64_t>(1, (back - front) / 4);
+        *g0 = begin + front;
+        *g1 = begin + front + n;
+        next = (static_cast<uint64_t>(back) << 32) | static_cast<uint64_t>(front + n);
+      } else {
+        *g0 = begin + back - 1;
+        *g1 = begin + back;
+        next = (static_cast<uint64_t>(back - 1) << 32) | static_cast<uint64_t>(front);
+      }
+      if (claim.compare_exchange_weak(v, next, std::memory_order_relaxed,
+                                      std::memory_order_relaxed)) {
+        return true;
+      }
+    }
+  }
+};
+
 // The rows of a tile: 16 (a kRows16 panel) when any of the matrices is kRows16, else 4.
 int64_t TileRows(const MatrixView* ws, int count) {
   for (int i = 0; i < count; ++i) {
@@ -575,6 +627,39 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
     return;
   }
 #endif
+  if (Rows16B1(isa, ws, count, m, threads) && threads <= kMaxPanelShares) {
+    // Per calling thread, as B1Rows above; first[j] is matrix j's first panel.
+    thread_local PanelShare storage[kMaxPanelShares];
+    thread_local std::vector<int64_t> first_storage;
+    PanelShare* const shares = storage;
+    std::vector<int64_t>& first = first_storage;
+    first.assign(1, 0);
+    for (int j = 0; j < count; ++j) first.push_back(first[j] + Tiles(ws[j], 16));
+    const int64_t panels = first[count];
+    for (int t = 0; t < threads; ++t) {
+      shares[t].Reset(panels * t / threads, panels * (t + 1) / threads);
+    }
+    pool->Run([&](int t, int nt) {
+      // Panels [g0, g1) of the numbering, matrix by matrix.
+      auto compute = [&](int64_t g0, int64_t g1) {
+        int j = 0;
+        while (g0 < g1) {
+          while (first[j + 1] <= g0) ++j;
+          const int64_t stop = std::min(g1, first[j + 1]);
+          RunGemm(gemm, isa, ws[j], q, ys[j], (g0 - first[j]) * 16,
+                  std::min(ws[j].rows, (stop - first[j]) * 16));
+          g0 = stop;
+        }
+      };
+      int64_t g0, g1;
+      while (shares[t].Claim(/*owner=*/true, &g0, &g1)) compute(g0, g1);
+      for (int d = 1; d < nt; ++d) {
+        PanelShare& other = shares[(t + d) % nt];
+        while (other.Claim(/*owner=*/false, &g0, &g1)) compute(g0, g1);
+      }
+    });
+    return;
+  }
   const int64_t tile = TileRows(ws, count);
   pool->Run([&](int t, int nt) {
     int64_t first_tile = 0;  // global index of matrix j's first tile

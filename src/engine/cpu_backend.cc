@@ -162,14 +162,13 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const model::Mode
   const kernels::Isa isa = kernels::ActiveIsa();
   const bool repack = kernels::Group8Native(isa) && !env_is("CRESCENT_REPACK_WEIGHTS", '0');
   const bool rows16 = kernels::Rows16Native(isa) && !env_is("CRESCENT_REPACK_WEIGHTS", 'g');
-  const bool rows16_q8 = rows16 && env_is("CRESCENT_REPACK_WEIGHTS", 'r');
   if (repack || env_is("CRESCENT_HUGE_WEIGHTS", '1')) {
-    CRESCENT_RETURN_IF_ERROR(backend->CopyWeights(repack, rows16, rows16_q8));
+    CRESCENT_RETURN_IF_ERROR(backend->CopyWeights(repack, rows16));
   }
   return backend;
 }
 
-absl::Status CpuBackend::CopyWeights(bool repack, bool rows16, bool rows16_q8) {
+absl::Status CpuBackend::CopyWeights(bool repack, bool rows16) {
   copied_weights_ = *weights_;
   std::vector<model::TensorRef*> mats;
   for (model::LayerWeights& lw : copied_weights_.layers) {
@@ -195,9 +194,8 @@ absl::Status CpuBackend::CopyWeights(bool repack, bool rows16, bool rows16_q8) {
   std::vector<MatrixLayout> layouts;
   for (const auto& [t, p] : jobs) {
     MatrixLayout l = t->layout;
-    const bool q8 = t->type == kernels::GgmlType::kQ8_0;
     if (repack && l == MatrixLayout::kGguf) {
-      if (rows16 && (!q8 || rows16_q8) && kernels::Rows16Supported(t->type, t->rows)) {
+      if (rows16 && kernels::Rows16Supported(t->type, t->rows)) {
         l = MatrixLayout::kRows16;
       } else if (kernels::Group8Supported(t->type)) {
         l = MatrixLayout::kGroup8;

@@ -37,16 +37,15 @@ class CpuBackend final : public Backend {
   //
   // Weight copy. When the active ISA reads MatrixLayout::kGroup8 natively (AVX-512 VNNI), the
   // matrices decode streams (every layer's projections and the output matrix) are copied once
-  // into anonymous memory advised to use transparent huge pages and read from there: Q4_1 ones
-  // with rows a multiple of 16 repacked to kRows16 (rows as vector lanes: about half the
-  // instructions per weight of kGroup8, so batch-1 decode keeps up with memory), other Q4_1
-  // and Q8_0 ones to kGroup8 (Q8_0 in kRows16 measured 7-10 % slower at batch 1, batch 8
-  // within noise). kGroup8 gives the same logits bit for bit; kRows16 rounds its sums in another
-  // order (logits within float rounding of the GGUF layout's, and still the same bits for any
-  // batch shape). Costs a second copy of those matrices in RAM (the file's page-cache pages
-  // stay reclaimable). Environment: CRESCENT_REPACK_WEIGHTS=0 turns the copy off, =group8
-  // repacks to kGroup8 only, =rows16 takes Q8_0 to kRows16 too; CRESCENT_HUGE_WEIGHTS=1 makes
-  // the copy (without repacking) on any ISA.
+  // into anonymous memory advised to use transparent huge pages and read from there: Q4_1 and
+  // Q8_0 ones with rows a multiple of 16 repacked to kRows16 (rows as vector lanes: about half
+  // the instructions per weight of kGroup8, so batch-1 decode keeps up with memory), the other
+  // Q4_1 and Q8_0 ones to kGroup8. kGroup8 gives the same logits bit for bit; kRows16 rounds
+  // its sums in another order (logits within float rounding of the GGUF layout's, and still
+  // the same bits for any batch shape). Costs a second copy of those matrices in RAM (the
+  // file's page-cache pages stay reclaimable). Environment: CRESCENT_REPACK_WEIGHTS=0 turns
+  // the copy off, =group8 repacks to kGroup8 only; CRESCENT_HUGE_WEIGHTS=1 makes the copy
+  // (without repacking) on any ISA.
   //
   // Errors: Unimplemented when a weight's type has no CPU matmul kernel (naming the tensor and
   // type); ResourceExhausted when the copy cannot be mapped.
@@ -74,10 +73,9 @@ class CpuBackend final : public Backend {
   absl::Status Validate(std::span<const SequenceBatch> seqs, const KvCache& cache) const;
 
   // Copies the matrices decode streams (every layer's projections and the output matrix) into
-  // one huge-page buffer, repacked where `repack` and the matrix has a kRows16 (when `rows16`;
-  // Q8_0 only when `rows16_q8` too) or kGroup8 layout, and points weights_ at the copies.
-  // Errors: as HugePageBuffer::Create.
-  absl::Status CopyWeights(bool repack, bool rows16, bool rows16_q8);
+  // one huge-page buffer, repacked where `repack` and the matrix has a kRows16 (when `rows16`)
+  // or kGroup8 layout, and points weights_ at the copies. Errors: as HugePageBuffer::Create.
+  absl::Status CopyWeights(bool repack, bool rows16);
 
   const model::ModelConfig& config_;
   const model::ModelWeights* weights_;  // the caller's, or copied_weights_

@@ -203,35 +203,28 @@ TEST(CpuBackendHugePagesTest, CopiedWeightsGiveIdenticalLogits) {
   EXPECT_EQ(plain.AllLogits(tokens), copied.AllLogits(tokens));
 }
 
-// On AVX-512 VNNI the backend repacks the matrices it streams: Q4_1 ones whose rows are a
-// multiple of 16 to kernels::MatrixLayout::kRows16, the others (Q8_0 unless
-// CRESCENT_REPACK_WEIGHTS=rows16) to kGroup8 (=0 turns that off, =group8 keeps every one to
-// kGroup8). kGroup8 is a
-// faster encoding of the same weights, so the same logits, bit for bit. Rows of 512 values
-// have two full groups of 8 blocks; the output matrix is tied to the embeddings, which must
-// keep being read in GGUF layout. (Without AVX-512 VNNI both sides read the file's layout and
-// the test shows nothing.)
+// On AVX-512 VNNI the backend repacks the matrices it streams: Q4_1 and Q8_0 ones whose rows
+// are a multiple of 16 to kernels::MatrixLayout::kRows16, the others to kGroup8
+// (CRESCENT_REPACK_WEIGHTS=0 turns that off, =group8 takes every one to kGroup8, as here).
+// kGroup8 is a faster encoding of the same weights, so the same logits, bit for bit. Rows of
+// 512 values have two full groups of 8 blocks; the output matrix is tied to the embeddings,
+// which must keep being read in GGUF layout. (Without AVX-512 VNNI both sides read the file's
+// layout and the test shows nothing.)
 TEST(CpuBackendRepackTest, RepackedWeightsGiveIdenticalLogits) {
-  struct Case {
-    GgmlType type;
-    const char* repack;  // CRESCENT_REPACK_WEIGHTS of the repacked side, or nullptr (unset).
-  };
-  for (const Case& c : {Case{GgmlType::kQ4_1, "group8"}, Case{GgmlType::kQ8_0, nullptr}}) {
+  for (GgmlType type : {GgmlType::kQ4_1, GgmlType::kQ8_0}) {
     testing::TinyModelOptions o;
-    o.weight_type = c.type;
+    o.weight_type = type;
     o.n_embd = 512;
     o.n_heads = 8;
     o.n_ff = 768;
-    if (c.repack != nullptr) {
-      ASSERT_EQ(setenv("CRESCENT_REPACK_WEIGHTS", c.repack, 1), 0);
-    }
+    ASSERT_EQ(setenv("CRESCENT_REPACK_WEIGHTS", "group8", 1), 0);
     Fixture repacked(o);
     ASSERT_EQ(setenv("CRESCENT_REPACK_WEIGHTS", "0", 1), 0);
     Fixture plain(o);
     unsetenv("CRESCENT_REPACK_WEIGHTS");
     auto tokens = RandomTokens(9, plain.config.vocab_size, 12);
     EXPECT_EQ(repacked.AllLogits(tokens), plain.AllLogits(tokens))
-        << kernels::GetTypeInfo(c.type).name;
+        << kernels::GetTypeInfo(type).name;
     // Decode steps (batch 1) too.
     auto blocks_r = repacked.Blocks(12), blocks_p = plain.Blocks(12);
     for (int i = 0; i < 12; ++i) {
@@ -241,13 +234,13 @@ TEST(CpuBackendRepackTest, RepackedWeightsGiveIdenticalLogits) {
       ASSERT_TRUE(
           repacked.backend->Forward(std::span(&sr, 1), repacked.cache.get(), nullptr, &lr).ok());
       ASSERT_TRUE(plain.backend->Forward(std::span(&sp, 1), plain.cache.get(), nullptr, &lp).ok());
-      ASSERT_EQ(lr, lp) << kernels::GetTypeInfo(c.type).name << " step " << i;
+      ASSERT_EQ(lr, lp) << kernels::GetTypeInfo(type).name << " step " << i;
     }
   }
 }
 
-// kRows16 (for Q4_1 and, with CRESCENT_REPACK_WEIGHTS=rows16, Q8_0 rows that are multiples of
-// 16 on AVX-512 VNNI) rounds its sums in another order than the file's layout: logits within float
+// kRows16 (the backend's default for Q4_1 and Q8_0 matrices whose rows are multiples of 16 on
+// AVX-512 VNNI) rounds its sums in another order than the file's layout: logits within float
 // rounding of the unpacked backend's, and within the repacked backend still the same bits whether a
 // position comes in a prefill of many tokens or a decode step of one (the engine's chunking and
 // batching rely on it).
@@ -259,7 +252,6 @@ TEST(CpuBackendRepackTest, Rows16WeightsGiveTheSameLogitsWithinRoundingAndAnyChu
     o.n_embd = 512;
     o.n_heads = 8;
     o.n_ff = 768;
-    ASSERT_EQ(setenv("CRESCENT_REPACK_WEIGHTS", "rows16", 1), 0);  // Q8_0 too
     Fixture repacked(o);
     ASSERT_EQ(setenv("CRESCENT_REPACK_WEIGHTS", "0", 1), 0);
     Fixture plain(o);

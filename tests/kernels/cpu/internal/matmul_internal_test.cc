@@ -179,6 +179,71 @@ TEST(GemmB1SharedTest, MatMulSharedOnPoolsGivesTheSingleThreadBits) {
   }
 }
 
+// A kRows16 matrix (rows a multiple of 16) of random weights.
+struct Rows16Matrix {
+  GgmlType type;
+  int64_t rows, cols;
+  std::vector<uint8_t> packed;
+
+  MatrixView view() const {
+    MatrixView v{type, rows, cols, packed.data(), RowBytes(type, cols)};
+    v.layout = MatrixLayout::kRows16;
+    return v;
+  }
+};
+
+Rows16Matrix MakeRows16(std::mt19937& rng, GgmlType type, int64_t rows, int64_t cols) {
+  const size_t stride = RowBytes(type, cols);
+  std::vector<uint8_t> gguf(stride * rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const std::vector<float> v = testing::RandomFloats(rng, cols, -0.3f, 0.3f);
+    EXPECT_TRUE(QuantizeRow(type, v.data(), gguf.data() + r * stride, cols));
+  }
+  Rows16Matrix m{type, rows, cols, std::vector<uint8_t>(gguf.size())};
+  RepackRowsRows16(type, cols, rows, stride, gguf.data(), m.packed.data());
+  return m;
+}
+
+// Batch 1 on kRows16 matrices shares their panels between the threads (each claims its own
+// from the front, then the others' from the back): over pools of 2 to 4 threads on however
+// many cores there are (threads get descheduled mid-share, and others help), every output is
+// written once, with the bits of the single-threaded call, with or without
+// PrefetchNextMatMul's hints.
+TEST(Rows16SharedTest, MatMulSharedOnPoolsGivesTheSingleThreadBits) {
+  if (!HaveVnni()) GTEST_SKIP() << "no AVX-512 VNNI on this machine";
+  std::mt19937 rng(10);
+  for (GgmlType type : {GgmlType::kQ4_1, GgmlType::kQ8_0}) {
+    // Panels: 36 + 12 + 1, so that shares end inside a matrix and a matrix of one panel.
+    const Rows16Matrix a = MakeRows16(rng, type, 576, 576);
+    const Rows16Matrix b = MakeRows16(rng, type, 192, 576);
+    const Rows16Matrix c = MakeRows16(rng, type, 16, 576);
+    const MatrixView views[3] = {a.view(), b.view(), c.view()};
+    const std::vector<float> x = testing::RandomFloats(rng, 576, -1.0f, 1.0f);
+    std::vector<float> want[3], got[3];
+    for (int j = 0; j < 3; ++j) {
+      want[j].resize(views[j].rows);
+      got[j].resize(views[j].rows);
+    }
+    float* want_ptrs[3] = {want[0].data(), want[1].data(), want[2].data()};
+    float* got_ptrs[3] = {got[0].data(), got[1].data(), got[2].data()};
+    MatMulShared(nullptr, views, want_ptrs, 3, x.data(), 1);
+    for (int threads : {2, 3, 4}) {
+      ThreadPool pool(threads);
+      for (int round = 0; round < 50; ++round) {
+        for (auto& g : got) std::fill(g.begin(), g.end(), kUnset);
+        if (round % 2 == 1) PrefetchNextMatMul(&pool, views, 1 + (round / 2) % 3, 1);
+        // One, two or all three matrices in the call.
+        const int count = 1 + round % 3;
+        MatMulShared(&pool, views, got_ptrs, count, x.data(), 1);
+        for (int j = 0; j < count; ++j) {
+          ASSERT_EQ(got[j], want[j]) << GetTypeInfo(type).name << " threads=" << threads
+                                     << " count=" << count << " matrix " << j;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace crescent::kernels::internal
 #endif  // CRESCENT_KERNELS_X86
