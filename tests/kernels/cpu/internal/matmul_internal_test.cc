@@ -146,17 +146,13 @@ TEST(GemmB1SharedTest, ConcurrentOwnerAndHelpers) {
   }
 }
 
-// Through MatMulShared at batch 1: three repacked matrices over pools of 2 to 4 threads on
-// however many cores there are (threads get descheduled mid-share, and others help), always
-// the bits of the single-threaded call, with or without PrefetchNextMatMul's hints.
-TEST(GemmB1SharedTest, MatMulSharedOnPoolsGivesTheSingleThreadBits) {
-  if (!HaveVnni()) GTEST_SKIP() << "no AVX-512 VNNI on this machine";
-  std::mt19937 rng(9);
-  const Fixture a = MakeFixture(rng, GgmlType::kQ4_1, 576, 576);
-  const Fixture b = MakeFixture(rng, GgmlType::kQ4_1, 192, 576);
-  const Fixture c = MakeFixture(rng, GgmlType::kQ8_0, 203, 576);
-  const MatrixView views[3] = {a.view(), b.view(), c.view()};
-  const std::vector<float> x = testing::RandomFloats(rng, 576, -1.0f, 1.0f);
+// Calls MatMulShared at batch 1 on the three `views` (the first `counts(round)` of them) over
+// pools of 2 to 4 threads on however many cores there are (threads get descheduled mid-share,
+// and others help), 50 rounds each, every odd round after PrefetchNextMatMul's hint for the
+// first `hints(round)`; expects every output written, with the single-threaded call's bits.
+template <typename Counts, typename Hints>
+void ExpectSingleThreadBitsOnPools(const MatrixView (&views)[3], const std::vector<float>& x,
+                                   Counts counts, Hints hints) {
   std::vector<float> want[3], got[3];
   for (int j = 0; j < 3; ++j) {
     want[j].resize(views[j].rows);
@@ -169,14 +165,30 @@ TEST(GemmB1SharedTest, MatMulSharedOnPoolsGivesTheSingleThreadBits) {
     ThreadPool pool(threads);
     for (int round = 0; round < 50; ++round) {
       for (auto& g : got) std::fill(g.begin(), g.end(), kUnset);
-      // The Q4_1 pair, or its first matrix, on odd rounds.
-      if (round % 2 == 1) PrefetchNextMatMul(&pool, views, 1 + (round / 2) % 2, 1);
-      MatMulShared(&pool, views, got_ptrs, 3, x.data(), 1);
-      for (int j = 0; j < 3; ++j) {
-        ASSERT_EQ(got[j], want[j]) << "threads=" << threads << " matrix " << j;
+      if (round % 2 == 1) PrefetchNextMatMul(&pool, views, hints(round), 1);
+      const int count = counts(round);
+      MatMulShared(&pool, views, got_ptrs, count, x.data(), 1);
+      for (int j = 0; j < count; ++j) {
+        ASSERT_EQ(got[j], want[j]) << GetTypeInfo(views[j].type).name << " threads=" << threads
+                                   << " count=" << count << " matrix " << j;
       }
     }
   }
+}
+
+// Through MatMulShared at batch 1: three kGroup8 matrices, always the bits of the
+// single-threaded call, with or without PrefetchNextMatMul's hints (for the Q4_1 pair or its
+// first matrix).
+TEST(GemmB1SharedTest, MatMulSharedOnPoolsGivesTheSingleThreadBits) {
+  if (!HaveVnni()) GTEST_SKIP() << "no AVX-512 VNNI on this machine";
+  std::mt19937 rng(9);
+  const Fixture a = MakeFixture(rng, GgmlType::kQ4_1, 576, 576);
+  const Fixture b = MakeFixture(rng, GgmlType::kQ4_1, 192, 576);
+  const Fixture c = MakeFixture(rng, GgmlType::kQ8_0, 203, 576);
+  const MatrixView views[3] = {a.view(), b.view(), c.view()};
+  const std::vector<float> x = testing::RandomFloats(rng, 576, -1.0f, 1.0f);
+  ExpectSingleThreadBitsOnPools(
+      views, x, [](int) { return 3; }, [](int round) { return 1 + (round / 2) % 2; });
 }
 
 // A kRows16 matrix (rows a multiple of 16) of random weights.
@@ -205,10 +217,8 @@ Rows16Matrix MakeRows16(std::mt19937& rng, GgmlType type, int64_t rows, int64_t 
 }
 
 // Batch 1 on kRows16 matrices shares their panels between the threads (each claims its own
-// from the front, then the others' from the back): over pools of 2 to 4 threads on however
-// many cores there are (threads get descheduled mid-share, and others help), every output is
-// written once, with the bits of the single-threaded call, with or without
-// PrefetchNextMatMul's hints.
+// from the front, then the others' from the back): every output written once, with the bits
+// of the single-threaded call, for one, two or all three matrices in a call.
 TEST(Rows16SharedTest, MatMulSharedOnPoolsGivesTheSingleThreadBits) {
   if (!HaveVnni()) GTEST_SKIP() << "no AVX-512 VNNI on this machine";
   std::mt19937 rng(10);
@@ -219,28 +229,9 @@ TEST(Rows16SharedTest, MatMulSharedOnPoolsGivesTheSingleThreadBits) {
     const Rows16Matrix c = MakeRows16(rng, type, 16, 576);
     const MatrixView views[3] = {a.view(), b.view(), c.view()};
     const std::vector<float> x = testing::RandomFloats(rng, 576, -1.0f, 1.0f);
-    std::vector<float> want[3], got[3];
-    for (int j = 0; j < 3; ++j) {
-      want[j].resize(views[j].rows);
-      got[j].resize(views[j].rows);
-    }
-    float* want_ptrs[3] = {want[0].data(), want[1].data(), want[2].data()};
-    float* got_ptrs[3] = {got[0].data(), got[1].data(), got[2].data()};
-    MatMulShared(nullptr, views, want_ptrs, 3, x.data(), 1);
-    for (int threads : {2, 3, 4}) {
-      ThreadPool pool(threads);
-      for (int round = 0; round < 50; ++round) {
-        for (auto& g : got) std::fill(g.begin(), g.end(), kUnset);
-        if (round % 2 == 1) PrefetchNextMatMul(&pool, views, 1 + (round / 2) % 3, 1);
-        // One, two or all three matrices in the call.
-        const int count = 1 + round % 3;
-        MatMulShared(&pool, views, got_ptrs, count, x.data(), 1);
-        for (int j = 0; j < count; ++j) {
-          ASSERT_EQ(got[j], want[j]) << GetTypeInfo(type).name << " threads=" << threads
-                                     << " count=" << count << " matrix " << j;
-        }
-      }
-    }
+    ExpectSingleThreadBitsOnPools(
+        views, x, [](int round) { return 1 + round % 3; },
+        [](int round) { return 1 + (round / 2) % 3; });
   }
 }
 
