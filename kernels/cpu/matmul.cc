@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -425,6 +426,48 @@ bool Rows16B1(Isa isa, const MatrixView* ws, int count, int64_t m, int threads) 
   return true;
 }
 
+// PrefetchDuringNextMatMul's hints, kept per calling thread (one queue per pool thread) and
+// read by the pool's threads during the next MatMulShared, as PanelShare below.
+struct SideQueue {
+  ThreadPool::ByteRange ranges[kMaxSidePrefetchRanges];
+  int count = 0;
+  size_t bytes = 0;
+};
+
+std::vector<SideQueue>& CallerSideQueues() {
+  thread_local std::vector<SideQueue> queues;
+  return queues;
+}
+
+// Lines a thread prefetches before each panel at the least: with fewer ranges than its panels
+// can spread, it is done early in the matmul, so that the lines are there before attention.
+constexpr int64_t kMinSideLinesPerPanel = 32;
+
+// A thread's walk through its queue during one matmul.
+struct SideCursor {
+  const SideQueue* queue = nullptr;
+  int range = 0;
+  size_t offset = 0;
+  int64_t lines_per_panel = 0;
+
+  // Prefetches up to `lines` cache lines from where the walk stands (into L2: the lines are
+  // read after the matmul, whose own stream would evict them from L1).
+  void Prefetch(int64_t lines) {
+    while (lines > 0 && range < queue->count) {
+      const auto* p = static_cast<const char*>(queue->ranges[range].data);
+      const size_t bytes = queue->ranges[range].bytes;
+      for (; lines > 0 && offset < bytes; --lines, offset += 64)
+        __builtin_prefetch(p + offset, 0, 2);
+      if (offset >= bytes) {
+        ++range;
+        offset = 0;
+      }
+    }
+  }
+};
+
+thread_local SideCursor tls_side;
+
 // Batch 1 on kRows16 matrices: the panels of all the matrices of one MatMulShared, numbered in
 // order across them, are split into one contiguous share per thread (ThreadRows' split). The
 // owner of a share claims panels from its front, a thread done with its own share claims them
@@ -504,6 +547,26 @@ constexpr size_t kPrefetchNextBytes = 128 << 10;
 
 }  // namespace
 
+namespace internal {
+void SidePrefetchPanel() {
+  SideCursor& c = tls_side;
+  if (c.queue != nullptr) c.Prefetch(c.lines_per_panel);
+}
+}  // namespace internal
+
+void PrefetchDuringNextMatMul(ThreadPool* pool, int thread, const ThreadPool::ByteRange* ranges,
+                              int count) {
+  std::vector<SideQueue>& queues = CallerSideQueues();
+  if (queues.size() < static_cast<size_t>(pool->num_threads())) queues.resize(pool->num_threads());
+  SideQueue& q = queues[thread];
+  q.count = std::clamp(count, 0, kMaxSidePrefetchRanges);
+  q.bytes = 0;
+  for (int i = 0; i < q.count; ++i) {
+    q.ranges[i] = ranges[i];
+    q.bytes += ranges[i].bytes;
+  }
+}
+
 void PrefetchNextMatMul(ThreadPool* pool, const MatrixView* ws, int count, int64_t m) {
   if (pool == nullptr || count <= 0) return;
   const int threads = pool->num_threads();
@@ -569,6 +632,14 @@ void MatMul(ThreadPool* pool, const MatrixView& w, const float* x, int64_t m, fl
 
 void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int count,
                   const float* x, int64_t m) {
+  // PrefetchDuringNextMatMul's hints are for this call only, whichever path it takes.
+  std::vector<SideQueue>& side = CallerSideQueues();
+  struct DropHints {
+    std::vector<SideQueue>& side;
+    ~DropHints() {
+      for (SideQueue& q : side) q.count = 0;
+    }
+  } drop_hints{side};
   if (m <= 0 || count <= 0) return;
   const Isa isa = ActiveIsa();
   const QuantizedX q = PrepareX(pool, ws[0], x, m, isa);
@@ -640,6 +711,15 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
       shares[t].Reset(panels * t / threads, panels * (t + 1) / threads);
     }
     pool->Run([&](int t, int nt) {
+      // This thread's hinted ranges, spread over the panels it owns (SidePrefetchPanel).
+      const SideQueue* queue =
+          static_cast<size_t>(t) < side.size() && side[t].count > 0 ? &side[t] : nullptr;
+      if (queue != nullptr) {
+        const int64_t own = panels * (t + 1) / nt - panels * t / nt;
+        const auto lines = static_cast<int64_t>(queue->bytes / 64);
+        tls_side = SideCursor{
+            queue, 0, 0, std::max(kMinSideLinesPerPanel, lines / std::max<int64_t>(1, own) + 1)};
+      }
       // Panels [g0, g1) of the numbering, matrix by matrix.
       auto compute = [&](int64_t g0, int64_t g1) {
         int j = 0;
@@ -656,6 +736,10 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
       for (int d = 1; d < nt; ++d) {
         PanelShare& other = shares[(t + d) % nt];
         while (other.Claim(/*owner=*/false, &g0, &g1)) compute(g0, g1);
+      }
+      if (queue != nullptr) {
+        tls_side.Prefetch(std::numeric_limits<int64_t>::max());  // what the panels left
+        tls_side = SideCursor{};
       }
     });
     return;

@@ -110,6 +110,23 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
 // after the call.
 void PrefetchNextMatMul(ThreadPool* pool, const MatrixView* ws, int count, int64_t m);
 
+// The most ranges one thread takes in PrefetchDuringNextMatMul.
+inline constexpr int kMaxSidePrefetchRanges = 256;
+
+// A hint for data the caller will read right after the next MatMulShared on `pool` (from this
+// thread) and that would otherwise come from DRAM at a latency-bound pace, such as the KV pages
+// of the attention after a layer's Q/K/V projections: thread `thread` of the pool (0 = the
+// caller) prefetches `ranges` into its L2 a little at a time while it computes that matmul,
+// spread evenly over its share, and what is left at the end of it. Acts only when that call is
+// a batch-1 kRows16 one on AVX-512 VNNI with 2 or more threads, where the weights stream from
+// DRAM and the prefetches ride along; any other next call drops the hint. A later hint for the
+// same thread before that call replaces it. The ranges are only prefetched, never read: a
+// stale range costs time, never correctness, and nothing needs to stay alive. Ranges past
+// kMaxSidePrefetchRanges are dropped. Thread-compatible with MatMulShared.
+// REQUIRES: pool != nullptr; 0 <= thread < pool->num_threads(); count >= 0.
+void PrefetchDuringNextMatMul(ThreadPool* pool, int thread, const ThreadPool::ByteRange* ranges,
+                              int count);
+
 // As MatMul, but computes only output features [row_begin, row_end) of every row of y (the
 // others are not written), on the calling thread. For callers that schedule their own work.
 // REQUIRES: as MatMul, 0 <= row_begin <= row_end <= w.rows.

@@ -60,6 +60,32 @@ void HintNextMatMul(ThreadPool* pool, std::initializer_list<const model::TensorR
   kernels::PrefetchNextMatMul(pool, views, same ? n : 1, m);
 }
 
+// At batch 1, asks the pool's threads to fetch the K and V this layer's attention will read
+// (positions before the new one; its own are written after the projections) while they stream
+// the Q/K/V projections (kernels::PrefetchDuringNextMatMul): read in attention itself they come
+// from DRAM at a latency-bound pace, far below what a sequential stream gets. Thread t takes the
+// t-th contiguous part of the pages. Alternating on the decode steps of one run (SmolLM2, 2
+// threads): steps 1.2 % faster at 64-192 positions (16 of 20 runs), 1.8 % at 64-320 (12 of
+// 12), 2.6 % at 64-1088 (8 of 8).
+void HintAttentionKv(ThreadPool* pool, const SequenceBatch& s, KvCache* cache, int layer) {
+  const int64_t bt = cache->config().block_tokens;
+  const size_t row_bytes =
+      static_cast<size_t>(cache->config().n_kv_heads) * cache->config().head_dim * sizeof(uint16_t);
+  const int64_t pages = (s.pos0 + bt - 1) / bt;
+  const int threads = pool->num_threads();
+  ThreadPool::ByteRange ranges[kernels::kMaxSidePrefetchRanges];
+  for (int t = 0; t < threads; ++t) {
+    int n = 0;
+    for (int64_t b = pages * t / threads;
+         b < pages * (t + 1) / threads && n + 2 <= kernels::kMaxSidePrefetchRanges; ++b) {
+      const size_t bytes = static_cast<size_t>(std::min(bt, s.pos0 - b * bt)) * row_bytes;
+      ranges[n++] = {cache->KPage(s.block_table[b], layer), bytes};
+      ranges[n++] = {cache->VPage(s.block_table[b], layer), bytes};
+    }
+    kernels::PrefetchDuringNextMatMul(pool, t, ranges, n);
+  }
+}
+
 absl::Status CheckMatMul(const model::TensorRef& t, const std::string& name) {
   if (!kernels::MatMulSupports(t.type)) {
     return absl::UnimplementedError(absl::StrCat("tensor ", name, " has type ",
@@ -361,6 +387,7 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
       kernels::RmsNorm(&x_[r * d], attn_norm, d, config_.rms_eps, &xn_[r * d]);
     }
     HintNextMatMul(&pool_, {&lw.attn_output}, T);
+    if (T == 1) HintAttentionKv(&pool_, seqs[0], cache, l);
     MatMulMany(&pool_, {&lw.attn_q, &lw.attn_k, &lw.attn_v}, {q_.data(), k_.data(), v_.data()},
                xn_.data(), T);
     AddBias(q_.data(), T, lw.attn_q_bias, q_dim, &bias_scratch);

@@ -108,6 +108,11 @@ struct alignas(64) B1Rows {
 using GemmB1SharedFn = void (*)(const MatrixView& w, const QuantizedX& x, float* y, B1Rows* rows,
                                 bool owner);
 
+// PrefetchDuringNextMatMul's ranges for the calling thread while it computes a batch-1 kRows16
+// matmul: the kernel calls SidePrefetchPanel() before each panel, which prefetches the next of
+// them (nothing when the thread has none).
+void SidePrefetchPanel();
+
 void GemmScalar(const MatrixView& w, const QuantizedX& x, float* y, int64_t row_begin,
                 int64_t row_end);
 #if defined(CRESCENT_KERNELS_X86)

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <random>
 #include <thread>
 #include <vector>
@@ -149,7 +150,9 @@ TEST(GemmB1SharedTest, ConcurrentOwnerAndHelpers) {
 // Calls MatMulShared at batch 1 on the three `views` (the first `counts(round)` of them) over
 // pools of 2 to 4 threads on however many cores there are (threads get descheduled mid-share,
 // and others help), 50 rounds each, every odd round after PrefetchNextMatMul's hint for the
-// first `hints(round)`; expects every output written, with the single-threaded call's bits.
+// first `hints(round)`, every third with PrefetchDuringNextMatMul's ranges for each thread (a
+// few hundred, from the weights, x and a block freed before the call); expects every output
+// written, with the single-threaded call's bits.
 template <typename Counts, typename Hints>
 void ExpectSingleThreadBitsOnPools(const MatrixView (&views)[3], const std::vector<float>& x,
                                    Counts counts, Hints hints) {
@@ -166,6 +169,20 @@ void ExpectSingleThreadBitsOnPools(const MatrixView (&views)[3], const std::vect
     for (int round = 0; round < 50; ++round) {
       for (auto& g : got) std::fill(g.begin(), g.end(), kUnset);
       if (round % 2 == 1) PrefetchNextMatMul(&pool, views, hints(round), 1);
+      if (round % 3 == 0) {
+        std::vector<ThreadPool::ByteRange> ranges;
+        auto stale = std::make_unique<uint8_t[]>(4096);
+        for (int i = 0; i < 300; ++i) {
+          ranges.push_back({views[i % 3].data, static_cast<size_t>(64 * (i % 7))});
+          ranges.push_back({x.data(), x.size() * sizeof(float)});
+          ranges.push_back({stale.get(), 4096});
+        }
+        stale.reset();
+        for (int t = 0; t < threads; ++t) {
+          PrefetchDuringNextMatMul(&pool, t, ranges.data() + t,
+                                   static_cast<int>(ranges.size()) - t);
+        }
+      }
       const int count = counts(round);
       MatMulShared(&pool, views, got_ptrs, count, x.data(), 1);
       for (int j = 0; j < count; ++j) {
