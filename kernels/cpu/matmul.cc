@@ -480,7 +480,7 @@ thread_local SideCursor tls_side;
 constexpr int kMaxPanelShares = 64;
 struct alignas(64) PanelShare {
   int64_t begin = 0;  // the share's first panel (global numbering)
-  // (back << 32) | front, relative to begin: panels [front, back) are not claimed yet.
+  // ClaimFromEnds' word over the share's panels, relative to begin.
   std::atomic<uint64_t> claim{0};
 
   // Gives panels [b, e) out afresh. Not thread-safe: call before the threads start on them.
@@ -489,32 +489,13 @@ struct alignas(64) PanelShare {
     claim.store(static_cast<uint64_t>(e - b) << 32, std::memory_order_relaxed);
   }
 
-  // Claims panels [*g0, *g1): the owner a quarter of what is left (at least one) from the
-  // front, which keeps its walk one sequential stream with few atomic operations; a helper one
-  // from the back. False when none is left. The claims only divide the panels: their inputs
-  // were published before the threads started, their outputs are read after all finish.
+  // Claims panels [*g0, *g1) (internal::ClaimFromEnds): the owner a quarter of what is left
+  // (at least one) from the front, a helper one from the back. False when none is left.
   bool Claim(bool owner, int64_t* g0, int64_t* g1) {
-    uint64_t v = claim.load(std::memory_order_relaxed);
-    for (;;) {
-      const int64_t front = static_cast<int64_t>(v & 0xffffffffu);
-      const int64_t back = static_cast<int64_t>(v >> 32);
-      if (front >= back) return false;
-      uint64_t next;
-      if (owner) {
-        const int64_t n = std::max<int64_t>(1, (back - front) / 4);
-        *g0 = begin + front;
-        *g1 = begin + front + n;
-        next = (static_cast<uint64_t>(back) << 32) | static_cast<uint64_t>(front + n);
-      } else {
-        *g0 = begin + back - 1;
-        *g1 = begin + back;
-        next = (static_cast<uint64_t>(back - 1) << 32) | static_cast<uint64_t>(front);
-      }
-      if (claim.compare_exchange_weak(v, next, std::memory_order_relaxed,
-                                      std::memory_order_relaxed)) {
-        return true;
-      }
-    }
+    if (!internal::ClaimFromEnds(claim, owner, 1, 4, 1, g0, g1)) return false;
+    *g0 += begin;
+    *g1 += begin;
+    return true;
   }
 };
 

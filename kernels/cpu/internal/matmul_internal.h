@@ -3,6 +3,7 @@
 #ifndef CRESCENT_KERNELS_CPU_INTERNAL_MATMUL_INTERNAL_H_
 #define CRESCENT_KERNELS_CPU_INTERNAL_MATMUL_INTERNAL_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -78,6 +79,39 @@ void QuantizeGroupedAvx512(const float* src, int64_t row_begin, int64_t row_end,
 // Computes y[i][n] for every i < x.m and n in [row_begin, row_end). y has w.rows columns.
 using GemmFn = void (*)(const MatrixView& w, const QuantizedX& x, float* y, int64_t row_begin,
                         int64_t row_end);
+
+// Work items [0, n) shared by threads through one word, claim = (back << 32) | front: items
+// [front, back) are not claimed yet. The owner claims [*i0, *i1) from the front, a quarter, an
+// eighth... of what is left (1 / owner_divisor, at least owner_min), which keeps its walk in
+// order with few atomic operations; a helper claims helper_take items from the back. False when
+// none is left. The claims only divide the items: their inputs are published before the
+// threads start and their outputs read after all finish, so relaxed order suffices.
+inline bool ClaimFromEnds(std::atomic<uint64_t>& claim, bool owner, int64_t owner_min,
+                          int64_t owner_divisor, int64_t helper_take, int64_t* i0, int64_t* i1) {
+  uint64_t v = claim.load(std::memory_order_relaxed);
+  for (;;) {
+    const int64_t front = static_cast<int64_t>(v & 0xffffffffu);
+    const int64_t back = static_cast<int64_t>(v >> 32);
+    if (front >= back) return false;
+    const int64_t left = back - front;
+    uint64_t next;
+    if (owner) {
+      const int64_t n = std::min(left, std::max(owner_min, left / owner_divisor));
+      *i0 = front;
+      *i1 = front + n;
+      next = (static_cast<uint64_t>(back) << 32) | static_cast<uint64_t>(front + n);
+    } else {
+      const int64_t n = std::min(left, helper_take);
+      *i0 = back - n;
+      *i1 = back;
+      next = (static_cast<uint64_t>(back - n) << 32) | static_cast<uint64_t>(front);
+    }
+    if (claim.compare_exchange_weak(v, next, std::memory_order_relaxed,
+                                    std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+}
 
 // Batch-1 rows that threads share (MatMulShared). The rows [begin, end) of one matrix are
 // walked as kB1Parts contiguous parts in lockstep, as the batch-1 kernel walks any range (one
