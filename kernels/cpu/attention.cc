@@ -1,6 +1,7 @@
 #include "kernels/cpu/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -48,9 +49,10 @@ struct Shape {
 };
 
 // Asks for the K and V rows of KV heads [g0, g1) at positions [t0, t1) (all on one page) ahead
-// of use. At batch 1 the KV rows come from DRAM (a decode step streams all weights through the
+// of use. In decode the KV rows come from DRAM (a decode step streams all weights through the
 // caches in between); with every KV head of a position taken together the rows are one
-// contiguous run of the page.
+// contiguous run of the page. The hint is T1 (into L2): with the next item's prefetch
+// (Attention), decode steps at batch 8 and 32 were 1.5-2 % faster than with T0.
 void PrefetchKv(const AttentionSeq& seq, int64_t page, int64_t t0, int64_t t1, size_t kv_stride,
                 int64_t bt, int g0, int g1, int hd) {
   const size_t offset =
@@ -66,11 +68,35 @@ void PrefetchKv(const AttentionSeq& seq, int64_t page, int64_t t0, int64_t t1, s
   }
   for (int64_t t = 0; t < rows; ++t, k += stride_bytes, v += stride_bytes) {
     for (size_t off = 0; off < row_bytes; off += 64) {
-      __builtin_prefetch(k + off);
-      __builtin_prefetch(v + off);
+      __builtin_prefetch(k + off, 0, 2);
+      __builtin_prefetch(v + off, 0, 2);
     }
   }
 }
+
+// The K and V of the item a thread runs next, asked for a little at a time while it runs the
+// current one (RunItem: `lines_per_run` lines at each of its page runs, the rest at its end), so
+// that they arrive before they are read without a burst of requests that the core would drop.
+// Only for items over all KV heads (decode), whose page runs are contiguous.
+struct KvAhead {
+  std::vector<ThreadPool::ByteRange> ranges;
+  size_t range = 0, offset = 0;
+  int64_t lines_per_run = 0;
+
+  // Prefetches up to `lines` cache lines (T1, as PrefetchKv) from where the walk stands.
+  void Prefetch(int64_t lines) {
+    while (lines > 0 && range < ranges.size()) {
+      const auto* p = static_cast<const char*>(ranges[range].data);
+      const size_t bytes = ranges[range].bytes;
+      for (; lines > 0 && offset < bytes; --lines, offset += 64)
+        __builtin_prefetch(p + offset, 0, 2);
+      if (offset >= bytes) {
+        ++range;
+        offset = 0;
+      }
+    }
+  }
+};
 
 // The softmax state of one row over some positions: running max m, sum l of exp(score - m),
 // and acc = sum of exp(score - m) * v (unnormalized).
@@ -98,8 +124,10 @@ __attribute__((noinline)) void Fold(const internal::VecKernels& vk, float* fm, f
 // one softmax pass per row, then the weighted sum of V (page by page). A final item folds the
 // segments and writes the normalized output; a piece of a split writes each segment's
 // (m, l, acc) into the partial buffers (segment k of the item at rows it.partial + k * nr).
+// `ahead` (may be null): the next item's KV, prefetched along.
 void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
-             const internal::VecKernels& vk, float* part_m, float* part_l, float* part_acc) {
+             const internal::VecKernels& vk, float* part_m, float* part_l, float* part_acc,
+             KvAhead* ahead) {
   const int hd = sh.head_dim, group = sh.group;
   const int per_head = (it.j1 - it.j0) * group;
   const int heads = it.g1 - it.g0;
@@ -148,6 +176,7 @@ void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
       int64_t page, t1;
       run_at(t0, &page, &t1);
       prefetch_run(t1);
+      if (ahead != nullptr) ahead->Prefetch(ahead->lines_per_run);
       for (int gi = 0; gi < heads; ++gi) {
         vk.scores_f16(s.q.data() + static_cast<size_t>(gi) * per_head * hd, per_head, hd,
                       seq.k_blocks[page] + kv_offset(t0, page, gi), kv_stride,
@@ -196,6 +225,7 @@ void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
     }
     seg0 = seg1;
   }
+  if (ahead != nullptr) ahead->Prefetch(std::numeric_limits<int64_t>::max());
   if (!final) return;
   for (int r = 0; r < nr; ++r) {
     const float* a = s.facc.data() + static_cast<size_t>(r) * hd;
@@ -272,17 +302,57 @@ void Attention(ThreadPool* pool, const AttentionSeq* seqs, int n_seqs, int n_hea
   float* pl = part_l.data();
   float* pa = part_acc.data();
   const Item* item_data = items.data();
-  auto run = [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const Item& it = item_data[i];
-      RunItem(seqs[it.seq], it, sh, vk, pm, pl, pa);
-    }
-  };
   const int64_t n_items = static_cast<int64_t>(items.size());
+  // An item's first page runs are only asked for as it starts (RunItem), and each run's KV is
+  // a few KiB in pages far apart, too short for the hardware prefetchers: so each thread
+  // prefetches its next item's KV while it runs the current one. Alternating on the decode
+  // steps of one run (SmolLM2, 2 threads): batch 32 5-8 %, batch 8 ~4 % faster; batch 1
+  // unchanged (its KV already rides along with the Q/K/V matmul). All of the next item at the
+  // start of the current one instead gained nothing (docs/benchmarks.md, 2026-11-24).
+  const size_t kv_stride = static_cast<size_t>(n_kv_heads) * head_dim;
+  auto run_item = [&](const Item& it, const Item* next) {
+    thread_local KvAhead ahead;
+    KvAhead* use = nullptr;
+    if (next != nullptr && next->g0 == 0 && next->g1 == n_kv_heads) {
+      const AttentionSeq& ns = seqs[next->seq];
+      ahead.ranges.clear();
+      ahead.range = ahead.offset = 0;
+      int64_t lines = 0;
+      for (int64_t t0 = next->p_begin; t0 < next->p_end;) {
+        const int64_t page = t0 / block_tokens;
+        const int64_t t1 = std::min(next->p_end, (page + 1) * block_tokens);
+        const size_t offset = static_cast<size_t>(t0 - page * block_tokens) * kv_stride;
+        const size_t bytes = static_cast<size_t>(t1 - t0) * kv_stride * sizeof(uint16_t);
+        ahead.ranges.push_back({ns.k_blocks[page] + offset, bytes});
+        ahead.ranges.push_back({ns.v_blocks[page] + offset, bytes});
+        lines += 2 * static_cast<int64_t>((bytes + 63) / 64);
+        t0 = t1;
+      }
+      const int64_t runs = (it.p_end - it.p_begin + block_tokens - 1) / block_tokens + 1;
+      ahead.lines_per_run = lines / runs + 1;
+      use = &ahead;
+    }
+    RunItem(seqs[it.seq], it, sh, vk, pm, pl, pa, use);
+  };
   if (pool != nullptr && threads > 1 && n_items > 1) {
-    pool->ParallelFor(n_items, 1, run);
+    // Items are claimed one at a time, each thread claiming its next one before it runs the
+    // current one (so that it knows what to prefetch) while at least one is left per thread.
+    std::atomic<int64_t> next{0};
+    pool->Run([&](int, int nt) {
+      int64_t i = next.fetch_add(1, std::memory_order_relaxed);
+      while (i < n_items) {
+        int64_t j = n_items;
+        if (next.load(std::memory_order_relaxed) + nt <= n_items) {
+          j = next.fetch_add(1, std::memory_order_relaxed);
+        }
+        run_item(item_data[i], j < n_items ? &item_data[j] : nullptr);
+        i = j < n_items ? j : next.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
   } else {
-    run(0, n_items);
+    for (int64_t i = 0; i < n_items; ++i) {
+      run_item(item_data[i], i + 1 < n_items ? &item_data[i + 1] : nullptr);
+    }
   }
 
   // Fold each split row's segments in order, exactly as a final item does.
