@@ -308,7 +308,7 @@ void Attention(ThreadPool* pool, const AttentionSeq* seqs, int n_seqs, int n_hea
   // prefetches its next item's KV while it runs the current one. Alternating on the decode
   // steps of one run (SmolLM2, 2 threads): batch 32 5-8 %, batch 8 ~4 % faster; batch 1
   // unchanged (its KV already rides along with the Q/K/V matmul). All of the next item at the
-  // start of the current one instead gained nothing (docs/benchmarks.md, 2026-11-24).
+  // start of the current one instead gained nothing (docs/benchmarks.md, 2026-11-24, night).
   const size_t kv_stride = static_cast<size_t>(n_kv_heads) * head_dim;
   auto run_item = [&](const Item& it, const Item* next) {
     thread_local KvAhead ahead;
