@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/internal/prefetch_walk.h"
 #include "kernels/cpu/internal/vec_internal.h"
 
 namespace crescent::kernels {
@@ -80,22 +81,8 @@ void PrefetchKv(const AttentionSeq& seq, int64_t page, int64_t t0, int64_t t1, s
 // Only for items over all KV heads (decode), whose page runs are contiguous.
 struct KvAhead {
   std::vector<ThreadPool::ByteRange> ranges;
-  size_t range = 0, offset = 0;
+  internal::PrefetchWalk walk;  // over `ranges`
   int64_t lines_per_run = 0;
-
-  // Prefetches up to `lines` cache lines (T1, as PrefetchKv) from where the walk stands.
-  void Prefetch(int64_t lines) {
-    while (lines > 0 && range < ranges.size()) {
-      const auto* p = static_cast<const char*>(ranges[range].data);
-      const size_t bytes = ranges[range].bytes;
-      for (; lines > 0 && offset < bytes; --lines, offset += 64)
-        __builtin_prefetch(p + offset, 0, 2);
-      if (offset >= bytes) {
-        ++range;
-        offset = 0;
-      }
-    }
-  }
 };
 
 // The softmax state of one row over some positions: running max m, sum l of exp(score - m),
@@ -176,7 +163,7 @@ void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
       int64_t page, t1;
       run_at(t0, &page, &t1);
       prefetch_run(t1);
-      if (ahead != nullptr) ahead->Prefetch(ahead->lines_per_run);
+      if (ahead != nullptr) ahead->walk.Prefetch(ahead->lines_per_run);
       for (int gi = 0; gi < heads; ++gi) {
         vk.scores_f16(s.q.data() + static_cast<size_t>(gi) * per_head * hd, per_head, hd,
                       seq.k_blocks[page] + kv_offset(t0, page, gi), kv_stride,
@@ -225,7 +212,7 @@ void RunItem(const AttentionSeq& seq, const Item& it, const Shape& sh,
     }
     seg0 = seg1;
   }
-  if (ahead != nullptr) ahead->Prefetch(std::numeric_limits<int64_t>::max());
+  if (ahead != nullptr) ahead->walk.Prefetch(std::numeric_limits<int64_t>::max());
   if (!final) return;
   for (int r = 0; r < nr; ++r) {
     const float* a = s.facc.data() + static_cast<size_t>(r) * hd;
@@ -316,7 +303,6 @@ void Attention(ThreadPool* pool, const AttentionSeq* seqs, int n_seqs, int n_hea
     if (next != nullptr && next->g0 == 0 && next->g1 == n_kv_heads) {
       const AttentionSeq& ns = seqs[next->seq];
       ahead.ranges.clear();
-      ahead.range = ahead.offset = 0;
       int64_t lines = 0;
       for (int64_t t0 = next->p_begin; t0 < next->p_end;) {
         const int64_t page = t0 / block_tokens;
@@ -329,6 +315,7 @@ void Attention(ThreadPool* pool, const AttentionSeq* seqs, int n_seqs, int n_hea
         t0 = t1;
       }
       const int64_t runs = (it.p_end - it.p_begin + block_tokens - 1) / block_tokens + 1;
+      ahead.walk = {ahead.ranges.data(), ahead.ranges.size()};
       ahead.lines_per_run = lines / runs + 1;
       use = &ahead;
     }

@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/internal/matmul_internal.h"
+#include "kernels/cpu/internal/prefetch_walk.h"
 #include "kernels/cpu/quants.h"
 
 namespace crescent::kernels {
@@ -443,27 +444,10 @@ std::vector<SideQueue>& CallerSideQueues() {
 // can spread, it is done early in the matmul, so that the lines are there before attention.
 constexpr int64_t kMinSideLinesPerPanel = 32;
 
-// A thread's walk through its queue during one matmul.
+// A thread's walk through its queue during one matmul (inactive: walk.ranges == nullptr).
 struct SideCursor {
-  const SideQueue* queue = nullptr;
-  int range = 0;
-  size_t offset = 0;
+  internal::PrefetchWalk walk;
   int64_t lines_per_panel = 0;
-
-  // Prefetches up to `lines` cache lines from where the walk stands (into L2: the lines are
-  // read after the matmul, whose own stream would evict them from L1).
-  void Prefetch(int64_t lines) {
-    while (lines > 0 && range < queue->count) {
-      const auto* p = static_cast<const char*>(queue->ranges[range].data);
-      const size_t bytes = queue->ranges[range].bytes;
-      for (; lines > 0 && offset < bytes; --lines, offset += 64)
-        __builtin_prefetch(p + offset, 0, 2);
-      if (offset >= bytes) {
-        ++range;
-        offset = 0;
-      }
-    }
-  }
 };
 
 thread_local SideCursor tls_side;
@@ -531,7 +515,7 @@ constexpr size_t kPrefetchNextBytes = 128 << 10;
 namespace internal {
 void SidePrefetchPanel() {
   SideCursor& c = tls_side;
-  if (c.queue != nullptr) c.Prefetch(c.lines_per_panel);
+  if (c.walk.ranges != nullptr) c.walk.Prefetch(c.lines_per_panel);
 }
 }  // namespace internal
 
@@ -698,8 +682,9 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
       if (queue != nullptr) {
         const int64_t own = panels * (t + 1) / nt - panels * t / nt;
         const auto lines = static_cast<int64_t>(queue->bytes / 64);
-        tls_side = SideCursor{
-            queue, 0, 0, std::max(kMinSideLinesPerPanel, lines / std::max<int64_t>(1, own) + 1)};
+        tls_side =
+            SideCursor{{queue->ranges, static_cast<size_t>(queue->count)},
+                       std::max(kMinSideLinesPerPanel, lines / std::max<int64_t>(1, own) + 1)};
       }
       // Panels [g0, g1) of the numbering, matrix by matrix.
       auto compute = [&](int64_t g0, int64_t g1) {
@@ -719,7 +704,7 @@ void MatMulShared(ThreadPool* pool, const MatrixView* ws, float* const* ys, int 
         while (other.Claim(/*owner=*/false, &g0, &g1)) compute(g0, g1);
       }
       if (queue != nullptr) {
-        tls_side.Prefetch(std::numeric_limits<int64_t>::max());  // what the panels left
+        tls_side.walk.Prefetch(std::numeric_limits<int64_t>::max());  // what the panels left
         tls_side = SideCursor{};
       }
     });
