@@ -16,7 +16,7 @@
 #include "src/common/logging.h"
 #include "src/common/status.h"
 #include "src/common/thread_pool.h"
-#include "src/engine/cpu_backend.h"
+#include "src/engine/backend_factory.h"
 #include "src/engine/kv_cache.h"
 #include "src/engine/loaded_model.h"
 #include "src/engine/session.h"
@@ -45,14 +45,15 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& text) {
 // Model, backend and KV cache for the single-process commands.
 struct Runtime {
   std::unique_ptr<engine::LoadedModel> model;
-  std::unique_ptr<engine::CpuBackend> backend;
   std::unique_ptr<engine::KvCache> cache;
+  std::unique_ptr<engine::Backend> backend;  // destroyed first: it may have the cache mapped
 };
 
 struct RuntimeFlags {
   std::string model = engine::DefaultModelPath();
   std::string chat_template;
   int threads = 0;
+  std::string backend = "cpu";
   int64_t ctx = 0;  // KV capacity in tokens; 0 = the model's context length
   int block_tokens = 16;
 };
@@ -62,6 +63,8 @@ void AddRuntimeFlags(CLI::App* app, RuntimeFlags* f) {
   app->add_option("--chat-template", f->chat_template,
                   "override the model's chat template: chatml, llama3, llama2, mistral");
   app->add_option("-t,--threads", f->threads, "compute threads (default: all CPUs)");
+  app->add_option("--backend", f->backend, "forward pass: cpu, or cuda (builds with nvcc)")
+      ->capture_default_str();
   app->add_option("--ctx", f->ctx, "KV cache capacity in tokens (default: model context)");
   app->add_option("--block-tokens", f->block_tokens, "tokens per KV block")
       ->capture_default_str();
@@ -80,9 +83,8 @@ absl::StatusOr<Runtime> MakeRuntime(const RuntimeFlags& f) {
     };
   }
   CRESCENT_ASSIGN_OR_RETURN(rt.model, engine::LoadModel(f.model, options));
-  CRESCENT_ASSIGN_OR_RETURN(rt.backend,
-                            engine::CpuBackend::Create(rt.model->config, rt.model->weights,
-                                                       f.threads));
+  CRESCENT_ASSIGN_OR_RETURN(
+      rt.backend, engine::CreateBackend(f.backend, rt.model->config, rt.model->weights, f.threads));
   engine::KvCacheConfig kc;
   kc.n_layers = rt.model->config.n_layers;
   kc.n_kv_heads = rt.model->config.n_kv_heads;

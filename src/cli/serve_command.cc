@@ -9,10 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "src/cli/command.h"
 #include "src/common/clock.h"
 #include "src/common/logging.h"
 #include "src/common/memory_size.h"
+#include "src/engine/backend_factory.h"
 #include "src/engine/cpu_backend.h"
 #include "src/engine/engine.h"
 #include "src/engine/loaded_model.h"
@@ -31,6 +33,7 @@ struct ServeFlags {
   std::string served_model_name;
   std::string chat_template;
   int threads = 0;
+  std::string backend = "cpu";
   int64_t kv_cache_mb = 256;
   int block_tokens = 16;
   int max_step_tokens = 512;
@@ -43,6 +46,14 @@ struct ServeFlags {
 int BadFlag(const std::string& message) {
   std::fprintf(stderr, "crescent serve: %s\n", message.c_str());
   return 2;
+}
+
+// "2 compute threads" for the CPU backend, "CUDA on <device>" for the CUDA one.
+std::string BackendDescription(const engine::Backend& backend) {
+  if (const auto* cpu = dynamic_cast<const engine::CpuBackend*>(&backend)) {
+    return absl::StrCat(cpu->num_threads(), " compute threads");
+  }
+  return absl::StrCat(backend.name(), " backend");
 }
 
 int Fail(const absl::Status& status) {
@@ -83,7 +94,7 @@ int RunServe(const ServeFlags& f) {
   }
   auto model = engine::LoadModel(f.model, load);
   if (!model.ok()) return Fail(model.status());
-  auto backend = engine::CpuBackend::Create((*model)->config, (*model)->weights, f.threads);
+  auto backend = engine::CreateBackend(f.backend, (*model)->config, (*model)->weights, f.threads);
   if (!backend.ok()) return Fail(backend.status());
 
   engine::EngineOptions eo;
@@ -112,9 +123,9 @@ int RunServe(const ServeFlags& f) {
   if (!http.ok()) return Fail(http.status());
 
   const bool ipv6 = f.host.find(':') != std::string::npos;
-  CRESCENT_LOG(info, "serving {} as '{}' ({} KV blocks of {} tokens, {} compute threads)", f.model,
+  CRESCENT_LOG(info, "serving {} as '{}' ({} KV blocks of {} tokens, {})", f.model,
                (*service)->served_model_name(), (*engine)->cache()->num_blocks(), f.block_tokens,
-               (*backend)->num_threads());
+               BackendDescription(**backend));
   CRESCENT_LOG(info, "listening on http://{}{}{}:{}", ipv6 ? "[" : "", f.host, ipv6 ? "]" : "",
                (*http)->port());
 
@@ -146,6 +157,8 @@ void AddServeCommands(CLI::App& app, std::vector<Command>* commands) {
       "--chat-template", flags->chat_template,
       "override the model's chat template: chatml, llama3, llama3.1, llama2, mistral");
   serve->add_option("-t,--threads", flags->threads, "compute threads (default: all CPUs)");
+  serve->add_option("--backend", flags->backend, "forward pass: cpu, or cuda (builds with nvcc)")
+      ->capture_default_str();
   serve->add_option("--kv-cache-mb", flags->kv_cache_mb, "KV cache memory in MiB")
       ->capture_default_str();
   serve->add_option("--block-tokens", flags->block_tokens, "tokens per KV block")

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "src/engine/kv_cache.h"
+#include "src/model/model_config.h"
 
 namespace crescent::engine {
 
@@ -45,6 +46,13 @@ class Backend {
 
   virtual const char* name() const = 0;
 };
+
+// The checks every backend's Forward makes before touching the cache: the cache's shape is the
+// model's; each sequence is non-empty, lies within the model's context, has a block table that
+// covers its positions with allocated blocks, and only token ids inside the vocabulary.
+// Errors: InvalidArgument naming the sequence and what is wrong.
+absl::Status ValidateForward(const model::ModelConfig& config, std::span<const SequenceBatch> seqs,
+                             const KvCache& cache);
 
 }  // namespace crescent::engine
 

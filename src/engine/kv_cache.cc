@@ -1,5 +1,6 @@
 #include "src/engine/kv_cache.h"
 
+#include <atomic>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -48,9 +49,14 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheConfig& co
   return std::unique_ptr<KvCache>(new KvCache(config, data, *std::move(buffer)));
 }
 
+namespace {
+std::atomic<uint64_t> next_cache_id{1};
+}  // namespace
+
 KvCache::KvCache(const KvCacheConfig& config, uint8_t* data,
                  std::unique_ptr<kernels::HugePageBuffer> owned)
     : config_(config),
+      id_(next_cache_id.fetch_add(1, std::memory_order_relaxed)),
       page_bytes_(config.PageBytes()),
       block_bytes_(config.BlockBytes()),
       owned_(std::move(owned)),

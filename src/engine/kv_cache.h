@@ -58,6 +58,10 @@ class KvCache {
   }
 
   const KvCacheConfig& config() const { return config_; }
+  // Unique among the caches of this process, never reused: tells a backend that keeps state
+  // about a cache's memory (CudaBackend maps it for the device) a new cache from an old one
+  // that happened to sit at the same address.
+  uint64_t id() const { return id_; }
   int64_t num_blocks() const { return config_.num_blocks; }
   int64_t num_free_blocks() const { return static_cast<int64_t>(free_.size()); }
 
@@ -91,6 +95,7 @@ class KvCache {
   static absl::Status CheckConfig(const KvCacheConfig& config);
 
   const KvCacheConfig config_;
+  const uint64_t id_;
   const size_t page_bytes_;
   const size_t block_bytes_;
   std::unique_ptr<kernels::HugePageBuffer> owned_;
