@@ -1,5 +1,9 @@
 #include "src/engine/backend.h"
 
+#include <cmath>
+#include <string>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 
 namespace crescent::engine {
@@ -43,6 +47,44 @@ absl::Status ValidateForward(const model::ModelConfig& config, std::span<const S
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckMatrixTypes(const model::ModelWeights& weights,
+                              bool (*supported)(kernels::GgmlType), std::string_view backend) {
+  auto check = [&](const model::TensorRef& t, const std::string& name) -> absl::Status {
+    if (supported(t.type)) return absl::OkStatus();
+    return absl::UnimplementedError(
+        absl::StrCat("tensor ", name, " has type ", kernels::GetTypeInfo(t.type).name,
+                     ", which has no ", std::string(backend), " matmul kernel"));
+  };
+  absl::Status s = check(weights.output, "output");
+  for (size_t l = 0; s.ok() && l < weights.layers.size(); ++l) {
+    const model::LayerWeights& lw = weights.layers[l];
+    const std::pair<const model::TensorRef*, const char*> mats[] = {
+        {&lw.attn_q, "attn_q"},           {&lw.attn_k, "attn_k"},     {&lw.attn_v, "attn_v"},
+        {&lw.attn_output, "attn_output"}, {&lw.ffn_gate, "ffn_gate"}, {&lw.ffn_up, "ffn_up"},
+        {&lw.ffn_down, "ffn_down"}};
+    for (const auto& [t, n] : mats) {
+      s = check(*t, absl::StrCat("blk.", l, ".", n, ".weight"));
+      if (!s.ok()) break;
+    }
+  }
+  return s;
+}
+
+std::vector<double> RopeInverseFrequencies(const model::ModelConfig& config,
+                                           const model::ModelWeights& weights) {
+  const float* factors =
+      weights.rope_freqs.present() ? static_cast<const float*>(weights.rope_freqs.data) : nullptr;
+  const int rot = config.rope_dim;
+  std::vector<double> inv_freq(rot / 2);
+  for (int j = 0; j < rot / 2; ++j) {
+    double f =
+        std::pow(static_cast<double>(config.rope_freq_base), -2.0 * j / static_cast<double>(rot));
+    if (factors != nullptr) f /= factors[j];
+    inv_freq[j] = static_cast<double>(config.rope_freq_scale) * f;
+  }
+  return inv_freq;
 }
 
 }  // namespace crescent::engine

@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "src/engine/kv_cache.h"
 #include "src/model/model_config.h"
+#include "src/model/model_weights.h"
 
 namespace crescent::engine {
 
@@ -53,6 +55,19 @@ class Backend {
 // Errors: InvalidArgument naming the sequence and what is wrong.
 absl::Status ValidateForward(const model::ModelConfig& config, std::span<const SequenceBatch> seqs,
                              const KvCache& cache);
+
+// Checks that every matrix a forward pass multiplies by (each layer's seven projections and the
+// output matrix) has a type `supported` accepts. Errors: Unimplemented naming the first tensor
+// that does not, its type and `backend` ("tensor blk.3.ffn_up.weight has type q6_k, which has
+// no CUDA matmul kernel").
+absl::Status CheckMatrixTypes(const model::ModelWeights& weights,
+                              bool (*supported)(kernels::GgmlType), std::string_view backend);
+
+// The rotary frequency of each pair j < rope_dim / 2, in double: freq_scale *
+// freq_base^(-2j / rope_dim), divided by the file's factor where it has them (rope_freqs,
+// Llama 3.1 style). A position's angle is position * frequency.
+std::vector<double> RopeInverseFrequencies(const model::ModelConfig& config,
+                                           const model::ModelWeights& weights);
 
 }  // namespace crescent::engine
 

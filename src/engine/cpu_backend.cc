@@ -86,15 +86,6 @@ void HintAttentionKv(ThreadPool* pool, const SequenceBatch& s, KvCache* cache, i
   }
 }
 
-absl::Status CheckMatMul(const model::TensorRef& t, const std::string& name) {
-  if (!kernels::MatMulSupports(t.type)) {
-    return absl::UnimplementedError(absl::StrCat("tensor ", name, " has type ",
-                                                 kernels::GetTypeInfo(t.type).name,
-                                                 ", which has no CPU matmul kernel"));
-  }
-  return absl::OkStatus();
-}
-
 void AddBias(float* rows, int64_t n_rows, const model::TensorRef& bias, int64_t width,
              std::vector<float>* scratch) {
   if (!bias.present()) return;
@@ -166,19 +157,7 @@ class PhaseTimer {
 absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const model::ModelConfig& config,
                                                                const model::ModelWeights& weights,
                                                                int num_threads) {
-  absl::Status s = CheckMatMul(weights.output, "output");
-  if (!s.ok()) return s;
-  for (size_t l = 0; l < weights.layers.size(); ++l) {
-    const model::LayerWeights& lw = weights.layers[l];
-    const std::pair<const model::TensorRef*, const char*> mats[] = {
-        {&lw.attn_q, "attn_q"},           {&lw.attn_k, "attn_k"},     {&lw.attn_v, "attn_v"},
-        {&lw.attn_output, "attn_output"}, {&lw.ffn_gate, "ffn_gate"}, {&lw.ffn_up, "ffn_up"},
-        {&lw.ffn_down, "ffn_down"}};
-    for (const auto& [t, n] : mats) {
-      s = CheckMatMul(*t, absl::StrCat("blk.", l, ".", n, ".weight"));
-      if (!s.ok()) return s;
-    }
-  }
+  CRESCENT_RETURN_IF_ERROR(CheckMatrixTypes(weights, kernels::MatMulSupports, "CPU"));
   if (num_threads <= 0) num_threads = ThreadPool::DefaultThreadCount();
   std::unique_ptr<CpuBackend> backend(new CpuBackend(config, weights, num_threads));
   auto env_is = [](const char* name, char value) {
@@ -252,18 +231,7 @@ absl::Status CpuBackend::CopyWeights(bool repack, bool rows16) {
 CpuBackend::CpuBackend(const model::ModelConfig& config, const model::ModelWeights& weights,
                        int num_threads)
     : config_(config), weights_(&weights), pool_(num_threads) {
-  // Llama 3.1-style files scale each frequency by a stored factor.
-  const float* freq_factors = weights_->rope_freqs.present()
-                                  ? static_cast<const float*>(weights_->rope_freqs.data)
-                                  : nullptr;
-  const int rot = config_.rope_dim;
-  inv_freq_.resize(rot / 2);
-  for (int j = 0; j < rot / 2; ++j) {
-    double inv_freq =
-        std::pow(static_cast<double>(config_.rope_freq_base), -2.0 * j / static_cast<double>(rot));
-    if (freq_factors != nullptr) inv_freq /= freq_factors[j];
-    inv_freq_[j] = static_cast<double>(config_.rope_freq_scale) * inv_freq;
-  }
+  inv_freq_ = RopeInverseFrequencies(config_, *weights_);
 }
 
 absl::Status CpuBackend::Validate(std::span<const SequenceBatch> seqs, const KvCache& cache) const {

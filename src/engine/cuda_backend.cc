@@ -38,23 +38,11 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
     return absl::UnimplementedError(absl::StrCat(
         "the CUDA attention takes head_dim up to 256, the model has ", config.head_dim));
   }
-  auto check = [](const model::TensorRef& t, const std::string& name) -> absl::Status {
-    if (kc::MatMulSupports(t.type)) return absl::OkStatus();
-    return absl::UnimplementedError(absl::StrCat("tensor ", name, " has type ",
-                                                 kernels::GetTypeInfo(t.type).name,
-                                                 ", which has no CUDA kernel"));
-  };
-  CRESCENT_RETURN_IF_ERROR(check(weights.output, "output"));
-  CRESCENT_RETURN_IF_ERROR(check(weights.token_embd, "token_embd"));
-  for (size_t l = 0; l < weights.layers.size(); ++l) {
-    const model::LayerWeights& lw = weights.layers[l];
-    const std::pair<const model::TensorRef*, const char*> mats[] = {
-        {&lw.attn_q, "attn_q"},           {&lw.attn_k, "attn_k"},     {&lw.attn_v, "attn_v"},
-        {&lw.attn_output, "attn_output"}, {&lw.ffn_gate, "ffn_gate"}, {&lw.ffn_up, "ffn_up"},
-        {&lw.ffn_down, "ffn_down"}};
-    for (const auto& [t, n] : mats) {
-      CRESCENT_RETURN_IF_ERROR(check(*t, absl::StrCat("blk.", l, ".", n, ".weight")));
-    }
+  CRESCENT_RETURN_IF_ERROR(CheckMatrixTypes(weights, kc::MatMulSupports, "CUDA"));
+  if (!kc::MatMulSupports(weights.token_embd.type)) {
+    return absl::UnimplementedError(absl::StrCat("tensor token_embd has type ",
+                                                 kernels::GetTypeInfo(weights.token_embd.type).name,
+                                                 ", which has no CUDA decoder"));
   }
   std::unique_ptr<CudaBackend> backend(new CudaBackend(config));
   CRESCENT_RETURN_IF_ERROR(backend->Upload(weights));
@@ -74,17 +62,7 @@ absl::StatusOr<const void*> CudaBackend::DeviceCopy(const model::TensorRef& t) {
 }
 
 absl::Status CudaBackend::Upload(const model::ModelWeights& weights) {
-  // Llama 3.1-style files scale each frequency by a stored factor (as CpuBackend).
-  const float* factors =
-      weights.rope_freqs.present() ? static_cast<const float*>(weights.rope_freqs.data) : nullptr;
-  const int rot = config_.rope_dim;
-  inv_freq_.resize(rot / 2);
-  for (int j = 0; j < rot / 2; ++j) {
-    double f =
-        std::pow(static_cast<double>(config_.rope_freq_base), -2.0 * j / static_cast<double>(rot));
-    if (factors != nullptr) f /= factors[j];
-    inv_freq_[j] = static_cast<double>(config_.rope_freq_scale) * f;
-  }
+  inv_freq_ = RopeInverseFrequencies(config_, weights);
 
   auto matrix = [&](const model::TensorRef& t, kc::DeviceMatrix* m) -> absl::Status {
     CRESCENT_ASSIGN_OR_RETURN(const void* data, DeviceCopy(t));
