@@ -17,7 +17,7 @@
 #include "src/common/host_port.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
-#include "src/engine/cpu_backend.h"
+#include "src/engine/backend_factory.h"
 
 namespace crescent::decode_node {
 
@@ -52,8 +52,8 @@ absl::Status DecodeNode::Init() {
   CRESCENT_ASSIGN_OR_RETURN(HostPort grpc_listen, ParseHostPort(o.grpc_listen, "--grpc-listen"));
 
   CRESCENT_ASSIGN_OR_RETURN(model_, engine::LoadModel(o.model_path, {}));
-  CRESCENT_ASSIGN_OR_RETURN(backend_,
-                            engine::CpuBackend::Create(model_->config, model_->weights, o.threads));
+  CRESCENT_ASSIGN_OR_RETURN(
+      backend_, engine::CreateBackend(o.backend, model_->config, model_->weights, o.threads));
 
   directory_ = kvstore::client::GrpcSegmentDirectory::Create(o.kv_master_address);
   kvstore::TransferEngineOptions to;

@@ -17,6 +17,7 @@
 #include "src/common/host_port.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
+#include "src/engine/backend_factory.h"
 
 namespace crescent::prefill_node {
 
@@ -128,8 +129,8 @@ absl::Status PrefillNode::Init() {
 
   engine::LoadOptions load;
   CRESCENT_ASSIGN_OR_RETURN(model_, engine::LoadModel(options_.model_path, load));
-  CRESCENT_ASSIGN_OR_RETURN(
-      backend_, engine::CpuBackend::Create(model_->config, model_->weights, options_.threads));
+  CRESCENT_ASSIGN_OR_RETURN(backend_, engine::CreateBackend(options_.backend, model_->config,
+                                                            model_->weights, options_.threads));
 
   directory_ = kvstore::client::GrpcSegmentDirectory::Create(options_.kv_master_address);
   kvstore::TransferEngineOptions to;

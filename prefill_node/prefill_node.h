@@ -34,7 +34,7 @@
 #include "proto/cluster.pb.h"
 #include "src/cluster/node_agent.h"
 #include "src/cluster/node_options.h"
-#include "src/engine/cpu_backend.h"
+#include "src/engine/backend.h"
 #include "src/engine/engine.h"
 #include "src/engine/loaded_model.h"
 #include "src/server/http_server.h"
@@ -90,7 +90,7 @@ class PrefillNode {
 
   const PrefillNodeOptions options_;
   std::unique_ptr<engine::LoadedModel> model_;
-  std::unique_ptr<engine::CpuBackend> backend_;
+  std::unique_ptr<engine::Backend> backend_;
   std::unique_ptr<kvstore::SegmentDirectory> directory_;
   std::unique_ptr<kvstore::TransferEngine> transfer_;
   std::unique_ptr<engine::Engine> engine_;

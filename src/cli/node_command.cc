@@ -23,6 +23,8 @@ void AddNodeFlags(CLI::App* cmd, const NodeRole& role, NodeFlags* flags) {
                   "port of /health /ready /metrics (0: any free port, -1: none)")
       ->capture_default_str();
   cmd->add_option("-t,--threads", flags->threads, "compute threads (default: all CPUs)");
+  cmd->add_option("--backend", flags->backend, "forward pass: cpu, or cuda (builds with nvcc)")
+      ->capture_default_str();
   cmd->add_option("--kv-cache-mb", flags->kv_cache_mb, role.kv_cache_mb_help)
       ->capture_default_str();
   cmd->add_option("--block-tokens", flags->block_tokens,
@@ -87,6 +89,7 @@ void ApplyNodeFlags(const NodeFlags& flags, cluster::NodeOptions* options) {
   options->metrics_host = flags.metrics_host;
   options->metrics_port = flags.metrics_port;
   options->threads = flags.threads;
+  options->backend = flags.backend;
   options->kv_cache_bytes = flags.kv_cache_mb << 20;
   options->block_tokens = flags.block_tokens;
   options->max_step_tokens = flags.max_step_tokens;

@@ -40,6 +40,7 @@ struct NodeFlags {
   std::string grpc_listen = "127.0.0.1:0";
   int metrics_port = 0;
   int threads = 0;
+  std::string backend = "cpu";
   int64_t kv_cache_mb = 256;
   int block_tokens = 16;
   int max_step_tokens = 512;

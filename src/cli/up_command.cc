@@ -107,6 +107,9 @@ void AddUpCommands(CLI::App& app, std::vector<Command>* commands) {
   up->add_option("--threads-per-node", o.threads_per_node,
                  "Compute threads per node (0: CPUs / (prefill + decode), at least 1)")
       ->capture_default_str();
+  up->add_option("--backend", o.backend,
+                 "Every node's forward pass: cpu, or cuda (builds with nvcc)")
+      ->capture_default_str();
   up->add_option("--kv-cache-mb", o.kv_cache_mb, "KV cache per node (MiB)")->capture_default_str();
   up->add_option("--prefill-policy", o.prefill_policy,
                  "cache-aware|local|least-loaded|round-robin (default: the conductor's)");

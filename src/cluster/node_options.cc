@@ -18,6 +18,10 @@ absl::Status ValidateNodeOptions(const NodeOptions& options) {
         absl::StrCat("--kv-cache-mb must be at least 1, got ", options.kv_cache_bytes, " bytes"));
   }
   if (options.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
+  if (options.backend != "cpu" && options.backend != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--backend must be cpu or cuda, got '", options.backend, "'"));
+  }
   if (options.max_step_tokens < 1) {
     return absl::InvalidArgumentError("--max-step-tokens must be >= 1");
   }

@@ -27,6 +27,7 @@ struct NodeOptions {
   std::string metrics_host = "127.0.0.1";
   int metrics_port = 0;                         // 0 = any free port, -1 = no metrics server.
   int threads = 0;                              // Compute threads; 0 = all CPUs.
+  std::string backend = "cpu";                  // The forward pass: cpu | cuda.
   int64_t kv_cache_bytes = int64_t{256} << 20;  // The engine's KV cache, at least 1 MiB.
   int block_tokens = 16;                        // Must match the cluster's.
   int max_step_tokens = 512;                    // Token budget of one engine step.

@@ -310,25 +310,27 @@ std::vector<std::string> NodeArgs(const UpOptions& o, const ClusterPorts& p, std
   const bool prefill = role == "prefill";
   const int grpc = prefill ? p.prefill_grpc.at(index) : p.decode_grpc.at(index);
   const int metrics = prefill ? p.prefill_metrics.at(index) : p.decode_metrics.at(index);
-  return {prefill ? "prefill-node" : "decode-node",
-          "--model",
-          o.model,
-          "--node-id",
-          absl::StrCat(std::string(role), "-", index),
-          "--conductor",
-          Loopback(p.conductor_grpc),
-          "--kv-master",
-          Loopback(p.master),
-          "--grpc-listen",
-          Loopback(grpc),
-          "--metrics-port",
-          absl::StrCat(metrics),
-          "--threads",
-          absl::StrCat(threads),
-          "--kv-cache-mb",
-          absl::StrCat(o.kv_cache_mb),
-          "--transport",
-          o.transport};
+  std::vector<std::string> a = {prefill ? "prefill-node" : "decode-node",
+                                "--model",
+                                o.model,
+                                "--node-id",
+                                absl::StrCat(std::string(role), "-", index),
+                                "--conductor",
+                                Loopback(p.conductor_grpc),
+                                "--kv-master",
+                                Loopback(p.master),
+                                "--grpc-listen",
+                                Loopback(grpc),
+                                "--metrics-port",
+                                absl::StrCat(metrics),
+                                "--threads",
+                                absl::StrCat(threads),
+                                "--kv-cache-mb",
+                                absl::StrCat(o.kv_cache_mb),
+                                "--transport",
+                                o.transport};
+  if (o.backend != "cpu") a.insert(a.end(), {"--backend", o.backend});
+  return a;
 }
 
 absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const UpOptions& o) {

@@ -39,6 +39,7 @@ TEST(NodeOptionsTest, EachBadFieldIsNamedByItsFlag) {
       {[](NodeOptions* o) { o->kv_master_address.clear(); }, "--kv-master"},
       {[](NodeOptions* o) { o->kv_cache_bytes = (int64_t{1} << 20) - 1; }, "--kv-cache-mb"},
       {[](NodeOptions* o) { o->threads = -1; }, "--threads"},
+      {[](NodeOptions* o) { o->backend = "gpu"; }, "--backend"},
       {[](NodeOptions* o) { o->max_step_tokens = 0; }, "--max-step-tokens"},
       {[](NodeOptions* o) { o->block_tokens = 0; }, "--block-tokens"},
       {[](NodeOptions* o) { o->metrics_port = 65536; }, "--metrics-port"},

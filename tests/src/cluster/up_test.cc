@@ -108,6 +108,11 @@ TEST(ArgsTest, EveryRoleGetsTheAgreedFlags) {
     EXPECT_THAT(joined_n, HasSubstr(want));
   }
   EXPECT_EQ(NodeArgs(o, p, "decode", 0, 1)[0], "decode-node");
+  // The default backend adds no flag (nodes default to cpu); another one is passed on.
+  EXPECT_THAT(joined_n, ::testing::Not(HasSubstr("--backend")));
+  o.backend = "cuda";
+  EXPECT_THAT(testing::PrintToString(NodeArgs(o, p, "decode", 0, 1)),
+              HasSubstr("\"--backend\", \"cuda\""));
 }
 
 TEST(PickFreePortTest, GivesABindablePort) {
