@@ -44,6 +44,7 @@
 #include "CLI/CLI.hpp"
 #include "bench/common/bandwidth.h"
 #include "bench/common/cpu_time.h"
+#include "bench/common/model_runs.h"
 #include "kernels/cpu/ops.h"
 #include "nlohmann/json.hpp"
 #include "src/common/clock.h"
@@ -56,63 +57,8 @@
 namespace crescent {
 namespace {
 
-double Now() { return RealClock::Get()->NowSeconds(); }
-
-struct Seq {
-  std::vector<int32_t> tokens;
-  std::vector<engine::KvCache::BlockId> blocks;
-};
-
-absl::Status EnsureBlocks(engine::KvCache* cache, Seq* s, int64_t positions) {
-  return cache->GrowTable(positions, &s->blocks);
-}
-
-// Prefills `batch` sequences of `prompt_len` random tokens, then decodes `steps` tokens for
-// all of them together; returns decode tokens/s (all sequences counted).
-// With `phases`, the decode steps' phases (not the prefills') are summed into it.
-absl::StatusOr<double> DecodeTokensPerSecond(engine::CpuBackend* backend, engine::KvCache* cache,
-                                             int vocab, int batch, int prompt_len, int steps,
-                                             std::mt19937* rng,
-                                             engine::ForwardPhases* phases = nullptr) {
-  std::vector<Seq> seqs(batch);
-  std::vector<float> logits;
-  for (Seq& s : seqs) {
-    for (int i = 0; i < prompt_len; ++i) s.tokens.push_back(static_cast<int32_t>((*rng)() % vocab));
-    CRESCENT_RETURN_IF_ERROR(EnsureBlocks(cache, &s, prompt_len + steps));
-    engine::SequenceBatch sb{s.tokens, 0, s.blocks, engine::LogitsMode::kLast};
-    CRESCENT_RETURN_IF_ERROR(backend->Forward(std::span(&sb, 1), cache, nullptr, &logits));
-  }
-  std::vector<engine::SequenceBatch> step(batch);
-  std::vector<int32_t> next(batch);
-  if (phases != nullptr) backend->MeasurePhases(phases);
-  double t0 = Now();
-  for (int t = 0; t < steps; ++t) {
-    for (int i = 0; i < batch; ++i) {
-      // Greedy from the previous logits, as the sampler picks at temperature 0 (ArgMax).
-      next[i] = t == 0 ? 1
-                       : static_cast<int32_t>(kernels::ArgMax(
-                             logits.data() + static_cast<int64_t>(i) * vocab, vocab));
-      seqs[i].tokens.push_back(next[i]);
-      step[i] = engine::SequenceBatch{std::span<const int32_t>(&seqs[i].tokens.back(), 1),
-                                      static_cast<int64_t>(seqs[i].tokens.size() - 1),
-                                      seqs[i].blocks, engine::LogitsMode::kLast};
-    }
-    CRESCENT_RETURN_IF_ERROR(backend->Forward(step, cache, nullptr, &logits));
-  }
-  double dt = Now() - t0;
-  backend->MeasurePhases(nullptr);
-  for (Seq& s : seqs) {
-    for (auto b : s.blocks) cache->Unref(b);
-  }
-  return static_cast<double>(batch) * steps / dt;
-}
-
-// K and V bytes one decode step of `batch` sequences reads, each at the mean context of a run
-// of `steps` steps after a 64-token prompt (64 + steps / 2), f16.
-double KvBytesPerStep(const model::ModelConfig& c, int batch, int steps) {
-  return static_cast<double>(batch) * 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2 *
-         (64 + steps / 2.0);
-}
+using bench::DecodeTokensPerSecond;
+using bench::KvBytesPerStep;
 
 // The phases of one decode step at `batch` (mean over the steps), with the bandwidth each
 // draws: the matrices' bytes for the projections (each read once a step), the K and V bytes for
@@ -219,18 +165,13 @@ int Main(int argc, char** argv) {
   double weight_bytes = static_cast<double>((*model)->weights.WeightBytesPerToken());
 
   // Prefill: one 512-token prompt, best of 3.
-  double prefill_tps = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    Seq s;
-    for (int i = 0; i < 512; ++i) s.tokens.push_back(static_cast<int32_t>(rng() % c.vocab_size));
-    if (!EnsureBlocks(cache->get(), &s, 512).ok()) return 1;
-    engine::SequenceBatch sb{s.tokens, 0, s.blocks, engine::LogitsMode::kLast};
-    std::vector<float> logits;
-    double t0 = Now();
-    if (!(*backend)->Forward(std::span(&sb, 1), cache->get(), nullptr, &logits).ok()) return 1;
-    prefill_tps = std::max(prefill_tps, 512.0 / (Now() - t0));
-    for (auto b : s.blocks) (*cache)->Unref(b);
+  auto prefill =
+      bench::PrefillTokensPerSecond(backend->get(), cache->get(), c.vocab_size, 512, 3, &rng);
+  if (!prefill.ok()) {
+    std::fprintf(stderr, "model_bench: %s\n", std::string(prefill.status().message()).c_str());
+    return 1;
   }
+  const double prefill_tps = *prefill;
   // KV bytes read per step at batch 1.
   double kv_bytes = KvBytesPerStep(c, 1, decode_steps);
   double decode[3] = {0, 0, 0};
