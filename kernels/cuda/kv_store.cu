@@ -8,13 +8,16 @@
 namespace crescent::kernels::cuda {
 namespace {
 
-__global__ void StoreKvKernel(const float* k, const float* v, const int32_t* row_block,
-                              const int32_t* row_slot, KvPages pages, int layer) {
+__global__ void StoreKvKernel(const float* k, const float* v, const int32_t* pos,
+                              const int32_t* table, const int32_t* table_off, KvPages pages,
+                              int layer) {
   const int64_t r = blockIdx.x;
   const int kv_dim = pages.n_kv_heads * pages.head_dim;
-  uint8_t* block = pages.base + static_cast<size_t>(row_block[r]) * pages.block_bytes;
+  const int32_t block_id = table[table_off[r] + pos[r] / pages.block_tokens];
+  const int32_t slot = pos[r] % pages.block_tokens;
+  uint8_t* block = pages.base + static_cast<size_t>(block_id) * pages.block_bytes;
   auto* kp = reinterpret_cast<uint16_t*>(block + 2 * static_cast<size_t>(layer) * pages.page_bytes) +
-             static_cast<int64_t>(row_slot[r]) * kv_dim;
+             static_cast<int64_t>(slot) * kv_dim;
   auto* vp = reinterpret_cast<uint16_t*>(reinterpret_cast<uint8_t*>(kp) + pages.page_bytes);
   for (int e = threadIdx.x; e < kv_dim; e += blockDim.x) {
     kp[e] = __half_as_ushort(__float2half_rn(k[r * kv_dim + e]));
@@ -24,10 +27,11 @@ __global__ void StoreKvKernel(const float* k, const float* v, const int32_t* row
 
 }  // namespace
 
-absl::Status StoreKv(const float* k, const float* v, int64_t rows, const int32_t* row_block,
-                     const int32_t* row_slot, const KvPages& pages, int layer) {
+absl::Status StoreKv(const float* k, const float* v, int64_t rows, const int32_t* pos,
+                     const int32_t* table, const int32_t* table_off, const KvPages& pages,
+                     int layer) {
   if (rows <= 0) return absl::OkStatus();
-  StoreKvKernel<<<static_cast<unsigned>(rows), 128>>>(k, v, row_block, row_slot, pages, layer);
+  StoreKvKernel<<<static_cast<unsigned>(rows), 128>>>(k, v, pos, table, table_off, pages, layer);
   return LaunchStatus("StoreKv");
 }
 

@@ -10,11 +10,14 @@
 namespace crescent::kernels::cuda {
 
 // For r < rows: row r of k and v ([rows][n_kv_heads * head_dim] f32) goes, rounded to f16
-// (nearest even, as kernels::F32ToF16Row), into slot row_slot[r] of block row_block[r]'s K and
-// V pages of `layer`. Device pointers. Asynchronous. Errors: Internal when the launch fails.
-// REQUIRES: valid blocks and slots (< pages.block_tokens); no two rows name the same slot.
-absl::Status StoreKv(const float* k, const float* v, int64_t rows, const int32_t* row_block,
-                     const int32_t* row_slot, const KvPages& pages, int layer);
+// (nearest even, as kernels::F32ToF16Row), into the K and V pages of `layer` at position pos[r]
+// of its sequence: slot pos[r] % block_tokens of block table[table_off[r] + pos[r] /
+// block_tokens] (the rows addressed as Attention's are). Device pointers. Asynchronous.
+// Errors: Internal when the launch fails.
+// REQUIRES: the tables cover the positions with valid blocks; no two rows name the same slot.
+absl::Status StoreKv(const float* k, const float* v, int64_t rows, const int32_t* pos,
+                     const int32_t* table, const int32_t* table_off, const KvPages& pages,
+                     int layer);
 
 }  // namespace crescent::kernels::cuda
 

@@ -48,7 +48,7 @@ int BadFlag(const std::string& message) {
   return 2;
 }
 
-// "2 compute threads" for the CPU backend, "CUDA on <device>" for the CUDA one.
+// "2 compute threads" for the CPU backend, "<name> backend" for another.
 std::string BackendDescription(const engine::Backend& backend) {
   if (const auto* cpu = dynamic_cast<const engine::CpuBackend*>(&backend)) {
     return absl::StrCat(cpu->num_threads(), " compute threads");

@@ -234,10 +234,6 @@ CpuBackend::CpuBackend(const model::ModelConfig& config, const model::ModelWeigh
   inv_freq_ = RopeInverseFrequencies(config_, *weights_);
 }
 
-absl::Status CpuBackend::Validate(std::span<const SequenceBatch> seqs, const KvCache& cache) const {
-  return ValidateForward(config_, seqs, cache);
-}
-
 absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* cache,
                                  const LayerHook* hook, std::vector<float>* logits) {
   // `logits` keeps its storage from call to call: the output projection overwrites every
@@ -247,7 +243,7 @@ absl::Status CpuBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* c
     return absl::OkStatus();
   }
   PhaseTimer timer(phases_, phase_clock_);
-  absl::Status valid = Validate(seqs, *cache);
+  absl::Status valid = ValidateForward(config_, seqs, *cache);
   if (!valid.ok()) {
     logits->clear();
     return valid;

@@ -70,8 +70,6 @@ class CpuBackend final : public Backend {
  private:
   CpuBackend(const model::ModelConfig& config, const model::ModelWeights& weights, int num_threads);
 
-  absl::Status Validate(std::span<const SequenceBatch> seqs, const KvCache& cache) const;
-
   // Copies the matrices decode streams (every layer's projections and the output matrix) into
   // one huge-page buffer, repacked where `repack` and the matrix has a kRows16 (when `rows16`)
   // or kGroup8 layout, and points weights_ at the copies. Errors: as HugePageBuffer::Create.

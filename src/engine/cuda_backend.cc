@@ -98,21 +98,24 @@ absl::Status CudaBackend::Upload(const model::ModelWeights& weights) {
 }
 
 absl::Status CudaBackend::MapCache(KvCache* cache) {
-  void* data = cache->BlockData(0);
-  const size_t bytes = KvCache::MemoryBytes(cache->config());
   if (mapped_cache_id_ == cache->id()) return absl::OkStatus();
   kv_map_ = kc::HostMapping();
   mapped_cache_id_ = 0;
-  CRESCENT_ASSIGN_OR_RETURN(kv_map_, kc::HostMapping::Create(data, bytes));
+  CRESCENT_ASSIGN_OR_RETURN(
+      kv_map_, kc::HostMapping::Create(cache->BlockData(0), KvCache::MemoryBytes(cache->config())));
   mapped_cache_id_ = cache->id();
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Forward(std::span<const SequenceBatch> seqs, KvCache* cache,
                                   const LayerHook* hook, std::vector<float>* logits) {
-  absl::Status s = seqs.empty() ? absl::OkStatus() : ValidateForward(config_, seqs, *cache);
-  if (s.ok() && !seqs.empty()) s = Run(seqs, cache, hook, logits);
-  if (!s.ok() || seqs.empty()) logits->clear();
+  if (seqs.empty()) {
+    logits->clear();
+    return absl::OkStatus();
+  }
+  absl::Status s = ValidateForward(config_, seqs, *cache);
+  if (s.ok()) s = Run(seqs, cache, hook, logits);
+  if (!s.ok()) logits->clear();
   return s;
 }
 
@@ -130,7 +133,7 @@ absl::Status CudaBackend::Run(std::span<const SequenceBatch> seqs, KvCache* cach
   const int bt = cache->config().block_tokens;
 
   // Host side of the call's small tables, sent in one copy each:
-  //   ints: tokens[T] pos[T] table_off[T] row_block[T] row_slot[T] logit_rows[n_out] table[...]
+  //   ints: tokens[T] pos[T] table_off[T] logit_rows[n_out] table[...]
   //   rope: cos[T * half] sin[T * half]
   int64_t T = 0, n_out = 0, table_len = 0;
   for (const SequenceBatch& sq : seqs) {
@@ -139,13 +142,11 @@ absl::Status CudaBackend::Run(std::span<const SequenceBatch> seqs, KvCache* cach
     n_out += sq.logits == LogitsMode::kAll ? n : sq.logits == LogitsMode::kLast ? 1 : 0;
     table_len += (sq.pos0 + n + bt - 1) / bt;
   }
-  std::vector<int32_t> ints(5 * T + n_out + table_len);
+  std::vector<int32_t> ints(3 * T + n_out + table_len);
   int32_t* tokens = ints.data();
   int32_t* pos = tokens + T;
   int32_t* table_off = pos + T;
-  int32_t* row_block = table_off + T;
-  int32_t* row_slot = row_block + T;
-  int32_t* logit_rows = row_slot + T;
+  int32_t* logit_rows = table_off + T;
   int32_t* table = logit_rows + n_out;
   std::vector<float> rope(2 * T * half);
   {
@@ -159,8 +160,6 @@ absl::Status CudaBackend::Run(std::span<const SequenceBatch> seqs, KvCache* cach
         tokens[row] = sq.tokens[i];
         pos[row] = static_cast<int32_t>(p);
         table_off[row] = static_cast<int32_t>(off);
-        row_block[row] = sq.block_table[p / bt];
-        row_slot[row] = static_cast<int32_t>(p % bt);
         for (int j = 0; j < half; ++j) {
           const double theta = static_cast<double>(p) * inv_freq_[j];
           rope[row * half + j] = static_cast<float>(std::cos(theta));
@@ -189,9 +188,7 @@ absl::Status CudaBackend::Run(std::span<const SequenceBatch> seqs, KvCache* cach
   const int32_t* d_tokens = dints;
   const int32_t* d_pos = dints + T;
   const int32_t* d_table_off = d_pos + T;
-  const int32_t* d_row_block = d_table_off + T;
-  const int32_t* d_row_slot = d_row_block + T;
-  const int32_t* d_logit_rows = d_row_slot + T;
+  const int32_t* d_logit_rows = d_table_off + T;
   const int32_t* d_table = d_logit_rows + n_out;
   const float* d_cos = Floats(rope_);
   const float* d_sin = d_cos + T * half;
@@ -229,7 +226,7 @@ absl::Status CudaBackend::Run(std::span<const SequenceBatch> seqs, KvCache* cach
     CRESCENT_RETURN_IF_ERROR(
         kc::Rope(Floats(k_), T, nkv, hd, config_.rope_dim, d_cos, d_sin, neox));
     CRESCENT_RETURN_IF_ERROR(
-        kc::StoreKv(Floats(k_), Floats(v_), T, d_row_block, d_row_slot, pages, l));
+        kc::StoreKv(Floats(k_), Floats(v_), T, d_pos, d_table, d_table_off, pages, l));
     CRESCENT_RETURN_IF_ERROR(kc::Attention(attn_rows, pages, l, nh, scale));
     CRESCENT_RETURN_IF_ERROR(kc::MatMul(L.o, Floats(attn_), T, xn));
     CRESCENT_RETURN_IF_ERROR(kc::Add(x, xn, x, T * d));

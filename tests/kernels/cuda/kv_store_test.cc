@@ -15,8 +15,8 @@ using testing::F;
 using testing::RandomFloats;
 using testing::Upload;
 
-// Each row lands, rounded as kernels::F32ToF16Row rounds, in its slot of its block's K and V
-// pages of the layer; nothing else changes.
+// Each row lands, rounded as kernels::F32ToF16Row rounds, in the slot of its position in its
+// sequence's block table, in the K and V pages of the layer; nothing else changes.
 TEST(CudaKvStoreTest, WritesRowsIntoTheirSlots) {
   CRESCENT_REQUIRE_CUDA_DEVICE();
   const int n_layers = 3, n_kv = 2, hd = 16, bt = 4, n_blocks = 5, layer = 1;
@@ -26,13 +26,18 @@ TEST(CudaKvStoreTest, WritesRowsIntoTheirSlots) {
   std::vector<uint16_t> cache(block * n_blocks / 2, 0x1234);
   DeviceBuffer dc = Upload(cache);
   KvPages pages{static_cast<uint8_t*>(dc.data()), block, page, bt, n_kv, hd};
-  const std::vector<int32_t> blocks = {4, 0, 4}, slots = {3, 0, 1};
+  // Two sequences: A's table is blocks {4, 0} (offset 0), B's {2, 3} (offset 2). Rows: A at
+  // positions 3 and 4, B at 5; they land in block 4 slot 3, block 0 slot 0, block 3 slot 1.
+  const std::vector<int32_t> table = {4, 0, 2, 3}, table_off = {0, 0, 2}, pos = {3, 4, 5};
+  const std::vector<int32_t> blocks = {4, 0, 3}, slots = {3, 0, 1};
   const int64_t rows = 3;
   std::vector<float> k = RandomFloats(rows * kv_dim, 1, -100, 100),
                      v = RandomFloats(rows * kv_dim, 2, -100, 100);
-  DeviceBuffer dk = Upload(k), dv = Upload(v), db = Upload(blocks), ds = Upload(slots);
-  ASSERT_TRUE(StoreKv(F(dk), F(dv), rows, static_cast<const int32_t*>(db.data()),
-                      static_cast<const int32_t*>(ds.data()), pages, layer)
+  DeviceBuffer dk = Upload(k), dv = Upload(v), dp = Upload(pos), dt = Upload(table),
+               doff = Upload(table_off);
+  ASSERT_TRUE(StoreKv(F(dk), F(dv), rows, static_cast<const int32_t*>(dp.data()),
+                      static_cast<const int32_t*>(dt.data()),
+                      static_cast<const int32_t*>(doff.data()), pages, layer)
                   .ok());
   std::vector<uint16_t> got = Download<uint16_t>(dc, cache.size());
   std::vector<uint16_t> want = cache;

@@ -16,15 +16,13 @@
 #include "src/model/gguf.h"
 #include "src/model/model_config.h"
 #include "src/model/model_weights.h"
+#include "tests/kernels/cuda/cuda_test_util.h"
 #include "tests/testing/tiny_model.h"
 
 namespace crescent::engine {
 namespace {
 
 using kernels::GgmlType;
-
-#define REQUIRE_DEVICE() \
-  if (kernels::cuda::DeviceCount() == 0) GTEST_SKIP() << "no CUDA device"
 
 // A model from GGUF bytes with a CPU and a CUDA backend over one cache each.
 struct Pair {
@@ -124,12 +122,12 @@ void CheckTiny(const testing::TinyModelOptions& o) {
 }
 
 TEST(CudaBackendTest, TinyLlamaMatchesTheCpuBackend) {
-  REQUIRE_DEVICE();
+  CRESCENT_REQUIRE_CUDA_DEVICE();
   CheckTiny({});
 }
 
 TEST(CudaBackendTest, TinyQwen2MatchesTheCpuBackend) {
-  REQUIRE_DEVICE();
+  CRESCENT_REQUIRE_CUDA_DEVICE();
   testing::TinyModelOptions o;
   o.arch = "qwen2";
   o.tied_embeddings = false;
@@ -137,7 +135,7 @@ TEST(CudaBackendTest, TinyQwen2MatchesTheCpuBackend) {
 }
 
 TEST(CudaBackendTest, BadBatchesAreInvalidArgument) {
-  REQUIRE_DEVICE();
+  CRESCENT_REQUIRE_CUDA_DEVICE();
   Pair p(*model::GgufFile::FromBuffer(testing::MakeTinyModelGguf({})), 4, 8);
   ASSERT_NE(p.gpu, nullptr);
   std::vector<int32_t> tokens = {1, 2, 3, 4, 5};
@@ -153,7 +151,7 @@ TEST(CudaBackendTest, BadBatchesAreInvalidArgument) {
 // CPU backend's, token for token, and the first step's logits agree within the CPU kernels'
 // activation quantization.
 TEST(CudaBackendTest, ReferenceModelGreedyMatchesTheCpuBackend) {
-  REQUIRE_DEVICE();
+  CRESCENT_REQUIRE_CUDA_DEVICE();
   const char* path = std::getenv("CRESCENT_MODEL");
   if (path == nullptr) GTEST_SKIP() << "CRESCENT_MODEL not set";
   auto file = model::GgufFile::Open(path);
