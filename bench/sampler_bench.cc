@@ -7,16 +7,28 @@
 // 40; top_p 0.9; min_p 0.05; greedy with logprobs and 5 top_logprobs. Logits are drawn the way
 // a language model's look (a few large, most far below), from a fixed seed.
 //
-//   sampler_bench [--vocab N] [--calls N] [--passes N]
+// Then JSON mode (response_format json_object) over a real vocabulary (--model, default the
+// reference model; skipped when absent): the time to build the vocabulary's trie (once per
+// engine), to compute the allowed-token set in a few lexer states, and JsonConstraint::Restrict
+// (the set and the -inf mask over the logits: what each JSON-mode token pays).
+//
+//   sampler_bench [--vocab N] [--calls N] [--passes N] [--model PATH]
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "src/engine/json_constraint.h"
+#include "src/engine/loaded_model.h"
 #include "src/engine/sampler.h"
+#include "src/model/gguf.h"
+#include "src/model/tokenizer.h"
 
 namespace crescent {
 namespace {
@@ -30,6 +42,72 @@ struct Mode {
   engine::SamplingParams params;
 };
 
+// Best and median of `passes` timings of fn(), in microseconds.
+template <typename Fn>
+std::pair<double, double> Time(int passes, int calls, Fn fn) {
+  std::vector<double> per_call;
+  for (int pass = 0; pass < passes; ++pass) {
+    const double t0 = Now();
+    for (int c = 0; c < calls; ++c) fn();
+    per_call.push_back((Now() - t0) / calls * 1e6);
+  }
+  std::sort(per_call.begin(), per_call.end());
+  return {per_call.front(), per_call[per_call.size() / 2]};
+}
+
+int JsonMode(const std::string& path, int passes) {
+  auto file = model::GgufFile::Open(path);
+  if (!file.ok()) {
+    std::fprintf(stderr, "%s\n", file.status().ToString().c_str());
+    return 1;
+  }
+  auto tokenizer = model::Tokenizer::FromGguf(**file);
+  if (!tokenizer.ok()) {
+    std::fprintf(stderr, "%s\n", tokenizer.status().ToString().c_str());
+    return 1;
+  }
+  const double t0 = Now();
+  auto vocabulary = engine::JsonVocabulary::FromTokenizer(**tokenizer);
+  const double build_ms = (Now() - t0) * 1e3;
+  if (!vocabulary.ok()) {
+    std::fprintf(stderr, "%s\n", vocabulary.status().ToString().c_str());
+    return 1;
+  }
+  const engine::JsonVocabulary& v = **vocabulary;
+  std::printf("\nJSON mode, vocabulary of %s (%d tokens): trie built in %.1f ms\n",
+              std::filesystem::path(path).filename().c_str(), v.vocab_size(), build_ms);
+  std::printf("%-40s %10s %10s %8s\n", "allowed set", "best us", "median us", "allowed");
+  const std::pair<const char*, const char*> states[] = {
+      {"before the object", ""},
+      {"after '{'", "{"},
+      {"in a string value", "{\"name\": \"Al"},
+      {"after a number", "{\"a\": [1, 2"},
+      {"after a value, nested", "{\"a\": {\"b\": true"},
+  };
+  size_t sink = 0;
+  for (const auto& [name, prefix] : states) {
+    engine::JsonLexer lexer;
+    if (!lexer.Feed(std::string_view(prefix))) return 1;
+    std::vector<uint64_t> bits;
+    v.Allowed(lexer, &bits);
+    size_t allowed = 0;
+    for (uint64_t w : bits) allowed += std::popcount(w);
+    auto [best, median] = Time(passes, 50, [&] {
+      v.Allowed(lexer, &bits);
+      sink += bits[0];
+    });
+    std::printf("%-40s %10.1f %10.1f %8zu\n", name, best, median, allowed);
+  }
+  engine::JsonConstraint constraint(&v);
+  for (int32_t id : (*tokenizer)->Encode("{\"name\": \"Al", false, false)) {
+    if (!constraint.Accept(id).ok()) return 1;
+  }
+  std::vector<float> logits(v.vocab_size(), 0.0f);
+  auto [best, median] = Time(passes, 200, [&] { sink += constraint.Restrict(logits).ok(); });
+  std::printf("%-40s %10.1f %10.1f\n", "Restrict (in a string)", best, median);
+  return sink == 0 ? 1 : 0;
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{"Crescent sampler benchmark"};
   int vocab = 49152;  // SmolLM2's
@@ -40,6 +118,9 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   app.add_option("--passes", passes)->check(CLI::Range(1, 1000))->capture_default_str();
+  std::string model_path = engine::DefaultModelPath();
+  app.add_option("--model", model_path, "GGUF whose vocabulary the JSON-mode figures use")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   std::mt19937 rng(7);
@@ -89,7 +170,12 @@ int Main(int argc, char** argv) {
     std::printf("%-26s %10.1f %10.1f\n", mode.name.c_str(), per_call.front(),
                 per_call[per_call.size() / 2]);
   }
-  return sink == -1 ? 1 : 0;  // keeps the picks alive
+  if (sink == -1) return 1;  // keeps the picks alive
+  if (!std::filesystem::exists(model_path)) {
+    std::printf("\nJSON mode: skipped (no model at '%s'; --model PATH)\n", model_path.c_str());
+    return 0;
+  }
+  return JsonMode(model_path, passes);
 }
 
 }  // namespace

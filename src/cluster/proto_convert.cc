@@ -22,6 +22,7 @@ engine::SamplingParams SamplingFromProto(const v1::SamplingParams& proto) {
   p.logit_bias.assign(bias.begin(), bias.end());
   p.logprobs = proto.logprobs();
   p.top_logprobs = proto.top_logprobs();
+  p.json_object = proto.json_object();
   return p;
 }
 
@@ -39,6 +40,7 @@ void SamplingToProto(const engine::SamplingParams& params, v1::SamplingParams* p
   for (const auto& [token, value] : params.logit_bias) (*bias)[token] += value;
   proto->set_logprobs(params.logprobs);
   proto->set_top_logprobs(params.top_logprobs);
+  proto->set_json_object(params.json_object);
 }
 
 void SampledTokenToProto(const engine::SampleResult& result, v1::SampledToken* proto) {

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "src/common/status.h"
 #include "src/engine/block_hash.h"
+#include "src/engine/json_constraint.h"
 #include "src/engine/prefix_cache.h"
 #include "src/engine/scheduler.h"
 
@@ -24,6 +25,7 @@ struct RequestState {
   TokenCallback on_token;
   FinishCallback on_finish;
   std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<JsonConstraint> json;  // set for sampling.json_object
   RequestMode mode = RequestMode::kFull;
   int max_tokens = 0;
   bool ignore_eos = false;
@@ -103,6 +105,9 @@ class Engine::Impl {
 
  private:
   absl::Status ValidateLocked(const EngineRequest& r) const;
+  // The model's JSON-mode vocabulary, built on first use. Thread-safe.
+  absl::StatusOr<const JsonVocabulary*> JsonVocab() const;
+  // REQUIRES: JsonVocab() is ok when request.sampling.json_object.
   std::unique_ptr<RequestState> MakeState(EngineRequest& request, TokenCallback on_token,
                                           FinishCallback on_finish);
   void Run();
@@ -135,7 +140,17 @@ class Engine::Impl {
   absl::flat_hash_map<RequestId, std::unique_ptr<RequestState>> requests_;
   std::vector<float> logits_;
   std::thread thread_;
+
+  mutable std::once_flag json_once_;
+  mutable absl::StatusOr<std::unique_ptr<JsonVocabulary>> json_vocab_;
 };
+
+absl::StatusOr<const JsonVocabulary*> Engine::Impl::JsonVocab() const {
+  std::call_once(json_once_,
+                 [this] { json_vocab_ = JsonVocabulary::FromTokenizer(*model_->tokenizer); });
+  if (!json_vocab_.ok()) return json_vocab_.status();
+  return json_vocab_->get();
+}
 
 absl::Status Engine::Impl::Validate(const EngineRequest& r) const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -191,6 +206,7 @@ std::unique_ptr<RequestState> Engine::Impl::MakeState(EngineRequest& request,
   state->on_token = std::move(on_token);
   state->on_finish = std::move(on_finish);
   state->sampler = std::make_unique<Sampler>(request.sampling, model_->config.vocab_size);
+  if (request.sampling.json_object) state->json = std::make_unique<JsonConstraint>(*JsonVocab());
   state->mode = request.mode;
   state->max_tokens = request.max_tokens;
   state->ignore_eos = request.ignore_eos;
@@ -204,6 +220,7 @@ absl::StatusOr<Engine::RequestId> Engine::Impl::Submit(EngineRequest request,
                                                        FinishCallback on_finish) {
   std::unique_ptr<RequestState> state;
   auto seq = std::make_unique<Sequence>();
+  if (request.sampling.json_object) CRESCENT_RETURN_IF_ERROR(JsonVocab().status());
   {
     std::lock_guard<std::mutex> lock(mu_);
     CRESCENT_RETURN_IF_ERROR(ValidateLocked(request));
@@ -293,6 +310,14 @@ absl::StatusOr<Engine::RequestId> Engine::Impl::SubmitPrefilled(RequestId reserv
     return absl::InvalidArgumentError(
         absl::StrCat("first_token ", first_token, " is outside the vocabulary [0, ", vocab, ")"));
   }
+  // In JSON mode the first token must continue the object (the prefill side sampled it under
+  // the same constraint); checked before the reservation is taken.
+  std::unique_ptr<JsonConstraint> json;
+  if (request.sampling.json_object) {
+    CRESCENT_ASSIGN_OR_RETURN(const JsonVocabulary* vocabulary, JsonVocab());
+    json = std::make_unique<JsonConstraint>(vocabulary);
+    CRESCENT_RETURN_IF_ERROR(json->Accept(first_token));
+  }
   auto seq = std::make_unique<Sequence>();
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -316,6 +341,7 @@ absl::StatusOr<Engine::RequestId> Engine::Impl::SubmitPrefilled(RequestId reserv
       MakeState(request, std::move(on_token), std::move(on_finish));
   state->first_token_ns = state->submit_ns;
   state->sampler->SkipSample();  // the first token's draw was made by the prefill side
+  state->json = std::move(json);
   seq->prompt_len = static_cast<int64_t>(request.prompt.size());
   seq->tokens = std::move(request.prompt);
   seq->tokens.push_back(first_token);
@@ -458,6 +484,7 @@ void Engine::Impl::RunStep(const StepPlan& plan, std::vector<Finished>* finished
     bool append;  // keeps going: the token joins the sequence
     bool finish;
     FinishReason reason;
+    absl::Status status;
   };
   std::vector<Outcome> outcomes;
   const int vocab = model_->config.vocab_size;
@@ -470,11 +497,24 @@ void Engine::Impl::RunStep(const StepPlan& plan, std::vector<Finished>* finished
     std::span<float> logits(logits_.data() + row * vocab, vocab);
     ++row;
     std::span<const int32_t> all(seq->tokens);
+    if (state->json != nullptr) {
+      if (absl::Status s = state->json->Restrict(logits); !s.ok()) {
+        outcomes.push_back({seq, 0, false, true, FinishReason::kCancelled, std::move(s)});
+        continue;
+      }
+    }
     SampleResult sr =
         state->sampler->Sample(logits, all.first(seq->prompt_len), all.subspan(seq->prompt_len));
+    if (state->json != nullptr) {
+      // Cannot fail: Restrict left only tokens Accept takes.
+      if (absl::Status s = state->json->Accept(sr.token); !s.ok()) {
+        outcomes.push_back({seq, 0, false, true, FinishReason::kCancelled, std::move(s)});
+        continue;
+      }
+    }
     const int64_t now = clock_->NowNanos();
     if (state->first_token_ns < 0) state->first_token_ns = now;
-    Outcome o{seq, sr.token, false, false, FinishReason::kStop};
+    Outcome o{seq, sr.token, false, false, FinishReason::kStop, absl::OkStatus()};
     if (!state->ignore_eos && model_->tokenizer->IsEndOfGeneration(sr.token)) {
       o.finish = true;
       o.reason = FinishReason::kStop;
@@ -501,7 +541,7 @@ void Engine::Impl::RunStep(const StepPlan& plan, std::vector<Finished>* finished
   for (const Outcome& o : outcomes) {
     if (o.append) scheduler_.AppendToken(o.seq, o.token);
     if (o.finish) {
-      finished->push_back({scheduler_.Detach(o.seq->id), absl::OkStatus(), o.reason});
+      finished->push_back({scheduler_.Detach(o.seq->id), o.status, o.reason});
     }
   }
 }

@@ -136,7 +136,10 @@ class Engine {
   absl::Status Validate(const EngineRequest& request) const;
 
   // Queues a request. On error nothing is queued and no callback runs; otherwise on_finish
-  // runs exactly once. Errors: as Validate.
+  // runs exactly once. Errors: as Validate, and FailedPrecondition for sampling.json_object
+  // when the vocabulary has no end-of-generation token. In JSON mode each sampled token is
+  // restricted to those that continue one JSON object (src/engine/json_constraint.h); a
+  // request no token can continue finishes with FailedPrecondition.
   absl::StatusOr<RequestId> Submit(EngineRequest request, TokenCallback on_token,
                                    FinishCallback on_finish);
 
@@ -153,7 +156,8 @@ class Engine {
   // the request's. Release frees a reservation that will not be used (timeout, failure).
   // Errors: ResourceExhausted when there are not enough free blocks (after evicting cached
   // ones), NotFound for an unknown reservation, InvalidArgument when the reservation does not
-  // cover prompt.size() + 1 positions or as Validate.
+  // cover prompt.size() + 1 positions, or in JSON mode when `first_token` does not begin the
+  // JSON object, or as Submit.
   struct Reservation {
     RequestId id = 0;
     std::vector<KvCache::BlockId> blocks;

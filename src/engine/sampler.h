@@ -53,6 +53,10 @@ struct SamplingParams {
   std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, bias); repeated ids add up.
   bool logprobs = false;
   int top_logprobs = 0;  // 0..20; needs logprobs.
+  // JSON mode (OpenAI response_format json_object): the output is one JSON object. Applied by
+  // the Engine (src/engine/json_constraint.h) to the logits before Sample; the Sampler itself
+  // does not look at it.
+  bool json_object = false;
 };
 
 // Checks `params` against OpenAI's ranges: temperature [0, 2], top_p (0, 1], top_k >= 0,

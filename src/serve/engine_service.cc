@@ -246,6 +246,7 @@ engine::SamplingParams ToEngineSampling(const CompletionRequest& request) {
     p.logit_bias.emplace_back(id, static_cast<float>(bias));
   p.logprobs = request.logprobs;
   p.top_logprobs = request.logprobs ? request.top_logprobs : 0;
+  p.json_object = request.json_object;
   return p;
 }
 

@@ -56,6 +56,8 @@ struct CompletionRequest {
   bool include_usage = false;  // stream_options.include_usage.
   bool logprobs = false;
   int top_logprobs = 0;  // [0, 20]; only with logprobs.
+  // Chat only: response_format {"type": "json_object"}: the output is one JSON object.
+  bool json_object = false;
   std::string user;
   int64_t arrival_unix_seconds = 0;  // The "created" field of the response.
 };

@@ -366,12 +366,20 @@ absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view bo
       tools != root.end() && tools->is_array() && !tools->empty()) {
     return InvalidParam("tools", "tool calling is not supported");
   }
-  if (auto format = root.find("response_format"); format != root.end() && format->is_object()) {
+  if (auto format = root.find("response_format"); format != root.end() && !format->is_null()) {
+    if (!format->is_object()) {
+      return InvalidParam("response_format", "'response_format' must be an object");
+    }
     auto type = format->find("type");
-    if (type != format->end() && type->is_string() && *type != "text") {
+    if (type == format->end() || !type->is_string()) {
+      return InvalidParam("response_format.type", "'response_format.type' must be a string");
+    }
+    if (*type == "json_object") {
+      req.json_object = true;
+    } else if (*type != "text") {
       return InvalidParam("response_format.type",
                           absl::StrCat("response_format type '", type->get<std::string>(),
-                                       "' is not supported; only 'text' is"));
+                                       "' is not supported; only 'text' and 'json_object' are"));
     }
   }
   return req;

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Colocated and disaggregated serving give the same greedy output: the same requests through
 `crescent serve`, `crescent up` with 1 prefill + 1 decode node and with 2 + 2 give token-for-token
-identical text, finish_reason and token counts.
+identical text, finish_reason and token counts (JSON mode included).
 
   up_identity_e2e_test.py --crescent build/release/bin/crescent --model PATH
 
 Exit 77 (CTest skip) without the model or the openai package.
 """
+import json
+
 import openai
 
 from cluster_common import Server, Up, check, main_wrapper
@@ -30,6 +32,11 @@ def requests():
         ("completion", dict(prompt=LONG + " In the end,")),
         ("chat_stream", dict(messages=[{"role": "user", "content": "Name three animals."}])),
         ("completion_stream", dict(prompt="Count: 1, 2, 3, 4, 5,")),
+        # JSON mode: the prefill node samples the first token under the constraint, the decode
+        # node the rest.
+        ("chat", dict(messages=[{"role": "user", "content": "Give me a JSON object with the "
+                                 "keys city and country for Paris."}],
+                      response_format={"type": "json_object"})),
     ]
 
 
@@ -59,8 +66,11 @@ def run_all(base):
                     finish = c.finish_reason or finish
             check(usage is not None, f"{kind}: no usage chunk")
             out.append((text, finish, usage.prompt_tokens, usage.completion_tokens))
-    for (kind, _), o in zip(requests(), out):
+    for (kind, kw), o in zip(requests(), out):
         check(o[3] > 0 and o[1] in ("stop", "length"), f"{kind}: bad answer {o}")
+        if "response_format" in kw:
+            check(o[1] == "stop" and isinstance(json.loads(o[0]), dict),
+                  f"JSON mode did not answer with one object: {o}")
     return out
 
 

@@ -19,6 +19,7 @@ TEST(SamplingConvertTest, RoundTripKeepsEveryField) {
   p.logit_bias = {{7, 1.5f}, {3, -100.0f}};
   p.logprobs = true;
   p.top_logprobs = 5;
+  p.json_object = true;
   cluster::v1::SamplingParams proto;
   SamplingToProto(p, &proto);
   engine::SamplingParams back = SamplingFromProto(proto);
@@ -37,6 +38,7 @@ TEST(SamplingConvertTest, RoundTripKeepsEveryField) {
   EXPECT_EQ(back.logit_bias[1], std::make_pair(7, 1.5f));
   EXPECT_TRUE(back.logprobs);
   EXPECT_EQ(back.top_logprobs, 5);
+  EXPECT_TRUE(back.json_object);
 }
 
 TEST(SamplingConvertTest, ZeroValuesMeanOff) {

@@ -13,9 +13,11 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "src/common/clock.h"
 #include "src/engine/block_hash.h"
 #include "src/engine/cpu_backend.h"
+#include "src/engine/json_constraint.h"
 #include "src/engine/loaded_model.h"
 #include "src/engine/session.h"
 #include "tests/testing/prompts.h"
@@ -650,6 +652,78 @@ TEST_F(EngineTest, ReservationErrorsAndRelease) {
   ExpectNoLeaks(*engine);
 }
 
+// JSON mode on the tiny model (random weights): sampled freely, every request's tokens spell a
+// prefix of one JSON object, and those that stop spell a whole one. A large bias on '}' makes
+// the object close as soon as it may, so some requests do stop.
+TEST_F(EngineTest, JsonModeKeepsEveryRequestInsideOneObject) {
+  EngineOptions options;
+  options.block_tokens = 4;
+  options.num_blocks = 256;
+  auto engine = MakeEngine(options);
+  const model::Tokenizer& tok = *model_->tokenizer;
+  const int32_t close = tok.Encode("}", false, false).at(0);
+  const int n = 6;
+  Collector c(n);
+  for (int i = 0; i < n; ++i) {
+    EngineRequest r;
+    r.prompt = MakePrompt(6 + i, i);
+    r.max_tokens = 48;
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = 100 + i;
+    r.sampling.has_seed = true;
+    r.sampling.json_object = true;
+    if (i % 2 == 0) r.sampling.logit_bias = {{close, 100.0f}};
+    ASSERT_TRUE(engine->Submit(std::move(r), c.OnToken(i), c.OnFinish(i)).ok());
+  }
+  ASSERT_TRUE(c.WaitAll());
+  int stopped = 0;
+  for (int i = 0; i < n; ++i) {
+    Outcome o = c.Get(i);
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    const std::string text = tok.Decode(o.tokens);
+    JsonLexer lexer;
+    EXPECT_TRUE(lexer.Feed(text)) << "request " << i << ": " << text;
+    if (o.reason == FinishReason::kStop) {
+      ++stopped;
+      EXPECT_TRUE(lexer.complete()) << text;
+      EXPECT_TRUE(nlohmann::json::parse(text).is_object()) << text;
+    } else {
+      EXPECT_EQ(o.reason, FinishReason::kLength);
+      EXPECT_EQ(o.tokens.size(), 48u);
+    }
+  }
+  EXPECT_GE(stopped, n / 2);
+  ExpectNoLeaks(*engine);
+}
+
+// The decode side of JSON mode: the first token, sampled by the prefill side, must begin the
+// object; decoding then goes on under the constraint.
+TEST_F(EngineTest, JsonModeSubmitPrefilledChecksTheFirstToken) {
+  EngineOptions options;
+  options.block_tokens = 4;
+  options.num_blocks = 32;
+  auto engine = MakeEngine(options);
+  const model::Tokenizer& tok = *model_->tokenizer;
+  EngineRequest r = Greedy(MakePrompt(8, 3), 12);
+  r.sampling.json_object = true;
+  auto reservation = engine->Reserve(8 + 12);
+  ASSERT_TRUE(reservation.ok());
+  auto bad =
+      engine->SubmitPrefilled(reservation->id, r, tok.Encode("x", false, false).at(0), {}, {});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+  // The reservation is still there: a valid first token takes it.
+  Collector c(1);
+  auto ok = engine->SubmitPrefilled(reservation->id, r, tok.Encode("{", false, false).at(0),
+                                    c.OnToken(0), c.OnFinish(0));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  ASSERT_TRUE(c.WaitAll());
+  Outcome o = c.Get(0);
+  ASSERT_TRUE(o.status.ok()) << o.status;
+  JsonLexer lexer;
+  EXPECT_TRUE(lexer.Feed("{" + tok.Decode(o.tokens))) << tok.Decode(o.tokens);
+  ExpectNoLeaks(*engine);
+}
+
 TEST_F(EngineTest, ValidateErrors) {
   EngineOptions options;
   options.block_tokens = 4;
@@ -809,6 +883,32 @@ TEST_F(RealModelEngineTest, BatchedGreedyAndPrefixHitsMatchLoneRuns) {
     EXPECT_FALSE(c.Get(i).tokens.empty());
   }
   EXPECT_GT(c.Get(2).stats.cached_tokens, 0);
+}
+
+// JSON mode on the reference model: a greedy answer to a question the model answers in prose is
+// one JSON object under the constraint.
+TEST_F(RealModelEngineTest, JsonModeAnswersWithOneObject) {
+  EngineOptions options;
+  options.num_blocks = 64;
+  auto engine = *Engine::Create(model_, backend_, options, RealClock::Get());
+  const std::vector<int32_t> prompt =
+      Chat("Give me a JSON object with the keys city and country for Paris.");
+  Collector c(2);
+  EngineRequest json = Greedy(prompt, 96);
+  json.sampling.json_object = true;
+  ASSERT_TRUE(engine->Submit(json, c.OnToken(0), c.OnFinish(0)).ok());
+  ASSERT_TRUE(engine->Submit(Greedy(prompt, 96), c.OnToken(1), c.OnFinish(1)).ok());
+  ASSERT_TRUE(c.WaitAll());
+  const Outcome o = c.Get(0);
+  ASSERT_TRUE(o.status.ok()) << o.status;
+  const std::string text = model_->tokenizer->Decode(o.tokens);
+  EXPECT_EQ(o.reason, FinishReason::kStop) << text;
+  ASSERT_TRUE(nlohmann::json::accept(text)) << text;
+  const nlohmann::json parsed = nlohmann::json::parse(text);
+  EXPECT_TRUE(parsed.is_object()) << text;
+  EXPECT_FALSE(parsed.empty()) << text;
+  const std::string free = model_->tokenizer->Decode(c.Get(1).tokens);
+  EXPECT_FALSE(nlohmann::json::accept(free)) << free;
 }
 
 // On the reference model the CPU backend's logits depend slightly on how positions are split

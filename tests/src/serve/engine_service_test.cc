@@ -90,6 +90,7 @@ TEST(ToEngineSamplingTest, ConvertsEveryField) {
   r.sampling.logit_bias = {{5, -100.0}, {7, 3.0}};
   r.logprobs = true;
   r.top_logprobs = 3;
+  r.json_object = true;
   engine::SamplingParams p = ToEngineSampling(r);
   EXPECT_FLOAT_EQ(p.temperature, 0.5f);
   EXPECT_FLOAT_EQ(p.top_p, 0.9f);
@@ -104,6 +105,7 @@ TEST(ToEngineSamplingTest, ConvertsEveryField) {
   EXPECT_FLOAT_EQ(p.logit_bias[1].second, 3.0f);
   EXPECT_TRUE(p.logprobs);
   EXPECT_EQ(p.top_logprobs, 3);
+  EXPECT_TRUE(p.json_object);
   r.sampling.top_k = 40;
   r.sampling.seed.reset();
   r.logprobs = false;

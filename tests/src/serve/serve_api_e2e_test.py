@@ -6,7 +6,7 @@ client and with curl.
 
 Checks: chat, streaming with include_usage (role in the first delta, finish_reason only in the
 last, a final usage chunk with empty choices), stop strings, n=2, seed reproducibility,
-logprobs/top_logprobs, max_tokens -> "length", the completions endpoint (also streamed),
+logprobs/top_logprobs, JSON mode (response_format json_object), max_tokens -> "length", the completions endpoint (also streamed),
 /v1/models, errors (400 bad parameter and context overflow, 401 API key, 404 model, 413 body),
 cached_tokens on a shared long prefix, raw SSE framing through curl, bad flags (exit 2) and a
 graceful SIGTERM stop (exit 0). Exit 77 (CTest skip) without the model.
@@ -143,6 +143,40 @@ def check_logprobs(client):
           "completions logprobs")
 
 
+def check_json_mode(client):
+    r = greedy_chat(client, "Give me a JSON object with the keys city and country for Paris.",
+                    max_tokens=40, response_format={"type": "json_object"})
+    text = r.choices[0].message.content
+    print("json mode:", repr(text))
+    check(r.choices[0].finish_reason == "stop", f"JSON mode: {r.choices[0].finish_reason}")
+    obj = json.loads(text)
+    check(isinstance(obj, dict) and obj, f"JSON mode: not a non-empty object: {text!r}")
+    # Sampled and streamed: each request's text is one object, or cut short by max_tokens.
+    for seed in range(3):
+        stream = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "List three colors."}],
+            temperature=1.0, seed=seed, max_tokens=64, stream=True,
+            response_format={"type": "json_object"})
+        text, finish = "", None
+        for chunk in stream:
+            for c in chunk.choices:
+                text += c.delta.content or ""
+                finish = c.finish_reason or finish
+        print(f"json mode, seed {seed}: {finish} {text!r}")
+        if finish == "stop":
+            check(isinstance(json.loads(text), dict), f"JSON mode: not an object: {text!r}")
+        else:
+            check(finish == "length", f"JSON mode: finish_reason {finish}")
+            check(text.lstrip().startswith("{"), f"JSON mode: {text!r}")
+    for fmt, param in (({"type": "json_schema"}, "response_format.type"),
+                       ("json", "response_format")):
+        try:
+            greedy_chat(client, "hi", max_tokens=2, response_format=fmt)
+            fail(f"response_format {fmt!r}: no error")
+        except openai.BadRequestError as e:
+            check(e.status_code == 400 and param in str(e.body), f"{fmt!r}: {e}")
+
+
 def check_models_and_errors(server, client):
     models = client.models.list()
     ids = [m.id for m in models.data]
@@ -255,6 +289,7 @@ def run(crescent, model):
         check_stop_and_length(client)
         check_n_and_seed(client)
         check_logprobs(client)
+        check_json_mode(client)
         check_models_and_errors(server, client)
         check_cached_prefix(client)
         check_curl_sse(server)

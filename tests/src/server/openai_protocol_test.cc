@@ -53,6 +53,19 @@ TEST(ParseChatTest, MinimalHasDefaults) {
   EXPECT_FALSE(r->sampling.seed.has_value());
   EXPECT_TRUE(r->stop.empty());
   EXPECT_FALSE(r->logprobs);
+  EXPECT_FALSE(r->json_object);
+}
+
+TEST(ParseChatTest, ResponseFormat) {
+  auto r = ChatWith({{"response_format", {{"type", "json_object"}}}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->json_object);
+  r = ChatWith({{"response_format", {{"type", "text"}}}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->json_object);
+  r = ChatWith({{"response_format", nullptr}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->json_object);
 }
 
 TEST(ParseChatTest, EveryField) {
@@ -214,6 +227,9 @@ TEST(ParseChatTest, RangeAndTypeErrorsNameTheField) {
       {{{"user", 7}}, "user"},
       {{{"tools", {{{"type", "function"}}}}}, "tools"},
       {{{"response_format", {{"type", "json_schema"}}}}, "response_format.type"},
+      {{{"response_format", "json_object"}}, "response_format"},
+      {{{"response_format", json::object()}}, "response_format.type"},
+      {{{"response_format", {{"type", 1}}}}, "response_format.type"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.patch.dump());
