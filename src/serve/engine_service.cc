@@ -321,7 +321,8 @@ void EngineService::RefreshMetrics() {
   published_ = s;
 }
 
-absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& request) const {
+absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& request,
+                                                       size_t prompt_index) const {
   if (!request.model.empty() && request.model != served_model_name_) {
     return absl::NotFoundError(absl::StrCat("The model '", request.model,
                                             "' does not exist; this server serves '",
@@ -330,7 +331,9 @@ absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& 
   const engine::LoadedModel& model = generator_->model();
   const model::Tokenizer& tokenizer = *model.tokenizer;
   PreparedRequest prepared;
-  const char* prompt_param = "prompt";
+  // The field errors name: "messages", "prompt", or "prompt[i]" in a batch.
+  std::string prompt_param =
+      request.prompts.size() > 1 ? absl::StrCat("prompt[", prompt_index, "]") : "prompt";
   if (request.kind == RequestKind::kChat) {
     prompt_param = "messages";
     if (!model.chat_template) {
@@ -346,19 +349,20 @@ absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& 
       return server::InvalidParam("messages", std::string(rendered.status().message()));
     }
     prepared.prompt = tokenizer.Encode(*rendered, /*add_special=*/false, /*parse_special=*/true);
-  } else if (request.prompt_tokens) {
-    prepared.prompt = *request.prompt_tokens;
+  } else if (prompt_index >= request.prompts.size()) {
+    return server::InvalidParam("prompt", "'prompt' is required");
+  } else if (const server::CompletionPrompt& p = request.prompts[prompt_index]; p.tokens) {
+    prepared.prompt = *p.tokens;
     for (size_t i = 0; i < prepared.prompt.size(); ++i) {
       int32_t id = prepared.prompt[i];
       if (id < 0 || id >= tokenizer.vocab_size()) {
-        return server::InvalidParam(
-            "prompt", absl::StrCat("prompt[", i, "] = ", id, " is not a token id (vocabulary of ",
-                                   tokenizer.vocab_size(), " tokens)"));
+        return server::InvalidParam(prompt_param, absl::StrCat(prompt_param, "[", i, "] = ", id,
+                                                               " is not a token id (vocabulary of ",
+                                                               tokenizer.vocab_size(), " tokens)"));
       }
     }
   } else {
-    prepared.prompt = tokenizer.Encode(request.prompt, /*add_special=*/true,
-                                       /*parse_special=*/true);
+    prepared.prompt = tokenizer.Encode(p.text, /*add_special=*/true, /*parse_special=*/true);
   }
   if (prepared.prompt.empty()) return server::InvalidParam(prompt_param, "the prompt is empty");
 
@@ -410,23 +414,35 @@ absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& 
 }
 
 absl::Status EngineService::Validate(const CompletionRequest& request) {
-  CRESCENT_ASSIGN_OR_RETURN(PreparedRequest prepared, Prepare(request));
-  engine::EngineRequest er;
-  er.prompt = std::move(prepared.prompt);
-  er.max_tokens = prepared.max_tokens;
-  er.sampling = std::move(prepared.sampling);
-  return generator_->Validate(er);
+  const size_t prompts = std::max<size_t>(1, request.prompts.size());
+  for (size_t p = 0; p < prompts; ++p) {
+    CRESCENT_ASSIGN_OR_RETURN(PreparedRequest prepared, Prepare(request, p));
+    engine::EngineRequest er;
+    er.prompt = std::move(prepared.prompt);
+    er.max_tokens = prepared.max_tokens;
+    er.sampling = std::move(prepared.sampling);
+    CRESCENT_RETURN_IF_ERROR(generator_->Validate(er));
+  }
+  return absl::OkStatus();
 }
 
 std::unique_ptr<server::CompletionHandle> EngineService::Start(CompletionRequest request,
                                                                server::ChunkCallback on_chunk,
                                                                server::DoneCallback on_done) {
-  absl::StatusOr<PreparedRequest> prepared = Prepare(request);
-  if (!prepared.ok()) {
-    on_done(prepared.status(), server::Usage{});
-    return std::make_unique<Handle>(nullptr);
+  // Every prompt of a batch first: an error in any is the request's, before anything runs.
+  std::vector<PreparedRequest> prepared;
+  int prompt_tokens = 0;
+  for (size_t p = 0; p < std::max<size_t>(1, request.prompts.size()); ++p) {
+    absl::StatusOr<PreparedRequest> one = Prepare(request, p);
+    if (!one.ok()) {
+      on_done(one.status(), server::Usage{});
+      return std::make_unique<Handle>(nullptr);
+    }
+    prompt_tokens += static_cast<int>(one->prompt.size());
+    prepared.push_back(*std::move(one));
   }
-  const int n = std::max(1, request.n);
+  const int per_prompt = std::max(1, request.n);
+  const int n = per_prompt * static_cast<int>(prepared.size());
   auto gen = std::make_shared<Generation>();
   gen->generator = generator_;
   gen->tokenizer = generator_->model().tokenizer.get();
@@ -439,17 +455,18 @@ std::unique_ptr<server::CompletionHandle> EngineService::Start(CompletionRequest
     gen->on_chunk = std::move(on_chunk);
     gen->on_done = std::move(on_done);
     gen->remaining = n + 1;
-    gen->usage.prompt_tokens = static_cast<int>(prepared->prompt.size());
+    gen->usage.prompt_tokens = prompt_tokens;
   }
 
   int submitted = 0;
   absl::Status error;
   for (int i = 0; i < n; ++i) {
+    const PreparedRequest& pr = prepared[i / per_prompt];
     engine::EngineRequest er;
-    er.prompt = prepared->prompt;
-    er.max_tokens = prepared->max_tokens;
-    er.sampling = prepared->sampling;
-    if (er.sampling.has_seed) er.sampling.seed += static_cast<uint64_t>(i);
+    er.prompt = pr.prompt;
+    er.max_tokens = pr.max_tokens;
+    er.sampling = pr.sampling;
+    if (er.sampling.has_seed) er.sampling.seed += static_cast<uint64_t>(i % per_prompt);
     absl::StatusOr<uint64_t> id = generator_->Submit(
         std::move(er), [gen, i](const engine::SampleResult& r) { return OnToken(*gen, i, r); },
         [gen, i](absl::Status status, const GenerationResult& result) {

@@ -98,9 +98,10 @@ class EngineService final : public server::CompletionService {
   // engine's queue is full.
   absl::Status Validate(const server::CompletionRequest& request) override;
 
-  // Submits request.n generator requests (choice i with seed + i when a seed is given). Errors
-  // (as Validate, ResourceExhausted when the queue fills up meanwhile) go to on_done after
-  // every choice already submitted has been cancelled and has finished.
+  // Submits request.n generator requests per prompt (choice j of a prompt with seed + j when a
+  // seed is given, so that a prompt of a batch gives what it gives alone). Errors (as Validate,
+  // for any prompt of a batch; ResourceExhausted when the queue fills up meanwhile) go to
+  // on_done after every choice already submitted has been cancelled and has finished.
   std::unique_ptr<server::CompletionHandle> Start(server::CompletionRequest request,
                                                   server::ChunkCallback on_chunk,
                                                   server::DoneCallback on_done) override;
@@ -108,9 +109,11 @@ class EngineService final : public server::CompletionService {
   std::vector<server::ModelInfo> Models() override;
   bool Ready() override { return generator_->Ready(); }
 
-  // What Validate and Start submit for `request` (choice 0). Errors: as Validate, except the
-  // queue check.
-  absl::StatusOr<PreparedRequest> Prepare(const server::CompletionRequest& request) const;
+  // What Validate and Start submit for `request` (choice 0 of prompt `prompt_index` of a
+  // completion request; a chat request has no prompts and takes 0). Errors: as Validate, except
+  // the queue check. REQUIRES: prompt_index < max(1, request.prompts.size()).
+  absl::StatusOr<PreparedRequest> Prepare(const server::CompletionRequest& request,
+                                          size_t prompt_index = 0) const;
 
   // Copies Generator::Stats() into the metrics now (the metrics thread does it periodically).
   void RefreshMetrics();

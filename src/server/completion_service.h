@@ -5,6 +5,7 @@
 #ifndef CRESCENT_SRC_SERVER_COMPLETION_SERVICE_H_
 #define CRESCENT_SRC_SERVER_COMPLETION_SERVICE_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -28,6 +29,12 @@ struct ChatMessage {
   std::optional<std::string> tool_call_id;
 };
 
+// One prompt of a /v1/completions request: text, or token ids when `tokens` is set.
+struct CompletionPrompt {
+  std::string text;
+  std::optional<std::vector<int32_t>> tokens;
+};
+
 struct SamplingParams {
   double temperature = 1.0;  // [0, 2]; 0 means greedy.
   double top_p = 1.0;        // (0, 1].
@@ -45,13 +52,13 @@ struct CompletionRequest {
   std::string model;       // As the client sent it; may be empty (the service picks its default).
   // kChat: the conversation. kCompletion: empty.
   std::vector<ChatMessage> messages;
-  // kCompletion: the prompt, either text or token ids (exactly one of them is used).
-  std::string prompt;
-  std::optional<std::vector<int32_t>> prompt_tokens;
+  // kCompletion: the prompts, one or more (a batch). kChat: empty.
+  std::vector<CompletionPrompt> prompts;
   SamplingParams sampling;
   std::optional<int> max_tokens;  // Unset: up to the context length.
   std::vector<std::string> stop;  // At most 4 non-empty strings.
-  int n = 1;                      // Choices to generate, each with its own choice_index.
+  // Choices per prompt. Choice j of prompt p has choice_index p * n + j (OpenAI's order).
+  int n = 1;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage.
   bool logprobs = false;
@@ -60,6 +67,9 @@ struct CompletionRequest {
   bool json_object = false;
   std::string user;
   int64_t arrival_unix_seconds = 0;  // The "created" field of the response.
+
+  // Choices in all: n per prompt (n for a chat request).
+  int num_choices() const { return n * std::max<int>(1, static_cast<int>(prompts.size())); }
 };
 
 struct TopLogprob {

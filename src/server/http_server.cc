@@ -348,12 +348,11 @@ class Session : public std::enable_shared_from_this<Session> {
     gen.seq = ++gen_seq_;
     gen.context = req;
     gen.context.messages.clear();
-    gen.context.prompt.clear();
-    gen.context.prompt_tokens.reset();
+    gen.context.prompts.clear();
     gen.model = req.model.empty() ? server_->DefaultModel() : req.model;
-    gen.choices.resize(req.n);
-    gen.started.assign(req.n, false);
-    gen.offsets.assign(req.n, 0);
+    gen.choices.resize(req.num_choices());
+    gen.started.assign(req.num_choices(), false);
+    gen.offsets.assign(req.num_choices(), 0);
     gen.start_ns = start_ns;
     gen.work.emplace(ioc_->get_executor());
     headers_sent_ = false;

@@ -395,33 +395,52 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body) 
   if (prompt == root.end() || prompt->is_null()) {
     return InvalidParam("prompt", "'prompt' is required");
   }
+  // A string, an array of strings (a batch), an array of token ids, or an array of such arrays
+  // (a batch).
+  auto token_ids = [](const json& array,
+                      const std::string& param) -> absl::StatusOr<std::vector<int32_t>> {
+    if (array.empty()) return InvalidParam(param, absl::StrCat("'", param, "' must not be empty"));
+    std::vector<int32_t> tokens;
+    for (size_t i = 0; i < array.size(); ++i) {
+      const json& t = array[i];
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
+          t.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+        return InvalidParam(absl::StrCat(param, "[", i, "]"),
+                            absl::StrCat("'", param, "' must be an array of token ids"));
+      }
+      tokens.push_back(static_cast<int32_t>(t.get<int64_t>()));
+    }
+    return tokens;
+  };
   if (prompt->is_string()) {
-    req.prompt = prompt->get<std::string>();
+    req.prompts.push_back({prompt->get<std::string>(), std::nullopt});
   } else if (prompt->is_array()) {
     if (prompt->empty()) return InvalidParam("prompt", "'prompt' must not be empty");
-    if ((*prompt)[0].is_string()) {
-      if (prompt->size() != 1) {
-        return InvalidParam("prompt", "batched prompts (several strings) are not supported");
-      }
-      req.prompt = (*prompt)[0].get<std::string>();
+    if ((*prompt)[0].is_number_integer()) {
+      CRESCENT_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, token_ids(*prompt, "prompt"));
+      req.prompts.push_back({"", std::move(tokens)});
     } else {
-      std::vector<int32_t> tokens;
       for (size_t i = 0; i < prompt->size(); ++i) {
-        const json& t = (*prompt)[i];
-        if (t.is_array()) {
-          return InvalidParam("prompt", "batched prompts (several token lists) are not supported");
+        const json& p = (*prompt)[i];
+        const std::string param = absl::StrCat("prompt[", i, "]");
+        if (p.is_string()) {
+          req.prompts.push_back({p.get<std::string>(), std::nullopt});
+        } else if (p.is_array()) {
+          CRESCENT_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, token_ids(p, param));
+          req.prompts.push_back({"", std::move(tokens)});
+        } else {
+          return InvalidParam(
+              param, absl::StrCat("'", param, "' must be a string or an array of token ids"));
         }
-        if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
-            t.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
-          return InvalidParam(absl::StrCat("prompt[", i, "]"),
-                              "'prompt' must be a string, or an array of token ids");
-        }
-        tokens.push_back(static_cast<int32_t>(t.get<int64_t>()));
       }
-      req.prompt_tokens = std::move(tokens);
     }
   } else {
     return InvalidParam("prompt", "'prompt' must be a string or an array");
+  }
+  if (req.num_choices() > kMaxBatchChoices) {
+    return InvalidParam("prompt", absl::StrCat(req.prompts.size(), " prompts with n = ", req.n,
+                                               " make ", req.num_choices(), " choices; at most ",
+                                               kMaxBatchChoices, " are allowed"));
   }
 
   // Legacy completions: logprobs is an integer count of alternatives (0..5).

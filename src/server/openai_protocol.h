@@ -18,7 +18,8 @@ namespace crescent::server {
 
 // Limits enforced by the parsers.
 inline constexpr int kMaxStopSequences = 4;
-inline constexpr int kMaxChoices = 16;
+inline constexpr int kMaxChoices = 16;        // n
+inline constexpr int kMaxBatchChoices = 128;  // n times the prompts of a batched completion
 inline constexpr int kMaxTopLogprobs = 20;
 
 // Parse a POST /v1/chat/completions or /v1/completions body. Unknown fields are ignored.

@@ -100,8 +100,9 @@ TEST_F(ClientTest, RecordsEveryStreamedRequest) {
   }
   const server::CompletionRequest last = service_.last_request();
   EXPECT_EQ(last.kind, server::RequestKind::kCompletion);
-  ASSERT_TRUE(last.prompt_tokens.has_value());
-  EXPECT_EQ((*last.prompt_tokens)[1], 2000);
+  ASSERT_EQ(last.prompts.size(), 1u);
+  ASSERT_TRUE(last.prompts[0].tokens.has_value());
+  EXPECT_EQ((*last.prompts[0].tokens)[1], 2000);
   EXPECT_TRUE(last.stream);
   EXPECT_TRUE(last.include_usage);
   EXPECT_EQ(last.max_tokens, 3);

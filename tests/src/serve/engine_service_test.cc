@@ -207,7 +207,7 @@ class EngineServiceTest : public ::testing::Test {
     CompletionRequest r;
     r.kind = RequestKind::kCompletion;
     r.request_id = "cmpl-test";
-    r.prompt_tokens = std::vector<int32_t>{'h', 'e', 'l', 'l', 'o', ' '};
+    r.prompts = {{"", std::vector<int32_t>{'h', 'e', 'l', 'l', 'o', ' '}}};
     r.max_tokens = max_tokens;
     r.sampling.logit_bias = {{'a', 100.0}, {'b', 100.0}};
     r.sampling.seed = 7;
@@ -216,7 +216,7 @@ class EngineServiceTest : public ::testing::Test {
 
   Result Run(CompletionRequest r) {
     EXPECT_TRUE(service_->Validate(r).ok()) << service_->Validate(r);
-    Collector c(r.n);
+    Collector c(r.num_choices());
     auto handle = service_->Start(std::move(r), c.OnChunk(), c.OnDone());
     return c.Wait();
   }
@@ -252,19 +252,18 @@ TEST_F(EngineServiceTest, ValidateRejectsBadRequestsBeforeAnyWork) {
   EXPECT_NE(s.message().find(std::to_string(model_->config.context_length)), std::string::npos);
 
   r = AbRequest(8);
-  r.prompt_tokens = std::vector<int32_t>(model_->config.context_length, 'a');
+  r.prompts[0].tokens = std::vector<int32_t>(model_->config.context_length, 'a');
   r.max_tokens.reset();  // Unset: the prompt alone fills the context.
   EXPECT_EQ(service_->Validate(r).code(), absl::StatusCode::kOutOfRange);
 
   r = AbRequest(8);
-  r.prompt_tokens = std::vector<int32_t>{1, 2, 1 << 20};
+  r.prompts[0].tokens = std::vector<int32_t>{1, 2, 1 << 20};
   s = service_->Validate(r);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(server::ParamOf(s), "prompt");
 
   r = AbRequest(8);
-  r.prompt_tokens.reset();
-  r.prompt = "";
+  r.prompts[0] = {"", std::nullopt};
   EXPECT_EQ(service_->Validate(r).code(), absl::StatusCode::kInvalidArgument);
 
   r = AbRequest(8);
@@ -335,6 +334,42 @@ TEST_F(EngineServiceTest, SameSeedSameTextAndChoiceIUsesSeedPlusI) {
   EXPECT_EQ(two.text[1], c.text[0]);
 }
 
+// A batch of prompts: choice j of prompt p is choice p * n + j, and gives what prompt p gives
+// alone (same seeds); usage adds up the prompts.
+TEST_F(EngineServiceTest, BatchedPromptsEachGiveWhatTheyGiveAlone) {
+  CompletionRequest r = AbRequest(10);
+  r.n = 2;
+  CompletionRequest second = r;
+  second.prompts = {{"", std::vector<int32_t>{'x', 'y', 'z'}}};
+  Result alone0 = Run(r);
+  Result alone1 = Run(second);
+  ASSERT_TRUE(alone0.status.ok() && alone1.status.ok());
+
+  r.prompts.push_back(second.prompts[0]);
+  Result batch = Run(r);
+  ASSERT_TRUE(batch.status.ok()) << batch.status;
+  EXPECT_EQ(batch.done_calls, 1);
+  ASSERT_EQ(batch.text.size(), 4u);
+  EXPECT_EQ(batch.text[0], alone0.text[0]);
+  EXPECT_EQ(batch.text[1], alone0.text[1]);
+  EXPECT_EQ(batch.text[2], alone1.text[0]);
+  EXPECT_EQ(batch.text[3], alone1.text[1]);
+  for (const std::string& f : batch.finish) EXPECT_EQ(f, "length");
+  EXPECT_EQ(batch.usage.prompt_tokens, 6 + 3);
+  EXPECT_EQ(batch.usage.completion_tokens, 40);
+
+  // A bad prompt anywhere in the batch fails the whole request, naming it, before any work.
+  r.prompts[1].tokens = std::vector<int32_t>{1, 1 << 20};
+  absl::Status s = service_->Validate(r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(server::ParamOf(s), "prompt[1]");
+  Collector c(r.num_choices());
+  auto handle = service_->Start(r, c.OnChunk(), c.OnDone());
+  Result failed = c.Wait();
+  EXPECT_EQ(failed.status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(failed.done_calls, 1);
+}
+
 TEST_F(EngineServiceTest, StopStringEndsTextBeforeTheMatch) {
   CompletionRequest r = AbRequest(32);
   Result free_run = Run(r);
@@ -387,7 +422,7 @@ TEST_F(EngineServiceTest, SecondRequestWithTheSamePrefixReportsCachedTokens) {
   CompletionRequest r = AbRequest(2);
   std::vector<int32_t> prompt;
   for (int i = 0; i < 40; ++i) prompt.push_back('a' + i % 20);
-  r.prompt_tokens = prompt;
+  r.prompts[0].tokens = prompt;
   Result first = Run(r);
   ASSERT_TRUE(first.status.ok());
   Result second = Run(r);

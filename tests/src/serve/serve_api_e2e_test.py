@@ -6,7 +6,8 @@ client and with curl.
 
 Checks: chat, streaming with include_usage (role in the first delta, finish_reason only in the
 last, a final usage chunk with empty choices), stop strings, n=2, seed reproducibility,
-logprobs/top_logprobs, JSON mode (response_format json_object), max_tokens -> "length", the completions endpoint (also streamed),
+logprobs/top_logprobs, JSON mode (response_format json_object), max_tokens -> "length", the completions endpoint (also streamed, and
+with a batch of prompts),
 /v1/models, errors (400 bad parameter and context overflow, 401 API key, 404 model, 413 body),
 cached_tokens on a shared long prefix, raw SSE framing through curl, bad flags (exit 2) and a
 graceful SIGTERM stop (exit 0). Exit 77 (CTest skip) without the model.
@@ -95,6 +96,29 @@ def check_stop_and_length(client):
     r = greedy_chat(client, "Write a long story about a dragon.", max_tokens=5)
     check(r.choices[0].finish_reason == "length", r.choices[0].finish_reason)
     check(r.usage.completion_tokens == 5, str(r.usage))
+
+
+def check_batched_prompts(client):
+    prompts = ["The capital of France is", "One, two, three,", [504, 3458, 314]]
+    alone = [client.completions.create(model=MODEL, prompt=p, temperature=0, max_tokens=8)
+             for p in prompts]
+    r = client.completions.create(model=MODEL, prompt=prompts, temperature=0, max_tokens=8, n=2)
+    check(len(r.choices) == 6, f"{len(r.choices)} choices for 3 prompts x 2")
+    for c in r.choices:
+        want = alone[c.index // 2].choices[0].text
+        check(c.text == want, f"batched choice {c.index}: {c.text!r} != alone {want!r}")
+    check(r.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone), str(r.usage))
+    check(r.usage.completion_tokens == sum(a.usage.completion_tokens for a in alone) * 2,
+          str(r.usage))
+    print("batched:", [c.text for c in r.choices])
+    # Streamed: each chunk names its choice; the texts add up to the same.
+    texts = {}
+    for chunk in client.completions.create(model=MODEL, prompt=prompts[:2], temperature=0,
+                                           max_tokens=8, stream=True):
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + c.text
+    check(texts == {0: alone[0].choices[0].text, 1: alone[1].choices[0].text},
+          f"streamed batch {texts}")
 
 
 def check_n_and_seed(client):
@@ -288,6 +312,7 @@ def run(crescent, model):
         check_stream(client)
         check_stop_and_length(client)
         check_n_and_seed(client)
+        check_batched_prompts(client)
         check_logprobs(client)
         check_json_mode(client)
         check_models_and_errors(server, client)

@@ -353,7 +353,8 @@ TEST_F(HttpServerTest, LegacyCompletions) {
   EXPECT_EQ(j["object"], "text_completion");
   EXPECT_EQ(j["choices"][0]["text"], "Hello, world");
   EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
-  EXPECT_EQ(service_.last_request().prompt, "Once");
+  ASSERT_EQ(service_.last_request().prompts.size(), 1u);
+  EXPECT_EQ(service_.last_request().prompts[0].text, "Once");
 
   r = Post("/v1/completions", R"({"prompt":[1,2,3],"stream":true})");
   ASSERT_EQ(r.status, 200);

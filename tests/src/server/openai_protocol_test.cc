@@ -241,28 +241,57 @@ TEST(ParseCompletionTest, PromptForms) {
   auto r = CompletionWith(json::object());
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->kind, RequestKind::kCompletion);
-  EXPECT_EQ(r->prompt, "Once upon");
+  ASSERT_EQ(r->prompts.size(), 1u);
+  EXPECT_EQ(r->prompts[0].text, "Once upon");
+  EXPECT_FALSE(r->prompts[0].tokens.has_value());
   EXPECT_TRUE(r->messages.empty());
+  EXPECT_EQ(r->num_choices(), 1);
 
   r = CompletionWith({{"prompt", {"single"}}});
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->prompt, "single");
+  ASSERT_EQ(r->prompts.size(), 1u);
+  EXPECT_EQ(r->prompts[0].text, "single");
 
   r = CompletionWith({{"prompt", {1, 2, 3}}, {"logprobs", 2}, {"echo", false}});
   ASSERT_TRUE(r.ok()) << r.status();
-  ASSERT_TRUE(r->prompt_tokens.has_value());
-  EXPECT_THAT(*r->prompt_tokens, ::testing::ElementsAre(1, 2, 3));
+  ASSERT_EQ(r->prompts.size(), 1u);
+  ASSERT_TRUE(r->prompts[0].tokens.has_value());
+  EXPECT_THAT(*r->prompts[0].tokens, ::testing::ElementsAre(1, 2, 3));
   EXPECT_TRUE(r->logprobs);
   EXPECT_EQ(r->top_logprobs, 2);
+}
+
+TEST(ParseCompletionTest, BatchedPrompts) {
+  auto r = CompletionWith({{"prompt", {"a", "b c"}}, {"n", 3}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->prompts.size(), 2u);
+  EXPECT_EQ(r->prompts[1].text, "b c");
+  EXPECT_EQ(r->num_choices(), 6);
+
+  r = CompletionWith({{"prompt", {{1, 2}, {3}}}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->prompts.size(), 2u);
+  EXPECT_THAT(*r->prompts[0].tokens, ::testing::ElementsAre(1, 2));
+  EXPECT_THAT(*r->prompts[1].tokens, ::testing::ElementsAre(3));
+
+  // Strings and token lists may be mixed.
+  r = CompletionWith({{"prompt", {json("x"), json({4, 5})}}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->prompts[0].text, "x");
+  EXPECT_THAT(*r->prompts[1].tokens, ::testing::ElementsAre(4, 5));
 }
 
 TEST(ParseCompletionTest, ErrorsNameTheField) {
   ExpectParamError(ParseCompletionRequest(R"({"model":"m"})"), "prompt");
   ExpectParamError(CompletionWith({{"prompt", 5}}), "prompt");
   ExpectParamError(CompletionWith({{"prompt", json::array()}}), "prompt");
-  ExpectParamError(CompletionWith({{"prompt", {"a", "b"}}}), "prompt");
-  ExpectParamError(CompletionWith({{"prompt", {{1, 2}, {3}}}}), "prompt");
   ExpectParamError(CompletionWith({{"prompt", {1, -2}}}), "prompt[1]");
+  ExpectParamError(CompletionWith({{"prompt", {{1, 2}, {3, -1}}}}), "prompt[1][1]");
+  ExpectParamError(CompletionWith({{"prompt", {json({1}), json::array()}}}), "prompt[1]");
+  ExpectParamError(CompletionWith({{"prompt", {json("a"), json(5)}}}), "prompt[1]");
+  ExpectParamError(CompletionWith({{"prompt", {1, "a"}}}), "prompt[1]");
+  ExpectParamError(CompletionWith({{"prompt", std::vector<std::string>(9, "p")}, {"n", 16}}),
+                   "prompt");
   ExpectParamError(CompletionWith({{"logprobs", 6}}), "logprobs");
   ExpectParamError(CompletionWith({{"echo", true}}), "echo");
   ExpectParamError(CompletionWith({{"suffix", "end"}}), "suffix");
