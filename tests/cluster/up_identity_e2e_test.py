@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Colocated and disaggregated serving give the same greedy output: the same requests through
 `crescent serve`, `crescent up` with 1 prefill + 1 decode node and with 2 + 2 give token-for-token
-identical text, finish_reason and token counts (JSON mode included).
+identical text, finish_reason and token counts (JSON mode and a batch of prompts included).
 
   up_identity_e2e_test.py --crescent build/release/bin/crescent --model PATH
 
@@ -30,6 +30,7 @@ def requests():
             {"role": "user", "content": LONG + "\n\nSummarize the text above in one sentence."}])),
         ("completion", dict(prompt="The three primary colors are")),
         ("completion", dict(prompt=LONG + " In the end,")),
+        ("completion_batch", dict(prompt=["The sky is", "Water boils at", [504, 3458, 314]])),
         ("chat_stream", dict(messages=[{"role": "user", "content": "Name three animals."}])),
         ("completion_stream", dict(prompt="Count: 1, 2, 3, 4, 5,")),
         # JSON mode: the prefill node samples the first token under the constraint, the decode
@@ -54,6 +55,13 @@ def run_all(base):
             r = client.completions.create(**common)
             out.append((r.choices[0].text, r.choices[0].finish_reason, r.usage.prompt_tokens,
                         r.usage.completion_tokens))
+        elif kind == "completion_batch":
+            r = client.completions.create(**common)
+            check(sorted(c.index for c in r.choices) == list(range(len(kw["prompt"]))),
+                  f"batch choice indices {[c.index for c in r.choices]}")
+            ordered = sorted(r.choices, key=lambda c: c.index)
+            out.append(([c.text for c in ordered], [c.finish_reason for c in ordered][0],
+                        r.usage.prompt_tokens, r.usage.completion_tokens))
         else:
             create = (client.chat.completions.create if kind == "chat_stream"
                       else client.completions.create)
