@@ -402,6 +402,7 @@ SampleResult Sampler::Sample(std::span<float> logits, std::span<const int32_t> p
       TopN(logits, static_cast<size_t>(params_.top_logprobs), &cand);
       result.top_logprobs.reserve(cand.size());
       for (const Candidate& c : cand) {
+        if (c.logit == -std::numeric_limits<float>::infinity()) break;  // probability 0
         result.top_logprobs.push_back(
             {c.id, static_cast<float>(static_cast<double>(c.logit) - log_z)});
       }

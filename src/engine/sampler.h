@@ -78,7 +78,8 @@ struct SampleResult {
   // sampler's); filled only when params.logprobs, otherwise 0.
   float logprob = 0.0f;
   // The params.top_logprobs most likely tokens under that same distribution, most likely first
-  // (ties to the lower id); empty unless params.logprobs.
+  // (ties to the lower id), leaving out tokens of probability 0 (logit -inf, as JSON mode sets
+  // them), so there may be fewer; empty unless params.logprobs.
   std::vector<TokenLogprob> top_logprobs;
 };
 

@@ -547,6 +547,23 @@ TEST(SamplerTest, TopLogprobsCappedByVocabulary) {
   EXPECT_EQ(r.top_logprobs[0].token, 0);  // ties to the lower id.
 }
 
+// Tokens banned with -inf (JSON mode) have probability 0 and are not listed as alternatives
+// (their logprob would be -inf, which JSON cannot carry).
+TEST(SamplerTest, TopLogprobsLeaveOutImpossibleTokens) {
+  SamplingParams p = Seeded(3);
+  p.logprobs = true;
+  p.top_logprobs = 5;
+  Sampler s(p, 6);
+  const float ninf = -std::numeric_limits<float>::infinity();
+  std::vector<float> l = {ninf, 1.0f, ninf, 2.0f, ninf, ninf};
+  const SampleResult r = s.Sample(l, {}, {});
+  ASSERT_EQ(r.top_logprobs.size(), 2u);
+  EXPECT_EQ(r.top_logprobs[0].token, 3);
+  EXPECT_EQ(r.top_logprobs[1].token, 1);
+  EXPECT_TRUE(r.token == 1 || r.token == 3);
+  EXPECT_TRUE(std::isfinite(r.logprob));
+}
+
 TEST(SamplerTest, NoLogprobsUnlessAsked) {
   Sampler s(Seeded(3), 3);
   std::vector<float> l = {0.0f, 1.0f, 2.0f};
