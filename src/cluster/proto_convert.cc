@@ -23,6 +23,7 @@ engine::SamplingParams SamplingFromProto(const v1::SamplingParams& proto) {
   p.logprobs = proto.logprobs();
   p.top_logprobs = proto.top_logprobs();
   p.json_object = proto.json_object();
+  p.json_schema = proto.json_schema();
   return p;
 }
 
@@ -41,6 +42,7 @@ void SamplingToProto(const engine::SamplingParams& params, v1::SamplingParams* p
   proto->set_logprobs(params.logprobs);
   proto->set_top_logprobs(params.top_logprobs);
   proto->set_json_object(params.json_object);
+  proto->set_json_schema(params.json_schema);
 }
 
 void SampledTokenToProto(const engine::SampleResult& result, v1::SampledToken* proto) {

@@ -14,6 +14,7 @@
 #include "src/common/status.h"
 #include "src/engine/block_hash.h"
 #include "src/engine/json_constraint.h"
+#include "src/engine/json_schema.h"
 #include "src/engine/prefix_cache.h"
 #include "src/engine/scheduler.h"
 
@@ -107,7 +108,10 @@ class Engine::Impl {
   absl::Status ValidateLocked(const EngineRequest& r) const;
   // The model's JSON-mode vocabulary, built on first use. Thread-safe.
   absl::StatusOr<const JsonVocabulary*> JsonVocab() const;
-  // REQUIRES: JsonVocab() is ok when request.sampling.json_object.
+  // The constraint of a JSON-mode request (null otherwise): FailedPrecondition when the
+  // vocabulary cannot be built, InvalidArgument for a schema outside the supported subset.
+  absl::StatusOr<std::unique_ptr<JsonConstraint>> MakeJsonConstraint(
+      const SamplingParams& sampling) const;
   std::unique_ptr<RequestState> MakeState(EngineRequest& request, TokenCallback on_token,
                                           FinishCallback on_finish);
   void Run();
@@ -150,6 +154,17 @@ absl::StatusOr<const JsonVocabulary*> Engine::Impl::JsonVocab() const {
                  [this] { json_vocab_ = JsonVocabulary::FromTokenizer(*model_->tokenizer); });
   if (!json_vocab_.ok()) return json_vocab_.status();
   return json_vocab_->get();
+}
+
+absl::StatusOr<std::unique_ptr<JsonConstraint>> Engine::Impl::MakeJsonConstraint(
+    const SamplingParams& sampling) const {
+  if (!sampling.json_object) return nullptr;
+  CRESCENT_ASSIGN_OR_RETURN(const JsonVocabulary* vocabulary, JsonVocab());
+  std::shared_ptr<const JsonSchema> schema;
+  if (!sampling.json_schema.empty()) {
+    CRESCENT_ASSIGN_OR_RETURN(schema, JsonSchema::Compile(sampling.json_schema));
+  }
+  return std::make_unique<JsonConstraint>(vocabulary, std::move(schema));
 }
 
 absl::Status Engine::Impl::Validate(const EngineRequest& r) const {
@@ -206,7 +221,6 @@ std::unique_ptr<RequestState> Engine::Impl::MakeState(EngineRequest& request,
   state->on_token = std::move(on_token);
   state->on_finish = std::move(on_finish);
   state->sampler = std::make_unique<Sampler>(request.sampling, model_->config.vocab_size);
-  if (request.sampling.json_object) state->json = std::make_unique<JsonConstraint>(*JsonVocab());
   state->mode = request.mode;
   state->max_tokens = request.max_tokens;
   state->ignore_eos = request.ignore_eos;
@@ -220,13 +234,15 @@ absl::StatusOr<Engine::RequestId> Engine::Impl::Submit(EngineRequest request,
                                                        FinishCallback on_finish) {
   std::unique_ptr<RequestState> state;
   auto seq = std::make_unique<Sequence>();
-  if (request.sampling.json_object) CRESCENT_RETURN_IF_ERROR(JsonVocab().status());
+  CRESCENT_ASSIGN_OR_RETURN(std::unique_ptr<JsonConstraint> json,
+                            MakeJsonConstraint(request.sampling));
   {
     std::lock_guard<std::mutex> lock(mu_);
     CRESCENT_RETURN_IF_ERROR(ValidateLocked(request));
     seq->id = next_id_++;
   }
   state = MakeState(request, std::move(on_token), std::move(on_finish));
+  state->json = std::move(json);
   seq->prompt_len = static_cast<int64_t>(request.prompt.size());
   seq->tokens = std::move(request.prompt);
   seq->hash_seed = BlockHashSeed(model_->fingerprint, request.cache_salt);
@@ -312,12 +328,9 @@ absl::StatusOr<Engine::RequestId> Engine::Impl::SubmitPrefilled(RequestId reserv
   }
   // In JSON mode the first token must continue the object (the prefill side sampled it under
   // the same constraint); checked before the reservation is taken.
-  std::unique_ptr<JsonConstraint> json;
-  if (request.sampling.json_object) {
-    CRESCENT_ASSIGN_OR_RETURN(const JsonVocabulary* vocabulary, JsonVocab());
-    json = std::make_unique<JsonConstraint>(vocabulary);
-    CRESCENT_RETURN_IF_ERROR(json->Accept(first_token));
-  }
+  CRESCENT_ASSIGN_OR_RETURN(std::unique_ptr<JsonConstraint> json,
+                            MakeJsonConstraint(request.sampling));
+  if (json != nullptr) CRESCENT_RETURN_IF_ERROR(json->Accept(first_token));
   auto seq = std::make_unique<Sequence>();
   {
     std::lock_guard<std::mutex> lock(mu_);

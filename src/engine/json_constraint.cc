@@ -1,12 +1,14 @@
 #include "src/engine/json_constraint.h"
 
 #include <algorithm>
+#include <bit>
 #include <limits>
 #include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "src/engine/json_schema.h"
 #include "src/model/tokenizer.h"
 
 namespace crescent::engine {
@@ -24,7 +26,10 @@ constexpr std::string_view kLiterals[3] = {"true", "false", "null"};
 bool JsonLexer::Feed(uint8_t byte) {
   JsonLexer next = *this;
   if (!next.Step(byte)) return false;
-  if (!IsBlank(byte)) next.whitespace_ = 0;
+  if (!IsBlank(byte)) {
+    next.whitespace_ = 0;
+    next.line_break_ = false;
+  }
   *this = next;
   return true;
 }
@@ -36,21 +41,35 @@ bool JsonLexer::Feed(std::string_view bytes) {
   return true;
 }
 
-JsonLexer::Key JsonLexer::key() const {
-  return {stack_, static_cast<uint64_t>(lex_) | uint64_t{depth_} << 8 | uint64_t{aux_} << 16 |
-                      uint64_t{lo_} << 24 | uint64_t{hi_} << 32 | uint64_t{whitespace_} << 40 |
-                      uint64_t{key_} << 48};
+bool JsonLexer::operator==(const JsonLexer& o) const {
+  if (schema_ != o.schema_ || stack_ != o.stack_ || lex_ != o.lex_ || depth_ != o.depth_ ||
+      aux_ != o.aux_ || lo_ != o.lo_ || hi_ != o.hi_ || whitespace_ != o.whitespace_ ||
+      line_break_ != o.line_break_ || key_ != o.key_ || int_only_ != o.int_only_ ||
+      pos_ != o.pos_ || enum_node_ != o.enum_node_ || alts_ != o.alts_) {
+    return false;
+  }
+  if (schema_ == nullptr) return true;
+  return std::equal(frame_node_, frame_node_ + depth_, o.frame_node_) &&
+         std::equal(frame_count_, frame_count_ + depth_, o.frame_count_);
 }
 
-bool JsonLexer::Blank() {
-  if (whitespace_ >= kJsonMaxWhitespace) return false;
+bool JsonLexer::Blank(uint8_t b) {
+  if (whitespace_ >= 2 + 4 * depth_) return false;
+  if (b == '\n') {
+    if (line_break_) return false;
+    line_break_ = true;
+  }
   ++whitespace_;
   return true;
 }
 
-bool JsonLexer::Push(bool object) {
+bool JsonLexer::Push(bool object, int node) {
   if (depth_ >= kJsonMaxDepth) return false;
   if (object) stack_ |= uint64_t{1} << depth_;
+  if (schema_ != nullptr) {
+    frame_node_[depth_] = static_cast<int16_t>(node);
+    frame_count_[depth_] = 0;
+  }
   ++depth_;
   lex_ = object ? Lex::kObjectFirst : Lex::kArrayFirst;
   return true;
@@ -62,12 +81,21 @@ void JsonLexer::Pop() {
   lex_ = depth_ == 0 ? Lex::kDone : Lex::kAfterValue;
 }
 
-bool JsonLexer::StartValue(uint8_t b) {
+int JsonLexer::NextValueNode() const {
+  if (schema_ == nullptr || depth_ == 0) return -1;
+  const int frame = Frame();
+  if (frame < 0) return -1;
+  const JsonSchema::Node& n = schema_->node(frame);
+  if (n.kind == JsonSchema::Kind::kArray) return n.items;
+  return n.properties[frame_count_[depth_ - 1]].node;  // kObject
+}
+
+bool JsonLexer::StartAny(uint8_t b) {
   switch (b) {
     case '{':
-      return Push(true);
+      return Push(true, -1);
     case '[':
-      return Push(false);
+      return Push(false, -1);
     case '"':
       lex_ = Lex::kString;
       key_ = false;
@@ -77,6 +105,7 @@ bool JsonLexer::StartValue(uint8_t b) {
       return true;
     case '0':
       lex_ = Lex::kNumZero;
+      aux_ = 1;
       return true;
     case 't':
     case 'f':
@@ -88,35 +117,106 @@ bool JsonLexer::StartValue(uint8_t b) {
     default:
       if (IsDigit(b)) {
         lex_ = Lex::kNumInt;
+        aux_ = 1;
         return true;
       }
       return false;
   }
 }
 
+bool JsonLexer::StartValue(uint8_t b, int node) {
+  using Kind = JsonSchema::Kind;
+  int_only_ = false;
+  if (node < 0) return StartAny(b);
+  for (int hops = 0; schema_->node(node).kind == Kind::kAnyOf; ++hops) {
+    node = schema_->node(node).by_first_byte[b];
+    if (node < 0 || hops > kJsonMaxDepth) return false;
+  }
+  const JsonSchema::Node& n = schema_->node(node);
+  switch (n.kind) {
+    case Kind::kAny:
+      return StartAny(b);
+    case Kind::kAnyObject:
+      return b == '{' && Push(true, -1);
+    case Kind::kObject:
+      return b == '{' && Push(true, node);
+    case Kind::kArray:
+      return b == '[' && Push(false, node);
+    case Kind::kString:
+      return b == '"' && StartAny(b);
+    case Kind::kInteger:
+      int_only_ = true;
+      [[fallthrough]];
+    case Kind::kNumber:
+      return (b == '-' || IsDigit(b)) && StartAny(b);
+    case Kind::kBoolean:
+      return (b == 't' || b == 'f') && StartAny(b);
+    case Kind::kNull:
+      return b == 'n' && StartAny(b);
+    case Kind::kEnum: {
+      uint64_t alts = 0;
+      for (size_t a = 0; a < n.literals.size(); ++a) {
+        if (static_cast<uint8_t>(n.literals[a][0]) == b) alts |= uint64_t{1} << a;
+      }
+      if (alts == 0) return false;
+      lex_ = Lex::kEnumLiteral;
+      enum_node_ = static_cast<int16_t>(node);
+      alts_ = alts;
+      pos_ = 1;
+      return true;
+    }
+    case Kind::kAnyOf:
+      return false;  // resolved above
+  }
+  return false;
+}
+
 bool JsonLexer::EndNumber(uint8_t b) {
   lex_ = Lex::kAfterValue;
+  int_only_ = false;
+  aux_ = 0;
   return Step(b);
 }
 
 bool JsonLexer::Step(uint8_t b) {
+  // The schema node of the innermost container; -1 for any container (and without a schema).
+  const int frame = schema_ != nullptr && depth_ > 0 ? Frame() : -1;
   switch (lex_) {
-    case Lex::kStart:
-      if (IsBlank(b)) return Blank();
-      return b == '{' && Push(true);
+    case Lex::kStart:  // no whitespace before the object
+      if (schema_ != nullptr) return b == '{' && StartValue(b, schema_->root());
+      return b == '{' && Push(true, -1);
     case Lex::kValue:
-      if (IsBlank(b)) return Blank();
-      return StartValue(b);
+      if (IsBlank(b)) return Blank(b);
+      if (frame >= 0 && schema_->node(frame).kind == JsonSchema::Kind::kArray) {
+        ++frame_count_[depth_ - 1];  // the array's next item
+      }
+      return StartValue(b, NextValueNode());
     case Lex::kArrayFirst:
-      if (IsBlank(b)) return Blank();
+      if (IsBlank(b)) return Blank(b);
+      if (frame >= 0) {
+        if (b == ']') {
+          if (schema_->node(frame).min_items > 0) return false;
+          Pop();
+          return true;
+        }
+        if (schema_->node(frame).max_items == 0) return false;
+        frame_count_[depth_ - 1] = 1;
+        return StartValue(b, schema_->node(frame).items);
+      }
       if (b == ']') {
         Pop();
         return true;
       }
-      return StartValue(b);
+      return StartValue(b, -1);
     case Lex::kObjectFirst:
     case Lex::kKey:
-      if (IsBlank(b)) return Blank();
+      if (IsBlank(b)) return Blank(b);
+      if (frame >= 0) {  // the key of property frame_count_: matched byte by byte
+        if (b != '"') return false;
+        lex_ = Lex::kKeyLiteral;
+        pos_ = 1;
+        return true;
+      }
       if (b == '}' && lex_ == Lex::kObjectFirst) {
         Pop();
         return true;
@@ -125,13 +225,48 @@ bool JsonLexer::Step(uint8_t b) {
       lex_ = Lex::kString;
       key_ = true;
       return true;
+    case Lex::kKeyLiteral: {
+      const std::string& key = schema_->node(frame).properties[frame_count_[depth_ - 1]].key;
+      if (b != static_cast<uint8_t>(key[pos_])) return false;
+      if (++pos_ == key.size()) {
+        lex_ = Lex::kColon;
+        pos_ = 0;
+      }
+      return true;
+    }
     case Lex::kColon:
-      if (IsBlank(b)) return Blank();
+      if (IsBlank(b)) return Blank(b);
       if (b != ':') return false;
       lex_ = Lex::kValue;
       return true;
     case Lex::kAfterValue:
-      if (IsBlank(b)) return Blank();
+      if (IsBlank(b)) return Blank(b);
+      if (frame >= 0) {
+        const JsonSchema::Node& n = schema_->node(frame);
+        const int count = frame_count_[depth_ - 1];
+        if (n.kind == JsonSchema::Kind::kObject) {
+          const bool last = count + 1 == static_cast<int>(n.properties.size());
+          if (b == ',' && !last) {
+            ++frame_count_[depth_ - 1];
+            lex_ = Lex::kKey;
+            return true;
+          }
+          if (b == '}' && last) {
+            Pop();
+            return true;
+          }
+          return false;
+        }
+        if (b == ',' && (n.max_items < 0 || count < n.max_items)) {
+          lex_ = Lex::kValue;
+          return true;
+        }
+        if (b == ']' && count >= n.min_items) {
+          Pop();
+          return true;
+        }
+        return false;
+      }
       if (b == ',') {
         lex_ = IsObject() ? Lex::kKey : Lex::kValue;
         return true;
@@ -141,6 +276,30 @@ bool JsonLexer::Step(uint8_t b) {
         return true;
       }
       return false;
+    case Lex::kEnumLiteral: {
+      const std::vector<std::string>& literals = schema_->node(enum_node_).literals;
+      uint64_t next = 0;
+      bool ended = false;  // a literal is whole: the value may end here
+      for (uint64_t a = alts_; a != 0; a &= a - 1) {
+        const std::string& lit = literals[std::countr_zero(a)];
+        if (pos_ < lit.size() && static_cast<uint8_t>(lit[pos_]) == b) {
+          next |= a & -a;
+        } else if (pos_ == lit.size()) {
+          ended = true;
+        }
+      }
+      if (next != 0) {
+        alts_ = next;
+        ++pos_;
+        return true;
+      }
+      if (!ended) return false;
+      lex_ = Lex::kAfterValue;
+      alts_ = 0;
+      pos_ = 0;
+      enum_node_ = -1;
+      return Step(b);
+    }
     case Lex::kString:
       if (b == '"') {
         lex_ = key_ ? Lex::kColon : Lex::kAfterValue;
@@ -196,34 +355,38 @@ bool JsonLexer::Step(uint8_t b) {
       if (!IsHex(b)) return false;
       if (--aux_ == 0) lex_ = Lex::kString;
       return true;
+    // In number states aux_ counts the digits of the current part (integer, fraction,
+    // exponent), each part within its limit.
     case Lex::kNumMinus:
-      if (b == '0') {
-        lex_ = Lex::kNumZero;
-        return true;
-      }
       if (!IsDigit(b)) return false;
-      lex_ = Lex::kNumInt;
+      lex_ = b == '0' ? Lex::kNumZero : Lex::kNumInt;
+      aux_ = 1;
       return true;
     case Lex::kNumZero:
     case Lex::kNumInt:
-      if (IsDigit(b) && lex_ == Lex::kNumInt) return true;
+      if (IsDigit(b) && lex_ == Lex::kNumInt) return aux_++ < kJsonMaxIntegerDigits;
+      if (int_only_) return EndNumber(b);
       if (b == '.') {
         lex_ = Lex::kNumDot;
+        aux_ = 0;
         return true;
       }
       if (b == 'e' || b == 'E') {
         lex_ = Lex::kNumE;
+        aux_ = 0;
         return true;
       }
       return EndNumber(b);
     case Lex::kNumDot:
       if (!IsDigit(b)) return false;
       lex_ = Lex::kNumFrac;
+      aux_ = 1;
       return true;
     case Lex::kNumFrac:
-      if (IsDigit(b)) return true;
+      if (IsDigit(b)) return aux_++ < kJsonMaxFractionDigits;
       if (b == 'e' || b == 'E') {
         lex_ = Lex::kNumE;
+        aux_ = 0;
         return true;
       }
       return EndNumber(b);
@@ -236,9 +399,10 @@ bool JsonLexer::Step(uint8_t b) {
     case Lex::kNumExpSign:
       if (!IsDigit(b)) return false;
       lex_ = Lex::kNumExp;
+      aux_ = 1;
       return true;
     case Lex::kNumExp:
-      if (IsDigit(b)) return true;
+      if (IsDigit(b)) return aux_++ < kJsonMaxExponentDigits;
       return EndNumber(b);
     case Lex::kLiteral: {
       const std::string_view word = kLiterals[aux_];
@@ -294,7 +458,7 @@ absl::StatusOr<std::unique_ptr<JsonVocabulary>> JsonVocabulary::Create(
     if (!v->usable_[id] || v->is_end_[id] || v->pieces_[id].empty()) continue;
     usable_ids.push_back(id);
     JsonLexer after = in_string;
-    if (after.Feed(v->pieces_[id]) && after.key() == in_string.key()) {
+    if (after.Feed(v->pieces_[id]) && after == in_string) {
       v->plain_[id / 64] |= uint64_t{1} << (id % 64);
     } else {
       other_ids.push_back(id);

@@ -2,10 +2,14 @@
 // sample next are restricted so that its output is one JSON object.
 //
 // Three parts:
-//   JsonLexer        a byte-level pushdown automaton for one JSON object (RFC 8259), with two
-//                    limits of its own: at most kJsonMaxDepth nested containers and at most
-//                    kJsonMaxWhitespace whitespace bytes in a row outside strings (so that a
-//                    model cannot spend its tokens on blanks). Pure; a small copyable value.
+//   JsonLexer        a byte-level pushdown automaton for one JSON object (RFC 8259), optionally
+//                    one a JSON Schema admits (src/engine/json_schema.h), with limits of its own
+//                    so that a model cannot spend its tokens on blanks: the object starts at
+//                    once (no whitespace before it), and a run of whitespace outside strings
+//                    holds at most one line break and 2 + 4 * depth bytes (enough for a line
+//                    break and four spaces of indentation per level); at most kJsonMaxDepth
+//                    nested containers, and numbers of at most 20 + 20 digits and a 3-digit
+//                    exponent. Pure; a copyable value.
 //   JsonVocabulary   one per model: the token byte strings in a trie and the end-of-generation
 //                    tokens. Immutable once built, so thread-safe.
 //   JsonConstraint   one per request: the lexer fed with the tokens sampled so far. Restrict()
@@ -32,6 +36,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -43,11 +48,23 @@ class Tokenizer;
 
 namespace crescent::engine {
 
+class JsonSchema;
+
 inline constexpr int kJsonMaxDepth = 64;
-inline constexpr int kJsonMaxWhitespace = 24;
+// Digits a number may have in its integer part, its fraction and its exponent (a model must not
+// run on with digits; these hold every double and int64).
+inline constexpr int kJsonMaxIntegerDigits = 20;
+inline constexpr int kJsonMaxFractionDigits = 20;
+inline constexpr int kJsonMaxExponentDigits = 3;
 
 class JsonLexer {
  public:
+  // Any JSON object.
+  JsonLexer() = default;
+  // A JSON object `schema` admits (see src/engine/json_schema.h; the same whitespace and
+  // nesting limits). REQUIRES: `schema` outlives the lexer and its copies.
+  explicit JsonLexer(const JsonSchema* schema) : schema_(schema) {}
+
   // Feeds one byte. Returns false, leaving the lexer unchanged, when no JSON object (within the
   // limits above) has the bytes fed so far plus `byte` as a prefix.
   bool Feed(uint8_t byte);
@@ -56,17 +73,13 @@ class JsonLexer {
   bool Feed(std::string_view bytes);
   // True once the top-level object is closed (only end-of-generation tokens may follow).
   bool complete() const { return lex_ == Lex::kDone; }
-  // True inside a string, outside any escape or multi-byte character.
+  // True inside a free string (not a schema's key or enum value), outside any escape or
+  // multi-byte character: where a token of plain string content leaves the lexer as it is.
   bool in_string() const { return lex_ == Lex::kString; }
   int depth() const { return depth_; }
 
-  // The whole state in 16 bytes: equal keys, equal lexers.
-  struct Key {
-    uint64_t stack;
-    uint64_t rest;
-    bool operator==(const Key&) const = default;
-  };
-  Key key() const;
+  // Equal lexers take the same bytes from here on.
+  bool operator==(const JsonLexer& other) const;
 
  private:
   enum class Lex : uint8_t {
@@ -90,17 +103,26 @@ class JsonLexer {
     kNumExpSign,   // the exponent's sign
     kNumExp,       // exponent digits
     kLiteral,      // in true / false / null: aux_ which, lo_ the next index
+    kKeyLiteral,   // schema: in the key of the property being written; pos_ bytes matched
+    kEnumLiteral,  // schema: in an enum value; alts_ the literals still possible, pos_ matched
     kDone,         // the object is closed
   };
 
   bool Step(uint8_t byte);  // Feed without the copy: may leave a partial change on false
-  bool StartValue(uint8_t byte);
+  // A value of schema node `node` (-1: any value) starting with `byte`.
+  bool StartValue(uint8_t byte, int node);
+  bool StartAny(uint8_t byte);
   bool EndNumber(uint8_t byte);  // a number ended at `byte`: it goes to kAfterValue
-  bool Blank();                  // whitespace outside strings, within kJsonMaxWhitespace
-  bool Push(bool object);
+  bool Blank(uint8_t byte);      // whitespace outside strings, within the limits above
+  bool Push(bool object, int node);
   void Pop();
   bool IsObject() const { return (stack_ >> (depth_ - 1)) & 1; }
+  // The schema node of the innermost container (-1: a container of any values).
+  int Frame() const { return frame_node_[depth_ - 1]; }
+  // The schema node the next value of the innermost container must match (-1: any).
+  int NextValueNode() const;
 
+  const JsonSchema* schema_ = nullptr;
   uint64_t stack_ = 0;  // bit d: container at depth d + 1 is an object (else an array)
   Lex lex_ = Lex::kStart;
   uint8_t depth_ = 0;
@@ -108,7 +130,16 @@ class JsonLexer {
   uint8_t lo_ = 0;
   uint8_t hi_ = 0;
   uint8_t whitespace_ = 0;  // whitespace bytes in a row
+  bool line_break_ = false;  // the run holds a '\n'
   bool key_ = false;
+  bool int_only_ = false;  // the number being read is a schema integer
+  uint16_t pos_ = 0;
+  int16_t enum_node_ = -1;
+  uint64_t alts_ = 0;
+  // Schema mode, per container: its node (-1: any) and the property written (objects) or the
+  // items started (arrays).
+  int16_t frame_node_[kJsonMaxDepth] = {};
+  uint16_t frame_count_[kJsonMaxDepth] = {};
 };
 
 class JsonVocabulary {
@@ -169,8 +200,11 @@ class JsonVocabulary {
 
 class JsonConstraint {
  public:
-  // REQUIRES: `vocabulary` outlives the constraint.
-  explicit JsonConstraint(const JsonVocabulary* vocabulary) : vocabulary_(vocabulary) {}
+  // Any JSON object, or one `schema` admits (when not null). REQUIRES: `vocabulary` outlives
+  // the constraint.
+  explicit JsonConstraint(const JsonVocabulary* vocabulary,
+                          std::shared_ptr<const JsonSchema> schema = nullptr)
+      : vocabulary_(vocabulary), schema_(std::move(schema)), lexer_(schema_.get()) {}
 
   // Sets logits[id] = -inf for every token that cannot come next. FailedPrecondition when no
   // token can (the vocabulary has no token for any continuation: the request cannot go on).
@@ -184,6 +218,7 @@ class JsonConstraint {
 
  private:
   const JsonVocabulary* vocabulary_;
+  std::shared_ptr<const JsonSchema> schema_;
   JsonLexer lexer_;
   std::vector<uint64_t> allowed_;  // scratch of Restrict
 };

@@ -33,6 +33,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -57,6 +58,9 @@ struct SamplingParams {
   // the Engine (src/engine/json_constraint.h) to the logits before Sample; the Sampler itself
   // does not look at it.
   bool json_object = false;
+  // With json_object: a JSON Schema (JSON text) the object must match (OpenAI response_format
+  // json_schema; the subset in src/engine/json_schema.h). Empty: any object.
+  std::string json_schema;
 };
 
 // Checks `params` against OpenAI's ranges: temperature [0, 2], top_p (0, 1], top_k >= 0,

@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "src/common/logging.h"
 #include "src/common/status.h"
+#include "src/engine/json_schema.h"
 #include "src/model/chat_template.h"
 #include "src/model/tokenizer.h"
 #include "src/server/openai_protocol.h"
@@ -247,6 +248,7 @@ engine::SamplingParams ToEngineSampling(const CompletionRequest& request) {
   p.logprobs = request.logprobs;
   p.top_logprobs = request.logprobs ? request.top_logprobs : 0;
   p.json_object = request.json_object;
+  p.json_schema = request.json_schema;
   return p;
 }
 
@@ -410,6 +412,11 @@ absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& 
   prepared.sampling = ToEngineSampling(request);
   CRESCENT_RETURN_IF_ERROR(
       engine::ValidateSamplingParams(prepared.sampling, model.config.vocab_size));
+  if (!request.json_schema.empty()) {
+    if (absl::Status s = engine::JsonSchema::Compile(request.json_schema).status(); !s.ok()) {
+      return server::InvalidParam("response_format.json_schema.schema", std::string(s.message()));
+    }
+  }
   return prepared;
 }
 

@@ -376,10 +376,29 @@ absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view bo
     }
     if (*type == "json_object") {
       req.json_object = true;
+    } else if (*type == "json_schema") {
+      auto spec = format->find("json_schema");
+      if (spec == format->end() || !spec->is_object()) {
+        return InvalidParam("response_format.json_schema",
+                            "'response_format.json_schema' must be an object");
+      }
+      req.json_object = true;
+      if (auto schema = spec->find("schema"); schema != spec->end() && !schema->is_null()) {
+        if (!schema->is_object()) {
+          return InvalidParam("response_format.json_schema.schema",
+                              "'response_format.json_schema.schema' must be an object");
+        }
+        // Its text with the keys in the client's order (properties are generated in that
+        // order; `root` has them sorted). Checked against the supported subset downstream.
+        nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(
+            body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+        req.json_schema = ordered["response_format"]["json_schema"]["schema"].dump();
+      }
     } else if (*type != "text") {
       return InvalidParam("response_format.type",
                           absl::StrCat("response_format type '", type->get<std::string>(),
-                                       "' is not supported; only 'text' and 'json_object' are"));
+                                       "' is not supported; 'text', 'json_object' and "
+                                       "'json_schema' are"));
     }
   }
   return req;

@@ -21,6 +21,16 @@ LONG = " ".join([
 ] * 6)
 
 
+OWNER_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
+                   "pets": {"type": "array", "items": {
+                       "type": "object", "properties": {
+                           "kind": {"enum": ["cat", "dog", "bird"]}, "name": {"type": "string"}},
+                       "required": ["kind", "name"]}}},
+    "required": ["name", "age", "pets"]}
+
+
 def requests():
     """(kind, kwargs) pairs; all greedy, short outputs."""
     return [
@@ -38,6 +48,10 @@ def requests():
         ("chat", dict(messages=[{"role": "user", "content": "Give me a JSON object with the "
                                  "keys city and country for Paris."}],
                       response_format={"type": "json_object"})),
+        ("chat", dict(messages=[{"role": "user", "content": "Tom is 40 and owns a dog called "
+                                 "Rex. Give this as JSON."}],
+                      response_format={"type": "json_schema", "json_schema": {
+                          "name": "owner", "schema": OWNER_SCHEMA}}, max_tokens=96)),
     ]
 
 
@@ -46,7 +60,8 @@ def run_all(base):
     model = client.models.list().data[0].id
     out = []
     for kind, kw in requests():
-        common = dict(model=model, temperature=0, max_tokens=24, **kw)
+        common = dict(model=model, temperature=0, max_tokens=24)
+        common.update(kw)
         if kind == "chat":
             r = client.chat.completions.create(**common)
             out.append((r.choices[0].message.content, r.choices[0].finish_reason,

@@ -20,6 +20,7 @@ TEST(SamplingConvertTest, RoundTripKeepsEveryField) {
   p.logprobs = true;
   p.top_logprobs = 5;
   p.json_object = true;
+  p.json_schema = R"({"type":"object"})";
   cluster::v1::SamplingParams proto;
   SamplingToProto(p, &proto);
   engine::SamplingParams back = SamplingFromProto(proto);
@@ -39,6 +40,7 @@ TEST(SamplingConvertTest, RoundTripKeepsEveryField) {
   EXPECT_TRUE(back.logprobs);
   EXPECT_EQ(back.top_logprobs, 5);
   EXPECT_TRUE(back.json_object);
+  EXPECT_EQ(back.json_schema, p.json_schema);
 }
 
 TEST(SamplingConvertTest, ZeroValuesMeanOff) {

@@ -91,6 +91,7 @@ TEST(ToEngineSamplingTest, ConvertsEveryField) {
   r.logprobs = true;
   r.top_logprobs = 3;
   r.json_object = true;
+  r.json_schema = R"({"type":"object"})";
   engine::SamplingParams p = ToEngineSampling(r);
   EXPECT_FLOAT_EQ(p.temperature, 0.5f);
   EXPECT_FLOAT_EQ(p.top_p, 0.9f);
@@ -106,6 +107,7 @@ TEST(ToEngineSamplingTest, ConvertsEveryField) {
   EXPECT_TRUE(p.logprobs);
   EXPECT_EQ(p.top_logprobs, 3);
   EXPECT_TRUE(p.json_object);
+  EXPECT_EQ(p.json_schema, r.json_schema);
   r.sampling.top_k = 40;
   r.sampling.seed.reset();
   r.logprobs = false;
@@ -269,6 +271,15 @@ TEST_F(EngineServiceTest, ValidateRejectsBadRequestsBeforeAnyWork) {
   r = AbRequest(8);
   r.sampling.logit_bias = {{1 << 20, 1.0}};
   EXPECT_EQ(service_->Validate(r).code(), absl::StatusCode::kInvalidArgument);
+
+  // A schema outside the supported subset: 400 naming the schema and the keyword.
+  r = AbRequest(8);
+  r.json_object = true;
+  r.json_schema = R"({"type":"object","properties":{"a":{"type":"string","pattern":"x"}}})";
+  s = service_->Validate(r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(server::ParamOf(s), "response_format.json_schema.schema");
+  EXPECT_NE(s.message().find("pattern"), std::string::npos) << s;
 
   CompletionRequest chat;
   chat.kind = RequestKind::kChat;

@@ -6,7 +6,8 @@ client and with curl.
 
 Checks: chat, streaming with include_usage (role in the first delta, finish_reason only in the
 last, a final usage chunk with empty choices), stop strings, n=2, seed reproducibility,
-logprobs/top_logprobs, JSON mode (response_format json_object), max_tokens -> "length", the completions endpoint (also streamed, and
+logprobs/top_logprobs, JSON mode (response_format json_object) and structured outputs
+(json_schema, through the client's Pydantic `.parse()`), max_tokens -> "length", the completions endpoint (also streamed, and
 with a batch of prompts),
 /v1/models, errors (400 bad parameter and context overflow, 401 API key, 404 model, 413 body),
 cached_tokens on a shared long prefix, raw SSE framing through curl, bad flags (exit 2) and a
@@ -14,8 +15,10 @@ graceful SIGTERM stop (exit 0). Exit 77 (CTest skip) without the model.
 """
 import json
 import subprocess
+import typing
 
 import openai
+import pydantic
 
 from serve_common import Server, check, fail, main_wrapper
 
@@ -192,13 +195,51 @@ def check_json_mode(client):
         else:
             check(finish == "length", f"JSON mode: finish_reason {finish}")
             check(text.lstrip().startswith("{"), f"JSON mode: {text!r}")
-    for fmt, param in (({"type": "json_schema"}, "response_format.type"),
+    unsupported = {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}}}}
+    for fmt, param in (({"type": "json_schema"}, "response_format.json_schema"),
+                       ({"type": "grammar"}, "response_format.type"),
+                       (unsupported, "response_format.json_schema.schema"),
                        ("json", "response_format")):
         try:
             greedy_chat(client, "hi", max_tokens=2, response_format=fmt)
             fail(f"response_format {fmt!r}: no error")
         except openai.BadRequestError as e:
             check(e.status_code == 400 and param in str(e.body), f"{fmt!r}: {e}")
+            print(f"response_format {str(fmt)[:40]}: 400 {e.body.get('message', '')[:90]}")
+
+
+class Pet(pydantic.BaseModel):
+    kind: typing.Literal["cat", "dog", "bird"]
+    name: str
+
+
+class Owner(pydantic.BaseModel):
+    name: str
+    age: int
+    pets: list[Pet]
+
+
+class Answer(pydantic.BaseModel):
+    answer: str
+    confidence: typing.Literal["low", "medium", "high"]
+    source: typing.Optional[str]
+
+
+def check_structured_outputs(client):
+    """The openai client's structured outputs: a Pydantic model sent as response_format
+    json_schema, the answer parsed back into it."""
+    for model, prompt in ((Owner, "Tom is 40 and owns a dog called Rex. Give this as JSON."),
+                          (Answer, "What is the capital of France? Answer as JSON.")):
+        r = client.beta.chat.completions.parse(
+            model=MODEL, messages=[{"role": "user", "content": prompt}], temperature=0,
+            max_tokens=200, response_format=model)
+        m = r.choices[0].message
+        print(f"structured {model.__name__}: {m.content!r} -> {m.parsed!r}")
+        check(r.choices[0].finish_reason == "stop", f"{model.__name__}: not finished")
+        check(isinstance(m.parsed, model), f"{model.__name__}: parsed {m.parsed!r}")
+        keys = list(json.loads(m.content).keys())
+        check(keys == list(model.model_fields), f"{model.__name__}: keys {keys}")
 
 
 def check_models_and_errors(server, client):
@@ -315,6 +356,7 @@ def run(crescent, model):
         check_batched_prompts(client)
         check_logprobs(client)
         check_json_mode(client)
+        check_structured_outputs(client)
         check_models_and_errors(server, client)
         check_cached_prefix(client)
         check_curl_sse(server)

@@ -66,6 +66,24 @@ TEST(ParseChatTest, ResponseFormat) {
   r = ChatWith({{"response_format", nullptr}});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_FALSE(r->json_object);
+  r = ChatWith(
+      {{"response_format",
+        {{"type", "json_schema"},
+         {"json_schema", {{"name", "p"}, {"strict", true}, {"schema", {{"type", "object"}}}}}}}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->json_object);
+  EXPECT_EQ(r->json_schema, R"({"type":"object"})");
+  // The schema keeps the client's key order (properties are generated in that order).
+  r = ParseChatCompletionRequest(
+      R"({"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema",)"
+      R"("json_schema":{"schema":{"type":"object","properties":{"zeta":{},"alpha":{}}}}}})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->json_schema, R"({"type":"object","properties":{"zeta":{},"alpha":{}}})");
+  // Without a schema: any object.
+  r = ChatWith({{"response_format", {{"type", "json_schema"}, {"json_schema", {{"name", "p"}}}}}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->json_object);
+  EXPECT_TRUE(r->json_schema.empty());
 }
 
 TEST(ParseChatTest, EveryField) {
@@ -226,7 +244,10 @@ TEST(ParseChatTest, RangeAndTypeErrorsNameTheField) {
       {{{"top_logprobs", 3}}, "top_logprobs"},
       {{{"user", 7}}, "user"},
       {{{"tools", {{{"type", "function"}}}}}, "tools"},
-      {{{"response_format", {{"type", "json_schema"}}}}, "response_format.type"},
+      {{{"response_format", {{"type", "json_schema"}}}}, "response_format.json_schema"},
+      {{{"response_format", {{"type", "json_schema"}, {"json_schema", {{"schema", 1}}}}}},
+       "response_format.json_schema.schema"},
+      {{{"response_format", {{"type", "grammar"}}}}, "response_format.type"},
       {{{"response_format", "json_object"}}, "response_format"},
       {{{"response_format", json::object()}}, "response_format.type"},
       {{{"response_format", {{"type", 1}}}}, "response_format.type"},
