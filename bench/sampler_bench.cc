@@ -9,7 +9,8 @@
 //
 // Then JSON mode (response_format json_object) over a real vocabulary (--model, default the
 // reference model; skipped when absent): the time to build the vocabulary's trie (once per
-// engine), to compute the allowed-token set in a few lexer states, and JsonConstraint::Restrict
+// engine), to compute the allowed-token set in a few lexer states (with and without a JSON
+// Schema), and JsonConstraint::Restrict
 // (the set and the -inf mask over the logits: what each JSON-mode token pays).
 //
 //   sampler_bench [--vocab N] [--calls N] [--passes N] [--model PATH]
@@ -25,6 +26,7 @@
 
 #include "CLI/CLI.hpp"
 #include "src/engine/json_constraint.h"
+#include "src/engine/json_schema.h"
 #include "src/engine/loaded_model.h"
 #include "src/engine/sampler.h"
 #include "src/model/gguf.h"
@@ -77,16 +79,32 @@ int JsonMode(const std::string& path, int passes) {
   std::printf("\nJSON mode, vocabulary of %s (%d tokens): trie built in %.1f ms\n",
               std::filesystem::path(path).filename().c_str(), v.vocab_size(), build_ms);
   std::printf("%-40s %10s %10s %8s\n", "allowed set", "best us", "median us", "allowed");
-  const std::pair<const char*, const char*> states[] = {
-      {"before the object", ""},
-      {"after '{'", "{"},
-      {"in a string value", "{\"name\": \"Al"},
-      {"after a number", "{\"a\": [1, 2"},
-      {"after a value, nested", "{\"a\": {\"b\": true"},
+  // A schema like the ones Pydantic models give (json_schema mode).
+  auto schema = engine::JsonSchema::Compile(R"({"type": "object", "properties": {
+      "name": {"type": "string"}, "age": {"type": "integer"},
+      "pets": {"type": "array", "items": {"type": "object", "properties": {
+          "kind": {"enum": ["cat", "dog", "bird"]}, "name": {"type": "string"}}}}}})");
+  if (!schema.ok()) return 1;
+  struct State {
+    const char* name;
+    const char* prefix;
+    const engine::JsonSchema* schema;
+  };
+  const State states[] = {
+      {"before the object", "", nullptr},
+      {"after '{'", "{", nullptr},
+      {"in a string value", "{\"name\": \"Al", nullptr},
+      {"after a number", "{\"a\": [1, 2", nullptr},
+      {"after a value, nested", "{\"a\": {\"b\": true", nullptr},
+      {"schema: after '{'", "{", schema->get()},
+      {"schema: in a key", "{\"name\": \"Al\", \"a", schema->get()},
+      {"schema: an integer value", "{\"name\": \"Al\", \"age\": ", schema->get()},
+      {"schema: in an enum value", "{\"name\":\"A\",\"age\":1,\"pets\":[{\"kind\":\"",
+       schema->get()},
   };
   size_t sink = 0;
-  for (const auto& [name, prefix] : states) {
-    engine::JsonLexer lexer;
+  for (const auto& [name, prefix, state_schema] : states) {
+    engine::JsonLexer lexer(state_schema);
     if (!lexer.Feed(std::string_view(prefix))) return 1;
     std::vector<uint64_t> bits;
     v.Allowed(lexer, &bits);

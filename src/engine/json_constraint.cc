@@ -25,12 +25,17 @@ constexpr std::string_view kLiterals[3] = {"true", "false", "null"};
 
 bool JsonLexer::Feed(uint8_t byte) {
   JsonLexer next = *this;
-  if (!next.Step(byte)) return false;
-  if (!IsBlank(byte)) {
-    next.whitespace_ = 0;
-    next.line_break_ = false;
-  }
+  if (!next.FeedOrSpoil(byte)) return false;
   *this = next;
+  return true;
+}
+
+bool JsonLexer::FeedOrSpoil(uint8_t byte) {
+  if (!Step(byte)) return false;
+  if (!IsBlank(byte)) {
+    whitespace_ = 0;
+    line_break_ = false;
+  }
   return true;
 }
 
@@ -537,7 +542,7 @@ void JsonVocabulary::Walk(const Trie& trie, const JsonLexer& lexer, std::vector<
     const Trie::Node& node = trie.nodes[f.node];
     if (node.next_sibling >= 0) stack.push_back({node.next_sibling, f.before});
     JsonLexer after = f.before;
-    if (!after.Feed(node.byte)) continue;
+    if (!after.FeedOrSpoil(node.byte)) continue;
     for (int32_t t = node.tokens_begin; t < node.tokens_end; ++t) {
       const int32_t id = trie.token_ids[t];
       (*bits)[id / 64] |= uint64_t{1} << (id % 64);

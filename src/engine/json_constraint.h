@@ -71,6 +71,9 @@ class JsonLexer {
   // Feeds `bytes` in order; false (the lexer then holds the state before the failing byte) when
   // one is refused.
   bool Feed(std::string_view bytes);
+  // As Feed(byte), without keeping the state on false (it is then unspecified): for a copy
+  // that is thrown away when refused, saving Feed's own copy.
+  bool FeedOrSpoil(uint8_t byte);
   // True once the top-level object is closed (only end-of-generation tokens may follow).
   bool complete() const { return lex_ == Lex::kDone; }
   // True inside a free string (not a schema's key or enum value), outside any escape or
