@@ -211,6 +211,20 @@ absl::Status JsonSchemaCompiler::Fill(const Json& s, const std::string& path, in
         }
       }
     }
+    if (properties.empty() && s.contains("additionalProperties")) {
+      // Without properties the object's keys are its additional ones: none, any, or (not
+      // supported) values of a schema, as a dict[str, int] gives.
+      const Json& extra = s["additionalProperties"];
+      if (extra.is_boolean() && !extra.get<bool>()) {
+        nodes[id].kind = Kind::kEnum;  // nothing but {}
+        nodes[id].literals = {"{}"};
+        return absl::OkStatus();
+      }
+      if (!(extra.is_boolean() || (extra.is_object() && extra.empty()))) {
+        return Unsupported(path + "/additionalProperties",
+                           "'additionalProperties' as a schema (a map's values) is not supported");
+      }
+    }
     nodes[id].kind = properties.empty() ? Kind::kAnyObject : Kind::kObject;
     nodes[id].properties = std::move(properties);
   } else if (type == "array") {

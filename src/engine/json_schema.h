@@ -5,7 +5,8 @@
 //   type: object | array | string | number | integer | boolean | null, or an array of them;
 //   properties (every property is generated, in the schema's order; `required` must name
 //     properties; additionalProperties is accepted and never used: no other key is generated);
-//     an object without properties is any object;
+//     an object without properties is any object, or {} with additionalProperties false (a
+//     schema for additional properties, a map's values, is refused);
 //   items, minItems, maxItems;
 //   enum, const (values generated in compact JSON, e.g. "red" or 1.5);
 //   anyOf (also from a type array), when its alternatives start with different bytes (a string

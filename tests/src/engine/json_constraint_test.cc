@@ -291,6 +291,16 @@ TEST(JsonSchemaLexerTest, EnumValuesThatArePrefixesOfOthers) {
   EXPECT_EQ(FirstRefused(R"({"n":13})", &lexer), 6);  // "1" ended; '3' cannot follow a value
 }
 
+TEST(JsonSchemaLexerTest, ObjectWithoutAdditionalPropertiesIsEmpty) {
+  auto schema = Schema(R"({"type": "object", "properties": {
+      "e": {"type": "object", "additionalProperties": false}, "f": {"type": "object"}}})");
+  JsonLexer lexer(schema.get());
+  EXPECT_EQ(FirstRefused(R"({"e":{},"f":{"x":[1]}})", &lexer), -1);
+  EXPECT_TRUE(lexer.complete());
+  JsonLexer bad(schema.get());
+  EXPECT_EQ(FirstRefused(R"({"e":{"x":1}})", &bad), 6);
+}
+
 TEST(JsonSchemaLexerTest, RecursiveSchema) {
   auto schema = Schema(R"({"type": "object", "properties": {
       "v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#"}}}})");

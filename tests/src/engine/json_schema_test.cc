@@ -64,10 +64,17 @@ TEST(JsonSchemaTest, EnumsTypeArraysAndRecursion) {
             (std::vector<std::string>{R"({"a":[true]})"}));
   EXPECT_EQ((*s)->node(root.properties[2].node).kind, Kind::kAnyOf);
   EXPECT_EQ((*s)->node(root.properties[4].node).kind, Kind::kAny);
-  // An object without properties is any object.
-  auto any = JsonSchema::Compile(R"({"type": "object"})");
+  // An object without properties is any object, or only {} without additional properties.
+  auto any = JsonSchema::Compile(R"({"type": "object", "additionalProperties": true})");
   ASSERT_TRUE(any.ok());
   EXPECT_EQ((*any)->node((*any)->root()).kind, Kind::kAnyObject);
+  auto empty = JsonSchema::Compile(
+      R"({"type": "object", "properties": {"e": {"type": "object",
+                                                 "additionalProperties": false}}})");
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  const JsonSchema::Node& e = (*empty)->node((*empty)->node((*empty)->root()).properties[0].node);
+  EXPECT_EQ(e.kind, Kind::kEnum);
+  EXPECT_EQ(e.literals, (std::vector<std::string>{"{}"}));
 }
 
 TEST(JsonSchemaTest, RefusesWhatItCannotKeepNamingWhere) {
@@ -100,6 +107,9 @@ TEST(JsonSchemaTest, RefusesWhatItCannotKeepNamingWhere) {
       {R"({"type": "object", "properties": {"a": {"enum": []}}})", "non-empty"},
       {R"({"type": "object", "properties": {"a": {"$ref": "#/properties/a"}}})", "cycle"},
       {"{not json", "not valid JSON"},
+      {R"({"type": "object", "properties": {"m": {"type": "object",
+                                                  "additionalProperties": {"type": "integer"}}}})",
+       "'additionalProperties' as a schema"},
   };
   for (const Case& c : cases) {
     auto s = JsonSchema::Compile(c.schema);
