@@ -63,8 +63,8 @@ struct CompletionRequest {
   bool include_usage = false;  // stream_options.include_usage.
   bool logprobs = false;
   int top_logprobs = 0;  // [0, 20]; only with logprobs.
-  // Chat only: response_format {"type": "json_object"} or "json_schema": the output is one JSON
-  // object, and with json_schema (its "schema", as compact JSON text) one the schema admits.
+  // response_format {"type": "json_object"} or "json_schema": the output is one JSON object,
+  // and with json_schema (its "schema", as compact JSON text) one the schema admits.
   bool json_object = false;
   std::string json_schema;
   std::string user;

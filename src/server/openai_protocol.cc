@@ -307,6 +307,51 @@ std::string ParamOf(const absl::Status& status) {
   return payload ? std::string(*payload) : std::string();
 }
 
+namespace {
+
+// response_format (both endpoints): text, json_object, or json_schema with its schema's text in
+// the client's key order (`root` has keys sorted, so `body` is read again for it).
+absl::Status ParseResponseFormat(const json& root, std::string_view body, CompletionRequest& req) {
+  if (auto format = root.find("response_format"); format != root.end() && !format->is_null()) {
+    if (!format->is_object()) {
+      return InvalidParam("response_format", "'response_format' must be an object");
+    }
+    auto type = format->find("type");
+    if (type == format->end() || !type->is_string()) {
+      return InvalidParam("response_format.type", "'response_format.type' must be a string");
+    }
+    if (*type == "json_object") {
+      req.json_object = true;
+    } else if (*type == "json_schema") {
+      auto spec = format->find("json_schema");
+      if (spec == format->end() || !spec->is_object()) {
+        return InvalidParam("response_format.json_schema",
+                            "'response_format.json_schema' must be an object");
+      }
+      req.json_object = true;
+      if (auto schema = spec->find("schema"); schema != spec->end() && !schema->is_null()) {
+        if (!schema->is_object()) {
+          return InvalidParam("response_format.json_schema.schema",
+                              "'response_format.json_schema.schema' must be an object");
+        }
+        // Properties are generated in the schema's order. Checked against the supported
+        // subset downstream (src/serve).
+        nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(
+            body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+        req.json_schema = ordered["response_format"]["json_schema"]["schema"].dump();
+      }
+    } else if (*type != "text") {
+      return InvalidParam("response_format.type",
+                          absl::StrCat("response_format type '", type->get<std::string>(),
+                                       "' is not supported; 'text', 'json_object' and "
+                                       "'json_schema' are"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view body) {
   CRESCENT_ASSIGN_OR_RETURN(json root, ParseBody(body));
   CompletionRequest req;
@@ -366,41 +411,7 @@ absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view bo
       tools != root.end() && tools->is_array() && !tools->empty()) {
     return InvalidParam("tools", "tool calling is not supported");
   }
-  if (auto format = root.find("response_format"); format != root.end() && !format->is_null()) {
-    if (!format->is_object()) {
-      return InvalidParam("response_format", "'response_format' must be an object");
-    }
-    auto type = format->find("type");
-    if (type == format->end() || !type->is_string()) {
-      return InvalidParam("response_format.type", "'response_format.type' must be a string");
-    }
-    if (*type == "json_object") {
-      req.json_object = true;
-    } else if (*type == "json_schema") {
-      auto spec = format->find("json_schema");
-      if (spec == format->end() || !spec->is_object()) {
-        return InvalidParam("response_format.json_schema",
-                            "'response_format.json_schema' must be an object");
-      }
-      req.json_object = true;
-      if (auto schema = spec->find("schema"); schema != spec->end() && !schema->is_null()) {
-        if (!schema->is_object()) {
-          return InvalidParam("response_format.json_schema.schema",
-                              "'response_format.json_schema.schema' must be an object");
-        }
-        // Its text with the keys in the client's order (properties are generated in that
-        // order; `root` has them sorted). Checked against the supported subset downstream.
-        nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(
-            body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
-        req.json_schema = ordered["response_format"]["json_schema"]["schema"].dump();
-      }
-    } else if (*type != "text") {
-      return InvalidParam("response_format.type",
-                          absl::StrCat("response_format type '", type->get<std::string>(),
-                                       "' is not supported; 'text', 'json_object' and "
-                                       "'json_schema' are"));
-    }
-  }
+  CRESCENT_RETURN_IF_ERROR(ParseResponseFormat(root, body, req));
   return req;
 }
 
@@ -480,6 +491,7 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body) 
   if (best_of && *best_of != req.n) {
     return InvalidParam("best_of", "'best_of' other than n is not supported");
   }
+  CRESCENT_RETURN_IF_ERROR(ParseResponseFormat(root, body, req));
   return req;
 }
 

@@ -282,6 +282,14 @@ TEST(ParseCompletionTest, PromptForms) {
   EXPECT_EQ(r->top_logprobs, 2);
 }
 
+TEST(ParseCompletionTest, ResponseFormatToo) {
+  auto r = CompletionWith({{"response_format", {{"type", "json_object"}}}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->json_object);
+  ExpectParamError(CompletionWith({{"response_format", {{"type", "yaml"}}}}),
+                   "response_format.type");
+}
+
 TEST(ParseCompletionTest, BatchedPrompts) {
   auto r = CompletionWith({{"prompt", {"a", "b c"}}, {"n", 3}});
   ASSERT_TRUE(r.ok()) << r.status();
