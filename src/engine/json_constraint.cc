@@ -39,6 +39,9 @@ bool JsonLexer::FeedOrSpoil(uint8_t byte) {
   return true;
 }
 
+JsonLexer::JsonLexer(const JsonSchema* schema, int alternative)
+    : schema_(schema), root_(schema->roots()[alternative]) {}
+
 bool JsonLexer::Feed(std::string_view bytes) {
   for (char c : bytes) {
     if (!Feed(static_cast<uint8_t>(c))) return false;
@@ -47,10 +50,11 @@ bool JsonLexer::Feed(std::string_view bytes) {
 }
 
 bool JsonLexer::operator==(const JsonLexer& o) const {
-  if (schema_ != o.schema_ || stack_ != o.stack_ || lex_ != o.lex_ || depth_ != o.depth_ ||
-      aux_ != o.aux_ || lo_ != o.lo_ || hi_ != o.hi_ || whitespace_ != o.whitespace_ ||
-      line_break_ != o.line_break_ || key_ != o.key_ || int_only_ != o.int_only_ ||
-      pos_ != o.pos_ || enum_node_ != o.enum_node_ || alts_ != o.alts_) {
+  if (schema_ != o.schema_ || root_ != o.root_ || stack_ != o.stack_ || lex_ != o.lex_ ||
+      depth_ != o.depth_ || aux_ != o.aux_ || lo_ != o.lo_ || hi_ != o.hi_ ||
+      whitespace_ != o.whitespace_ || line_break_ != o.line_break_ || key_ != o.key_ ||
+      int_only_ != o.int_only_ || pos_ != o.pos_ || enum_node_ != o.enum_node_ ||
+      alts_ != o.alts_) {
     return false;
   }
   if (schema_ == nullptr) return true;
@@ -188,7 +192,7 @@ bool JsonLexer::Step(uint8_t b) {
   const int frame = schema_ != nullptr && depth_ > 0 ? Frame() : -1;
   switch (lex_) {
     case Lex::kStart:  // no whitespace before the object
-      if (schema_ != nullptr) return b == '{' && StartValue(b, schema_->root());
+      if (schema_ != nullptr) return b == '{' && StartValue(b, root_);
       return b == '{' && Push(true, -1);
     case Lex::kValue:
       if (IsBlank(b)) return Blank(b);
@@ -565,8 +569,29 @@ void JsonVocabulary::Allowed(const JsonLexer& lexer, std::vector<uint64_t>* bits
 
 // ---- JsonConstraint --------------------------------------------------------------------------
 
+JsonConstraint::JsonConstraint(const JsonVocabulary* vocabulary,
+                               std::shared_ptr<const JsonSchema> schema)
+    : vocabulary_(vocabulary), schema_(std::move(schema)) {
+  if (schema_ == nullptr) {
+    lexers_.emplace_back();
+    return;
+  }
+  for (size_t a = 0; a < schema_->roots().size(); ++a) {
+    lexers_.emplace_back(schema_.get(), static_cast<int>(a));
+  }
+}
+
+bool JsonConstraint::complete() const {
+  return std::any_of(lexers_.begin(), lexers_.end(),
+                     [](const JsonLexer& l) { return l.complete(); });
+}
+
 absl::Status JsonConstraint::Restrict(std::span<float> logits) {
-  vocabulary_->Allowed(lexer_, &allowed_);
+  vocabulary_->Allowed(lexers_[0], &allowed_);
+  for (size_t i = 1; i < lexers_.size(); ++i) {
+    vocabulary_->Allowed(lexers_[i], &more_);
+    for (size_t w = 0; w < allowed_.size(); ++w) allowed_[w] |= more_[w];
+  }
   if (std::all_of(allowed_.begin(), allowed_.end(), [](uint64_t w) { return w == 0; })) {
     return absl::FailedPreconditionError(
         "JSON mode: no token of the vocabulary continues the JSON generated so far");
@@ -591,11 +616,11 @@ absl::Status JsonConstraint::Accept(int32_t token) {
                                                    vocabulary_->vocab_size(), ")"));
   }
   if (vocabulary_->is_end(token)) {
-    if (lexer_.complete()) return absl::OkStatus();
+    if (complete()) return absl::OkStatus();
     return absl::InvalidArgumentError(
         absl::StrCat("JSON mode: end token ", token, " before the JSON object is complete"));
   }
-  if (lexer_.complete()) {
+  if (complete()) {
     return absl::InvalidArgumentError(
         absl::StrCat("JSON mode: token ", token,
                      " after the JSON object is complete (only an end token may "
@@ -605,14 +630,18 @@ absl::Status JsonConstraint::Accept(int32_t token) {
     return absl::InvalidArgumentError(
         absl::StrCat("JSON mode: special token ", token, " cannot appear in the JSON object"));
   }
-  JsonLexer next = lexer_;
   const std::string_view piece = vocabulary_->piece(token);
-  if (!next.Feed(piece)) {
+  std::vector<JsonLexer> alive;
+  for (const JsonLexer& lexer : lexers_) {
+    JsonLexer next = lexer;
+    if (next.Feed(piece)) alive.push_back(next);
+  }
+  if (alive.empty()) {
     return absl::InvalidArgumentError(
         absl::StrFormat("JSON mode: token %d (\"%s\") does not continue the JSON object", token,
                         absl::CHexEscape(absl::string_view(piece.data(), piece.size()))));
   }
-  lexer_ = next;
+  lexers_ = std::move(alive);
   return absl::OkStatus();
 }
 

@@ -62,8 +62,9 @@ class JsonLexer {
   // Any JSON object.
   JsonLexer() = default;
   // A JSON object `schema` admits (see src/engine/json_schema.h; the same whitespace and
-  // nesting limits). REQUIRES: `schema` outlives the lexer and its copies.
-  explicit JsonLexer(const JsonSchema* schema) : schema_(schema) {}
+  // nesting limits): its top-level alternative `alternative` (schema->roots()). REQUIRES:
+  // `schema` outlives the lexer and its copies; 0 <= alternative < schema->roots().size().
+  explicit JsonLexer(const JsonSchema* schema, int alternative = 0);
 
   // Feeds one byte. Returns false, leaving the lexer unchanged, when no JSON object (within the
   // limits above) has the bytes fed so far plus `byte` as a prefix.
@@ -126,6 +127,7 @@ class JsonLexer {
   int NextValueNode() const;
 
   const JsonSchema* schema_ = nullptr;
+  int root_ = -1;       // schema mode: the object node the lexer starts with
   uint64_t stack_ = 0;  // bit d: container at depth d + 1 is an object (else an array)
   Lex lex_ = Lex::kStart;
   uint8_t depth_ = 0;
@@ -206,8 +208,7 @@ class JsonConstraint {
   // Any JSON object, or one `schema` admits (when not null). REQUIRES: `vocabulary` outlives
   // the constraint.
   explicit JsonConstraint(const JsonVocabulary* vocabulary,
-                          std::shared_ptr<const JsonSchema> schema = nullptr)
-      : vocabulary_(vocabulary), schema_(std::move(schema)), lexer_(schema_.get()) {}
+                          std::shared_ptr<const JsonSchema> schema = nullptr);
 
   // Sets logits[id] = -inf for every token that cannot come next. FailedPrecondition when no
   // token can (the vocabulary has no token for any continuation: the request cannot go on).
@@ -217,13 +218,17 @@ class JsonConstraint {
   // InvalidArgument, with the state unchanged, when it is not allowed.
   absl::Status Accept(int32_t token);
 
-  bool complete() const { return lexer_.complete(); }
+  bool complete() const;
 
  private:
   const JsonVocabulary* vocabulary_;
   std::shared_ptr<const JsonSchema> schema_;
-  JsonLexer lexer_;
+  // One lexer per top-level alternative of the schema still possible (one without a schema, or
+  // for a schema whose top level is not an anyOf): a token may come next when it may after
+  // any of them.
+  std::vector<JsonLexer> lexers_;
   std::vector<uint64_t> allowed_;  // scratch of Restrict
+  std::vector<uint64_t> more_;     // scratch of Restrict: another lexer's set
 };
 
 }  // namespace crescent::engine

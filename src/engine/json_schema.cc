@@ -45,6 +45,7 @@ class JsonSchemaCompiler {
 
 constexpr int kMaxSchemaNesting = 64;
 constexpr size_t kMaxEnumValues = 64;
+constexpr size_t kMaxTopAlternatives = 128;  // e.g. one per tool (OpenAI allows 128)
 
 absl::Status Unsupported(const std::string& path, const std::string& what) {
   return absl::InvalidArgumentError(
@@ -352,23 +353,55 @@ absl::StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(std::strin
   const Json root = Json::parse(schema.begin(), schema.end(), nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) return absl::InvalidArgumentError("JSON schema: not valid JSON");
   JsonSchemaCompiler compiler(&root);
-  CRESCENT_ASSIGN_OR_RETURN(int top, compiler.Compile(root, ""));
-  CRESCENT_RETURN_IF_ERROR(compiler.ResolveFirstBytes());
-  // The top level: an object, through any aliases.
-  int node = top;
-  for (int hops = 0; compiler.nodes[node].kind == Kind::kAnyOf; ++hops) {
-    if (compiler.nodes[node].alternatives.size() != 1 || hops > kMaxSchemaNesting) {
-      return absl::InvalidArgumentError("JSON schema: the top level must be an object");
+  // The top level: an object, or an anyOf of objects (its alternatives may start alike).
+  std::vector<std::pair<const Json*, std::string>> tops;
+  if (root.is_object() && root.contains("anyOf")) {
+    for (const auto& [k, v] : root.items()) {
+      if (k != "anyOf" && !IsAnnotation(k)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("JSON schema: '", k, "' beside a top-level 'anyOf' is not supported"));
+      }
     }
-    node = compiler.nodes[node].alternatives[0];
+    const Json& alternatives = root.at("anyOf");
+    if (!alternatives.is_array() || alternatives.empty()) {
+      return absl::InvalidArgumentError("JSON schema at '#/anyOf': must be a non-empty array");
+    }
+    if (alternatives.size() > kMaxTopAlternatives) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("JSON schema at '#/anyOf': ", alternatives.size(), " alternatives; at most ",
+                       kMaxTopAlternatives, " at the top level"));
+    }
+    for (size_t i = 0; i < alternatives.size(); ++i) {
+      tops.emplace_back(&alternatives[i], absl::StrCat("/anyOf/", i));
+    }
+  } else {
+    tops.emplace_back(&root, "");
   }
-  const Kind kind = compiler.nodes[node].kind;
-  if (kind != Kind::kObject && kind != Kind::kAnyObject) {
-    return absl::InvalidArgumentError("JSON schema: the top level must be an object");
+  std::vector<int> roots;
+  for (const auto& [s, path] : tops) {
+    CRESCENT_ASSIGN_OR_RETURN(int top, compiler.Compile(*s, path));
+    roots.push_back(top);
+  }
+  CRESCENT_RETURN_IF_ERROR(compiler.ResolveFirstBytes());
+  for (size_t i = 0; i < roots.size(); ++i) {
+    int& node = roots[i];  // through any aliases
+    const std::string where =
+        tops[i].second.empty() ? "the top level" : absl::StrCat("'#", tops[i].second, "'");
+    for (int hops = 0; compiler.nodes[node].kind == Kind::kAnyOf; ++hops) {
+      if (compiler.nodes[node].alternatives.size() != 1 || hops > kMaxSchemaNesting) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("JSON schema: ", where, " must be an object"));
+      }
+      node = compiler.nodes[node].alternatives[0];
+    }
+    const Kind kind = compiler.nodes[node].kind;
+    if (kind != Kind::kObject && kind != Kind::kAnyObject) {
+      return absl::InvalidArgumentError(absl::StrCat("JSON schema: ", where, " must be an object"));
+    }
   }
   auto out = std::shared_ptr<JsonSchema>(new JsonSchema());
   out->nodes_ = std::move(compiler.nodes);
-  out->root_ = node;
+  out->roots_ = std::move(roots);
   return std::shared_ptr<const JsonSchema>(std::move(out));
 }
 

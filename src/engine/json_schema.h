@@ -16,7 +16,9 @@
 // Annotations (title, description, default, examples, $schema, $id, $comment, deprecated,
 // readOnly, writeOnly, strict, $defs, definitions) are ignored. Any other keyword (pattern,
 // format, minLength, minimum, oneOf, allOf, ...) is refused: InvalidArgument naming it and where
-// it is, rather than a constraint silently not kept. The top level must be an object.
+// it is, rather than a constraint silently not kept. The top level must be an object, or an
+// anyOf of objects (only there may alternatives start alike: one is chosen as the bytes come,
+// e.g. a tool call's {"name": ..., "arguments": ...} per tool).
 #ifndef CRESCENT_SRC_ENGINE_JSON_SCHEMA_H_
 #define CRESCENT_SRC_ENGINE_JSON_SCHEMA_H_
 
@@ -67,12 +69,14 @@ class JsonSchema {
   static absl::StatusOr<std::shared_ptr<const JsonSchema>> Compile(std::string_view schema);
 
   const Node& node(int id) const { return nodes_[id]; }
-  int root() const { return root_; }  // an object node (kObject or kAnyObject)
+  // The top level's alternatives: object nodes (kObject or kAnyObject); one unless the top
+  // level is an anyOf.
+  const std::vector<int>& roots() const { return roots_; }
   int num_nodes() const { return static_cast<int>(nodes_.size()); }
 
  private:
   std::vector<Node> nodes_;
-  int root_ = 0;
+  std::vector<int> roots_;
 };
 
 }  // namespace crescent::engine

@@ -313,6 +313,69 @@ TEST(JsonSchemaLexerTest, RecursiveSchema) {
   EXPECT_EQ(FirstRefused(R"({"v":1,"kids":[{"v":2}]})", &bad), 21);
 }
 
+// A tool call per tool: the alternatives start alike and part at the name.
+constexpr char kToolCallSchema[] = R"({"anyOf": [
+  {"type": "object", "properties": {"name": {"const": "get_weather"},
+     "arguments": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+  {"type": "object", "properties": {"name": {"const": "get_time"},
+     "arguments": {"type": "object", "properties": {"zone": {"type": "integer"}}}}}]})";
+
+TEST(JsonSchemaLexerTest, TopLevelAlternativesEachHaveALexer) {
+  auto schema = Schema(kToolCallSchema);
+  ASSERT_NE(schema, nullptr);
+  ASSERT_EQ(schema->roots().size(), 2u);
+  const std::string weather = R"({"name": "get_weather", "arguments": {"city": "Oslo"}})";
+  const std::string time = R"({"name": "get_time", "arguments": {"zone": 2}})";
+  JsonLexer first(schema.get(), 0);
+  JsonLexer second(schema.get(), 1);
+  EXPECT_EQ(FirstRefused(weather, &first), -1);
+  EXPECT_TRUE(first.complete());
+  EXPECT_EQ(FirstRefused(time, &second), -1);
+  EXPECT_TRUE(second.complete());
+  JsonLexer wrong(schema.get(), 1);
+  EXPECT_EQ(FirstRefused(weather, &wrong), static_cast<int>(std::string_view(weather).find("w")));
+}
+
+TEST(JsonConstraintTest, TopLevelAlternativesAreFollowedTogether) {
+  auto schema = Schema(kToolCallSchema);
+  ASSERT_NE(schema, nullptr);
+  // One token per byte, and an end token.
+  std::vector<std::string> pieces;
+  for (int b = 32; b < 127; ++b) pieces.push_back(std::string(1, static_cast<char>(b)));
+  pieces.push_back("<end>");
+  const int32_t end = static_cast<int32_t>(pieces.size()) - 1;
+  std::vector<bool> usable(pieces.size(), true);
+  usable[end] = false;
+  auto v = JsonVocabulary::Create(pieces, usable, {end});
+  ASSERT_TRUE(v.ok()) << v.status();
+  auto id = [](char c) { return static_cast<int32_t>(c) - 32; };
+  auto allowed = [&](JsonConstraint& c) {
+    std::vector<float> logits((*v)->vocab_size(), 0.0f);
+    EXPECT_TRUE(c.Restrict(logits).ok());
+    std::string out;
+    for (int32_t i = 0; i < end; ++i) {
+      if (!std::isinf(logits[i])) out += pieces[i];
+    }
+    return out;
+  };
+  JsonConstraint c(v->get(), schema);
+  for (char ch : std::string_view(R"({"name":"get_)")) ASSERT_TRUE(c.Accept(id(ch)).ok()) << ch;
+  EXPECT_EQ(allowed(c), "tw");  // either tool's name goes on
+  ASSERT_TRUE(c.Accept(id('t')).ok());
+  EXPECT_EQ(allowed(c), "i");  // only get_time is left
+  EXPECT_EQ(c.Accept(id('w')).code(), absl::StatusCode::kInvalidArgument);
+  for (char ch : std::string_view(R"(ime","arguments":{"zone":)")) {
+    ASSERT_TRUE(c.Accept(id(ch)).ok()) << ch;
+  }
+  EXPECT_EQ(c.Accept(id('"')).code(), absl::StatusCode::kInvalidArgument);  // an integer
+  for (char ch : std::string_view("7}")) ASSERT_TRUE(c.Accept(id(ch)).ok()) << ch;
+  EXPECT_FALSE(c.complete());
+  EXPECT_EQ(c.Accept(end).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(c.Accept(id('}')).ok());
+  EXPECT_TRUE(c.complete());
+  EXPECT_TRUE(c.Accept(end).ok());
+}
+
 // ---- JsonVocabulary and JsonConstraint on a small vocabulary ----------------------------------
 
 std::unique_ptr<JsonVocabulary> SmallVocabulary() {

@@ -29,7 +29,7 @@ constexpr char kPerson[] = R"({
 TEST(JsonSchemaTest, CompilesAPydanticModel) {
   auto s = JsonSchema::Compile(kPerson);
   ASSERT_TRUE(s.ok()) << s.status();
-  const JsonSchema::Node& root = (*s)->node((*s)->root());
+  const JsonSchema::Node& root = (*s)->node((*s)->roots()[0]);
   ASSERT_EQ(root.kind, Kind::kObject);
   ASSERT_EQ(root.properties.size(), 4u);
   // In the schema's order, keys as JSON.
@@ -56,7 +56,7 @@ TEST(JsonSchemaTest, EnumsTypeArraysAndRecursion) {
             "kids": {"type": "array", "items": {"$ref": "#"}},
             "any": {}}})");
   ASSERT_TRUE(s.ok()) << s.status();
-  const JsonSchema::Node& root = (*s)->node((*s)->root());
+  const JsonSchema::Node& root = (*s)->node((*s)->roots()[0]);
   const JsonSchema::Node& n = (*s)->node(root.properties[0].node);
   ASSERT_EQ(n.kind, Kind::kEnum);
   EXPECT_EQ(n.literals, (std::vector<std::string>{"1", "12", "\"x\"", "null"}));  // deduplicated
@@ -67,12 +67,13 @@ TEST(JsonSchemaTest, EnumsTypeArraysAndRecursion) {
   // An object without properties is any object, or only {} without additional properties.
   auto any = JsonSchema::Compile(R"({"type": "object", "additionalProperties": true})");
   ASSERT_TRUE(any.ok());
-  EXPECT_EQ((*any)->node((*any)->root()).kind, Kind::kAnyObject);
+  EXPECT_EQ((*any)->node((*any)->roots()[0]).kind, Kind::kAnyObject);
   auto empty = JsonSchema::Compile(
       R"({"type": "object", "properties": {"e": {"type": "object",
                                                  "additionalProperties": false}}})");
   ASSERT_TRUE(empty.ok()) << empty.status();
-  const JsonSchema::Node& e = (*empty)->node((*empty)->node((*empty)->root()).properties[0].node);
+  const JsonSchema::Node& e =
+      (*empty)->node((*empty)->node((*empty)->roots()[0]).properties[0].node);
   EXPECT_EQ(e.kind, Kind::kEnum);
   EXPECT_EQ(e.literals, (std::vector<std::string>{"{}"}));
 }
@@ -84,6 +85,9 @@ TEST(JsonSchemaTest, RefusesWhatItCannotKeepNamingWhere) {
   };
   const Case cases[] = {
       {R"({"type": "string"})", "top level must be an object"},
+      {R"({"anyOf": [{"type": "object"}, {"type": "string"}]})", "'#/anyOf/1' must be an object"},
+      {R"({"anyOf": []})", "non-empty array"},
+      {R"({"anyOf": [{"type": "object"}], "type": "object"})", "'type' beside a top-level"},
       {R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}})",
        "'#/properties/a': keyword 'pattern'"},
       {R"({"type": "object", "properties": {"a": {"type": "integer", "minimum": 0}}})",
@@ -118,6 +122,18 @@ TEST(JsonSchemaTest, RefusesWhatItCannotKeepNamingWhere) {
     EXPECT_NE(s.status().message().find(c.message), std::string::npos)
         << c.schema << " -> " << s.status();
   }
+}
+
+TEST(JsonSchemaTest, TopLevelAnyOfOfObjectsMayStartAlike) {
+  // Two objects start with the same byte: refused below the top level, one root each at it.
+  auto s = JsonSchema::Compile(R"({"anyOf": [
+      {"type": "object", "properties": {"a": {"type": "integer"}}},
+      {"$ref": "#/$defs/B"}],
+    "$defs": {"B": {"type": "object", "properties": {"b": {"type": "string"}}}}})");
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ((*s)->roots().size(), 2u);
+  EXPECT_EQ((*s)->node((*s)->roots()[0]).properties[0].key, "\"a\"");
+  EXPECT_EQ((*s)->node((*s)->roots()[1]).properties[0].key, "\"b\"");
 }
 
 }  // namespace
