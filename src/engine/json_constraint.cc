@@ -40,7 +40,7 @@ bool JsonLexer::FeedOrSpoil(uint8_t byte) {
 }
 
 JsonLexer::JsonLexer(const JsonSchema* schema, int alternative)
-    : schema_(schema), root_(schema->roots()[alternative]) {}
+    : schema_(schema), root_(schema != nullptr ? schema->roots()[alternative] : -1) {}
 
 bool JsonLexer::Feed(std::string_view bytes) {
   for (char c : bytes) {

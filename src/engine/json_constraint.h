@@ -62,8 +62,9 @@ class JsonLexer {
   // Any JSON object.
   JsonLexer() = default;
   // A JSON object `schema` admits (see src/engine/json_schema.h; the same whitespace and
-  // nesting limits): its top-level alternative `alternative` (schema->roots()). REQUIRES:
-  // `schema` outlives the lexer and its copies; 0 <= alternative < schema->roots().size().
+  // nesting limits): its top-level alternative `alternative` (schema->roots()); any object when
+  // `schema` is null. REQUIRES: `schema` outlives the lexer and its copies;
+  // 0 <= alternative < schema->roots().size().
   explicit JsonLexer(const JsonSchema* schema, int alternative = 0);
 
   // Feeds one byte. Returns false, leaving the lexer unchanged, when no JSON object (within the

@@ -20,6 +20,25 @@ namespace crescent::server {
 
 enum class RequestKind { kChat, kCompletion };
 
+// A function the model may call (OpenAI `tools[i].function`).
+struct ToolDefinition {
+  std::string name;         // [A-Za-z0-9_-]{1,64}
+  std::string description;  // may be empty
+  std::string parameters;   // a JSON Schema as compact JSON text in the client's key order;
+                            // "" when the function takes no arguments
+};
+
+// OpenAI `tool_choice`. kNone without tools.
+enum class ToolChoice { kNone, kAuto, kRequired, kFunction };
+
+// A call the model made (a response's `tool_calls`), or one an assistant message of the
+// conversation made.
+struct ToolCall {
+  std::string id;  // "call_..."
+  std::string name;
+  std::string arguments;  // a JSON object, as text
+};
+
 // One chat message. `content` is the text: string content as sent, or the text parts of an
 // array content joined with "\n".
 struct ChatMessage {
@@ -27,6 +46,7 @@ struct ChatMessage {
   std::string content;
   std::optional<std::string> name;
   std::optional<std::string> tool_call_id;
+  std::vector<ToolCall> tool_calls;  // assistant messages
 };
 
 // One prompt of a /v1/completions request: text, or token ids when `tokens` is set.
@@ -67,6 +87,12 @@ struct CompletionRequest {
   // and with json_schema (its "schema", as compact JSON text) one the schema admits.
   bool json_object = false;
   std::string json_schema;
+  // kChat: the functions the model may call, and how (src/server/tool_calls.h; the HTTP front
+  // writes them into the messages and json_schema before the service sees the request).
+  std::vector<ToolDefinition> tools;
+  ToolChoice tool_choice = ToolChoice::kNone;
+  std::string tool_choice_function;  // kFunction: the function's name
+  bool parallel_tool_calls = true;
   std::string user;
   int64_t arrival_unix_seconds = 0;  // The "created" field of the response.
 
@@ -90,6 +116,7 @@ struct TokenLogprob {
 struct CompletionChunk {
   int choice_index = 0;
   std::string text;
+  std::vector<ToolCall> tool_calls;  // set by the HTTP front only (src/server/tool_calls.h)
   std::optional<std::string> finish_reason;
   std::vector<TokenLogprob> logprobs;  // One per token in `text` when logprobs was asked for.
 };

@@ -27,6 +27,7 @@
 #include "src/common/clock.h"
 #include "src/common/logging.h"
 #include "src/server/openai_protocol.h"
+#include "src/server/tool_calls.h"
 
 namespace crescent::server {
 
@@ -142,6 +143,8 @@ struct Generation {
   std::vector<ChoiceResult> choices;
   std::vector<bool> started;
   std::vector<size_t> offsets;
+  // Streamed requests that use tools: per choice, what is held back as a possible tool call.
+  std::vector<ToolCallStream> tool_streams;
   int64_t start_ns = 0;
   int64_t last_chunk_ns = 0;
   bool any_chunk = false;
@@ -336,6 +339,12 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     CompletionRequest& req = *parsed;
+    if (kind == RequestKind::kChat) {
+      if (absl::Status status = ApplyTools(&req); !status.ok()) {
+        SendError(HttpErrorFromStatus(status));
+        return;
+      }
+    }
     req.request_id = NewRequestId(kind);
     req.arrival_unix_seconds = static_cast<int64_t>(std::time(nullptr));
     if (absl::Status status = server_->service->Validate(req); !status.ok()) {
@@ -353,6 +362,9 @@ class Session : public std::enable_shared_from_this<Session> {
     gen.choices.resize(req.num_choices());
     gen.started.assign(req.num_choices(), false);
     gen.offsets.assign(req.num_choices(), 0);
+    if (gen.context.stream && UsesTools(gen.context)) {
+      gen.tool_streams.assign(req.num_choices(), ToolCallStream(&gen.context));
+    }
     gen.start_ns = start_ns;
     gen.work.emplace(ioc_->get_executor());
     headers_sent_ = false;
@@ -402,6 +414,15 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     if (closed_) return;
+    const size_t i = static_cast<size_t>(chunk.choice_index);
+    if (gen.tool_streams.empty()) {
+      SendChunk(gen, chunk);
+      return;
+    }
+    for (const CompletionChunk& c : gen.tool_streams[i].Push(std::move(chunk))) SendChunk(gen, c);
+  }
+
+  void SendChunk(Generation& gen, const CompletionChunk& chunk) {
     const size_t i = static_cast<size_t>(chunk.choice_index);
     const bool first = !gen.started[i];
     gen.started[i] = true;
@@ -455,6 +476,15 @@ class Session : public std::enable_shared_from_this<Session> {
       SendEvent(kDone);
       EndStream();
     } else {
+      if (UsesTools(gen.context)) {
+        for (ChoiceResult& c : gen.choices) {
+          ToolCallOutput out = ParseToolCalls(gen.context, c.text, c.finish_reason);
+          if (out.calls.empty()) continue;
+          c.text = std::move(out.content);
+          c.tool_calls = std::move(out.calls);
+          c.finish_reason = "tool_calls";
+        }
+      }
       SendBody(200, kJson, CompletionResponseJson(gen.context, gen.model, gen.choices, usage));
     }
   }

@@ -1,16 +1,19 @@
 #include "src/server/openai_protocol.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
 #include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
 #include "src/common/status.h"
+#include "src/engine/json_schema.h"
 
 namespace crescent::server {
 namespace {
@@ -339,6 +342,10 @@ absl::Status ParseResponseFormat(const json& root, std::string_view body, Comple
         nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(
             body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
         req.json_schema = ordered["response_format"]["json_schema"]["schema"].dump();
+        // Checked here, before any service sees it (the cluster's nodes would refuse it later).
+        if (absl::Status s = engine::JsonSchema::Compile(req.json_schema).status(); !s.ok()) {
+          return InvalidParam("response_format.json_schema.schema", std::string(s.message()));
+        }
       }
     } else if (*type != "text") {
       return InvalidParam("response_format.type",
@@ -347,6 +354,170 @@ absl::Status ParseResponseFormat(const json& root, std::string_view body, Comple
                                        "'json_schema' are"));
     }
   }
+  return absl::OkStatus();
+}
+
+bool IsFunctionName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+  });
+}
+
+// messages[i].tool_calls of an assistant message.
+absl::StatusOr<std::vector<ToolCall>> ParseMessageToolCalls(const json& calls,
+                                                            const std::string& param) {
+  if (!calls.is_array()) return InvalidParam(param, absl::StrCat("'", param, "' must be an array"));
+  std::vector<ToolCall> out;
+  for (size_t j = 0; j < calls.size(); ++j) {
+    const json& c = calls[j];
+    const std::string p = absl::StrCat(param, "[", j, "]");
+    if (!c.is_object()) return InvalidParam(p, absl::StrCat("'", p, "' must be an object"));
+    ToolCall call;
+    CRESCENT_ASSIGN_OR_RETURN(auto id, GetString(c, "id", p + ".id"));
+    call.id = id.value_or("");
+    CRESCENT_ASSIGN_OR_RETURN(auto type, GetString(c, "type", p + ".type"));
+    if (type && *type != "function") {
+      return InvalidParam(p + ".type", absl::StrCat("tool call type '", *type,
+                                                    "' is not supported; only 'function' is"));
+    }
+    auto fn = c.find("function");
+    if (fn == c.end() || !fn->is_object()) {
+      return InvalidParam(p + ".function", absl::StrCat("'", p, ".function' must be an object"));
+    }
+    CRESCENT_ASSIGN_OR_RETURN(auto name, GetString(*fn, "name", p + ".function.name"));
+    if (!name) {
+      return InvalidParam(p + ".function.name", absl::StrCat("'", p, ".function.name' is missing"));
+    }
+    call.name = *name;
+    CRESCENT_ASSIGN_OR_RETURN(auto arguments,
+                              GetString(*fn, "arguments", p + ".function.arguments"));
+    const std::string args_param = p + ".function.arguments";
+    const nlohmann::ordered_json parsed = nlohmann::ordered_json::parse(
+        arguments.value_or("{}"), nullptr, /*allow_exceptions=*/false);
+    if (parsed.is_discarded() || !parsed.is_object()) {
+      return InvalidParam(args_param,
+                          absl::StrCat("'", args_param, "' must be a JSON object, as text"));
+    }
+    call.arguments = parsed.dump();
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
+// tools, tool_choice, parallel_tool_calls (and the deprecated functions / function_call, refused).
+absl::Status ParseTools(const json& root, std::string_view body, CompletionRequest& req) {
+  for (const auto& [key, instead] : {std::pair<const char*, const char*>{"functions", "tools"},
+                                     {"function_call", "tool_choice"}}) {
+    if (auto it = root.find(key); it != root.end() && !it->is_null()) {
+      return InvalidParam(
+          key, absl::StrCat("'", key, "' is deprecated and not supported; use '", instead, "'"));
+    }
+  }
+  auto tools = root.find("tools");
+  if (tools != root.end() && !tools->is_null()) {
+    if (!tools->is_array()) return InvalidParam("tools", "'tools' must be an array");
+    if (tools->size() > kMaxTools) {
+      return InvalidParam(
+          "tools", absl::StrCat(tools->size(), " tools; at most ", kMaxTools, " are allowed"));
+    }
+    // Parameter schemas keep the client's key order (properties are generated in it).
+    const nlohmann::ordered_json ordered =
+        nlohmann::ordered_json::parse(body.begin(), body.end(), nullptr, false);
+    for (size_t i = 0; i < tools->size(); ++i) {
+      const json& t = (*tools)[i];
+      const std::string param = absl::StrCat("tools[", i, "]");
+      if (!t.is_object())
+        return InvalidParam(param, absl::StrCat("'", param, "' must be an object"));
+      CRESCENT_ASSIGN_OR_RETURN(auto type, GetString(t, "type", param + ".type"));
+      if (!type)
+        return InvalidParam(param + ".type", absl::StrCat("'", param, ".type' is missing"));
+      if (*type != "function") {
+        return InvalidParam(
+            param + ".type",
+            absl::StrCat("tool type '", *type, "' is not supported; only 'function' is"));
+      }
+      auto fn = t.find("function");
+      if (fn == t.end() || !fn->is_object()) {
+        return InvalidParam(param + ".function",
+                            absl::StrCat("'", param, ".function' must be an object"));
+      }
+      ToolDefinition tool;
+      CRESCENT_ASSIGN_OR_RETURN(auto name, GetString(*fn, "name", param + ".function.name"));
+      if (!name || !IsFunctionName(*name)) {
+        return InvalidParam(param + ".function.name",
+                            absl::StrCat("'", param,
+                                         ".function.name' must be 1 to 64 letters, digits, "
+                                         "underscores or dashes"));
+      }
+      for (const ToolDefinition& other : req.tools) {
+        if (other.name == *name) {
+          return InvalidParam(param + ".function.name",
+                              absl::StrCat("two tools are named '", *name, "'"));
+        }
+      }
+      tool.name = *name;
+      CRESCENT_ASSIGN_OR_RETURN(auto description,
+                                GetString(*fn, "description", param + ".function.description"));
+      tool.description = description.value_or("");
+      if (auto p = fn->find("parameters"); p != fn->end() && !p->is_null()) {
+        if (!p->is_object()) {
+          return InvalidParam(param + ".function.parameters",
+                              absl::StrCat("'", param, ".function.parameters' must be an object"));
+        }
+        tool.parameters = ordered["tools"][i]["function"]["parameters"].dump();
+      }
+      req.tools.push_back(std::move(tool));
+    }
+  }
+  req.tool_choice = req.tools.empty() ? ToolChoice::kNone : ToolChoice::kAuto;
+  if (auto c = root.find("tool_choice"); c != root.end() && !c->is_null()) {
+    if (c->is_string()) {
+      const std::string choice = c->get<std::string>();
+      if (choice == "none") {
+        req.tool_choice = ToolChoice::kNone;
+      } else if (choice == "auto") {
+        req.tool_choice = ToolChoice::kAuto;
+      } else if (choice == "required") {
+        req.tool_choice = ToolChoice::kRequired;
+      } else {
+        return InvalidParam("tool_choice",
+                            absl::StrCat("tool_choice '", choice,
+                                         "' is not one of 'none', 'auto', 'required' or an "
+                                         "object naming a function"));
+      }
+    } else if (c->is_object()) {
+      CRESCENT_ASSIGN_OR_RETURN(auto type, GetString(*c, "type", "tool_choice.type"));
+      if (type.value_or("") != "function") {
+        return InvalidParam("tool_choice.type", "'tool_choice.type' must be 'function'");
+      }
+      auto fn = c->find("function");
+      std::optional<std::string> name;
+      if (fn != c->end() && fn->is_object()) {
+        CRESCENT_ASSIGN_OR_RETURN(name, GetString(*fn, "name", "tool_choice.function.name"));
+      }
+      if (!name) {
+        return InvalidParam("tool_choice.function.name", "'tool_choice.function.name' is missing");
+      }
+      if (!req.tools.empty() &&
+          std::none_of(req.tools.begin(), req.tools.end(),
+                       [&](const ToolDefinition& t) { return t.name == *name; })) {
+        return InvalidParam(
+            "tool_choice.function.name",
+            absl::StrCat("tool_choice names '", *name, "', which is not one of 'tools'"));
+      }
+      req.tool_choice = ToolChoice::kFunction;
+      req.tool_choice_function = *name;
+    } else {
+      return InvalidParam("tool_choice", "'tool_choice' must be a string or an object");
+    }
+    if (req.tool_choice != ToolChoice::kNone && req.tools.empty()) {
+      return InvalidParam("tool_choice", "'tool_choice' is only allowed when 'tools' are given");
+    }
+  }
+  CRESCENT_ASSIGN_OR_RETURN(auto parallel,
+                            GetBool(root, "parallel_tool_calls", "parallel_tool_calls"));
+  req.parallel_tool_calls = parallel.value_or(true);
   return absl::OkStatus();
 }
 
@@ -390,6 +561,15 @@ absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view bo
     CRESCENT_ASSIGN_OR_RETURN(message.name, GetString(m, "name", param + ".name"));
     CRESCENT_ASSIGN_OR_RETURN(message.tool_call_id,
                               GetString(m, "tool_call_id", param + ".tool_call_id"));
+    if (auto calls = m.find("tool_calls"); calls != m.end() && !calls->is_null()) {
+      if (message.role != "assistant") {
+        return InvalidParam(param + ".tool_calls",
+                            absl::StrCat("only assistant messages carry tool_calls; '", param,
+                                         "' is a ", message.role, " message"));
+      }
+      CRESCENT_ASSIGN_OR_RETURN(message.tool_calls,
+                                ParseMessageToolCalls(*calls, param + ".tool_calls"));
+    }
     req.messages.push_back(std::move(message));
   }
 
@@ -407,11 +587,13 @@ absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view bo
     req.top_logprobs = static_cast<int>(*top_logprobs);
   }
 
-  if (auto tools = root.find("tools");
-      tools != root.end() && tools->is_array() && !tools->empty()) {
-    return InvalidParam("tools", "tool calling is not supported");
-  }
+  CRESCENT_RETURN_IF_ERROR(ParseTools(root, body, req));
   CRESCENT_RETURN_IF_ERROR(ParseResponseFormat(root, body, req));
+  if (req.json_object && req.tool_choice != ToolChoice::kNone) {
+    return InvalidParam("response_format",
+                        "'response_format' json_object or json_schema cannot be combined with "
+                        "'tools' unless tool_choice is 'none'");
+  }
   return req;
 }
 
@@ -568,17 +750,39 @@ std::string ErrorJson(const HttpError& error) {
   return Dump(j);
 }
 
-std::string NewRequestId(RequestKind kind) {
+namespace {
+std::string RandomId(std::string prefix) {
   static absl::Mutex mu(absl::kConstInit);
   static std::mt19937_64* rng = nullptr;
   static constexpr char kAlphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-  std::string id = kind == RequestKind::kChat ? "chatcmpl-" : "cmpl-";
   absl::MutexLock lock(&mu);
   if (rng == nullptr) rng = new std::mt19937_64(std::random_device{}());
-  for (int i = 0; i < 24; ++i) id += kAlphabet[(*rng)() % (sizeof(kAlphabet) - 1)];
-  return id;
+  for (int i = 0; i < 24; ++i) prefix += kAlphabet[(*rng)() % (sizeof(kAlphabet) - 1)];
+  return prefix;
 }
+}  // namespace
+
+std::string NewRequestId(RequestKind kind) {
+  return RandomId(kind == RequestKind::kChat ? "chatcmpl-" : "cmpl-");
+}
+
+std::string NewToolCallId() { return RandomId("call_"); }
+
+namespace {
+// A message's tool_calls, or a stream delta's (each with its index).
+json ToolCallsJson(const std::vector<ToolCall>& calls, bool delta) {
+  json out = json::array();
+  for (size_t k = 0; k < calls.size(); ++k) {
+    json call = {{"id", calls[k].id},
+                 {"type", "function"},
+                 {"function", {{"name", calls[k].name}, {"arguments", calls[k].arguments}}}};
+    if (delta) call["index"] = k;
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+}  // namespace
 
 std::string CompletionResponseJson(const CompletionRequest& request, std::string_view model,
                                    const std::vector<ChoiceResult>& choices, const Usage& usage) {
@@ -592,7 +796,11 @@ std::string CompletionResponseJson(const CompletionRequest& request, std::string
       logprobs = chat ? LogprobsChatJson(c.logprobs) : LogprobsCompletionJson(c.logprobs, 0);
     }
     if (chat) {
-      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+      choice["message"] = {
+          {"role", "assistant"},
+          {"content", c.tool_calls.empty() || !c.text.empty() ? json(c.text) : json(nullptr)}};
+      if (!c.tool_calls.empty())
+        choice["message"]["tool_calls"] = ToolCallsJson(c.tool_calls, false);
     } else {
       choice["text"] = c.text;
     }
@@ -617,7 +825,10 @@ std::string StreamChunkJson(const CompletionRequest& request, std::string_view m
   if (chat) {
     json delta = json::object();
     if (first_for_choice) delta["role"] = "assistant";
-    if (!chunk.text.empty() || first_for_choice) delta["content"] = chunk.text;
+    if (!chunk.text.empty() || (first_for_choice && chunk.tool_calls.empty())) {
+      delta["content"] = chunk.text;
+    }
+    if (!chunk.tool_calls.empty()) delta["tool_calls"] = ToolCallsJson(chunk.tool_calls, true);
     choice["delta"] = std::move(delta);
   } else {
     choice["text"] = chunk.text;

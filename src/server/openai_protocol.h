@@ -21,6 +21,7 @@ inline constexpr int kMaxStopSequences = 4;
 inline constexpr int kMaxChoices = 16;        // n
 inline constexpr int kMaxBatchChoices = 128;  // n times the prompts of a batched completion
 inline constexpr int kMaxTopLogprobs = 20;
+inline constexpr int kMaxTools = 128;
 
 // Parse a POST /v1/chat/completions or /v1/completions body. Unknown fields are ignored.
 // request_id is left empty (the server sets it). Errors: InvalidArgument for malformed JSON,
@@ -61,12 +62,15 @@ std::string ErrorJson(const HttpError& error);
 
 // "chatcmpl-<24 random alphanumerics>" or "cmpl-<...>". Thread-safe.
 std::string NewRequestId(RequestKind kind);
+// "call_<24 random alphanumerics>", a tool call's id. Thread-safe.
+std::string NewToolCallId();
 
 // The text, finish reason and logprobs of one finished choice (non-streaming responses).
 struct ChoiceResult {
-  std::string text;
+  std::string text;           // with tool_calls: the content besides them ("" renders as null)
   std::string finish_reason;  // "" renders as null.
   std::vector<TokenLogprob> logprobs;
+  std::vector<ToolCall> tool_calls;
 };
 
 // A whole chat.completion or text_completion object. `model` is the name to report.

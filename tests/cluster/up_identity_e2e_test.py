@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Colocated and disaggregated serving give the same greedy output: the same requests through
 `crescent serve`, `crescent up` with 1 prefill + 1 decode node and with 2 + 2 give token-for-token
-identical text, finish_reason and token counts (JSON mode and a batch of prompts included).
+identical text, finish_reason and token counts (JSON mode, a tool call and a batch of prompts
+included).
 
   up_identity_e2e_test.py --crescent build/release/bin/crescent --model PATH
 
@@ -31,6 +32,14 @@ OWNER_SCHEMA = {
     "required": ["name", "age", "pets"]}
 
 
+TOOLS = [{"type": "function", "function": {
+              "name": "get_weather", "description": "The current weather in a city.",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                             "required": ["city"]}}},
+         {"type": "function", "function": {"name": "get_time", "parameters": {
+              "type": "object", "properties": {"timezone": {"type": "string"}}}}}]
+
+
 def requests():
     """(kind, kwargs) pairs; all greedy, short outputs."""
     return [
@@ -52,6 +61,11 @@ def requests():
                                  "Rex. Give this as JSON."}],
                       response_format={"type": "json_schema", "json_schema": {
                           "name": "owner", "schema": OWNER_SCHEMA}}, max_tokens=96)),
+        # A tool call: the front writes the tools into the prompt and the constraint, the
+        # cluster serves an ordinary constrained request.
+        ("chat_tools", dict(messages=[{"role": "user", "content": "What is the weather in "
+                                       "Oslo?"}], tools=TOOLS, tool_choice="required",
+                            max_tokens=64)),
     ]
 
 
@@ -66,6 +80,14 @@ def run_all(base):
             r = client.chat.completions.create(**common)
             out.append((r.choices[0].message.content, r.choices[0].finish_reason,
                         r.usage.prompt_tokens, r.usage.completion_tokens))
+        elif kind == "chat_tools":
+            r = client.chat.completions.create(**common)
+            m = r.choices[0].message
+            calls = [(c.function.name, c.function.arguments) for c in m.tool_calls or []]
+            check(len(calls) == 1 and m.content is None, f"tool call: {m!r}")
+            json.loads(calls[0][1])
+            out.append((calls, r.choices[0].finish_reason, r.usage.prompt_tokens,
+                        r.usage.completion_tokens))
         elif kind == "completion":
             r = client.completions.create(**common)
             out.append((r.choices[0].text, r.choices[0].finish_reason, r.usage.prompt_tokens,
@@ -90,7 +112,8 @@ def run_all(base):
             check(usage is not None, f"{kind}: no usage chunk")
             out.append((text, finish, usage.prompt_tokens, usage.completion_tokens))
     for (kind, kw), o in zip(requests(), out):
-        check(o[3] > 0 and o[1] in ("stop", "length"), f"{kind}: bad answer {o}")
+        finishes = ("tool_calls",) if kind == "chat_tools" else ("stop", "length")
+        check(o[3] > 0 and o[1] in finishes, f"{kind}: bad answer {o}")
         if "response_format" in kw:
             check(o[1] == "stop" and isinstance(json.loads(o[0]), dict),
                   f"JSON mode did not answer with one object: {o}")

@@ -7,7 +7,9 @@ client and with curl.
 Checks: chat, streaming with include_usage (role in the first delta, finish_reason only in the
 last, a final usage chunk with empty choices), stop strings, n=2, seed reproducibility,
 logprobs/top_logprobs, JSON mode (response_format json_object) and structured outputs
-(json_schema, through the client's Pydantic `.parse()`), max_tokens -> "length", the completions endpoint (also streamed, and
+(json_schema, through the client's Pydantic `.parse()`), tool calls (a named function,
+"required" streamed, the conversation going on with a tool result, a Pydantic function tool through
+`.parse()`), max_tokens -> "length", the completions endpoint (also streamed, and
 with a batch of prompts),
 /v1/models, errors (400 bad parameter and context overflow, 401 API key, 404 model, 413 body),
 cached_tokens on a shared long prefix, raw SSE framing through curl, bad flags (exit 2) and a
@@ -242,6 +244,122 @@ def check_structured_outputs(client):
         check(keys == list(model.model_fields), f"{model.__name__}: keys {keys}")
 
 
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city.",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "description": "The city's name"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"]}}}
+TIME_TOOL = {"type": "function", "function": {
+    "name": "get_time", "description": "The time now in a timezone.",
+    "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}},
+                   "required": ["timezone"]}}}
+
+
+class GetWeather(pydantic.BaseModel):
+    """The current weather in a city."""
+    city: str
+    unit: typing.Literal["celsius", "fahrenheit"]
+
+
+def check_call(call, names, what):
+    check(call.type == "function" and call.id.startswith("call_"), f"{what}: {call!r}")
+    check(call.function.name in names, f"{what}: called {call.function.name}")
+    args = json.loads(call.function.arguments)
+    want = {"get_weather": ["city", "unit"], "get_time": ["timezone"]}[call.function.name]
+    check(list(args) == want, f"{what}: arguments {args}")
+    if "unit" in args:
+        check(args["unit"] in ("celsius", "fahrenheit"), f"{what}: unit {args['unit']!r}")
+    return args
+
+
+def check_tool_calls(client):
+    question = [{"role": "user", "content": "What is the weather like in Paris right now?"}]
+    tools = [WEATHER_TOOL, TIME_TOOL]
+    # A named function: one call to it, with the arguments its parameters schema admits.
+    r = client.chat.completions.create(
+        model=MODEL, messages=question, temperature=0, max_tokens=80, tools=tools,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    c = r.choices[0]
+    print("tool call (named):", c.message.tool_calls)
+    check(c.finish_reason == "tool_calls", f"named: finish_reason {c.finish_reason}")
+    check(c.message.content is None, f"named: content {c.message.content!r}")
+    check(len(c.message.tool_calls) == 1, f"named: {c.message.tool_calls}")
+    call = c.message.tool_calls[0]
+    check_call(call, {"get_weather"}, "named")
+
+    # "required", streamed, sampled: the client puts the call together from the deltas.
+    for seed in range(2):
+        stream = client.chat.completions.create(
+            model=MODEL, messages=question, temperature=0.8, seed=seed, max_tokens=80,
+            tools=tools, tool_choice="required", stream=True)
+        calls, finish, content = {}, None, ""
+        for chunk in stream:
+            for ch in chunk.choices:
+                content += ch.delta.content or ""
+                finish = ch.finish_reason or finish
+                for tc in ch.delta.tool_calls or []:
+                    entry = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                    entry["id"] += tc.id or ""
+                    entry["name"] += tc.function.name or ""
+                    entry["arguments"] += tc.function.arguments or ""
+        print(f"tool call (required, seed {seed}): {finish} {calls}")
+        check(finish == "tool_calls" and len(calls) == 1 and not content,
+              f"required: {finish} {calls} {content!r}")
+        streamed = calls[0]
+        check(streamed["name"] in ("get_weather", "get_time") and
+              streamed["id"].startswith("call_"), f"required: {streamed}")
+        json.loads(streamed["arguments"])
+
+    # The conversation goes on with the tool's result; tool_choice "none" answers in text.
+    followup = question + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call.id, "type": "function",
+             "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": "22 degrees celsius, sunny"}]
+    r = client.chat.completions.create(model=MODEL, messages=followup, temperature=0,
+                                       max_tokens=40, tools=tools, tool_choice="none")
+    c = r.choices[0]
+    print("after the tool result:", repr(c.message.content))
+    check(c.message.tool_calls is None and c.message.content, f"none: {c.message!r}")
+    check(c.finish_reason in ("stop", "length"), f"none: {c.finish_reason}")
+    # "auto": whatever the model chooses is either text or well-formed calls.
+    r = client.chat.completions.create(model=MODEL, messages=followup, temperature=0,
+                                       max_tokens=60, tools=tools)
+    c = r.choices[0]
+    print("auto:", c.finish_reason, repr(c.message.content), c.message.tool_calls)
+    if c.finish_reason == "tool_calls":
+        for tc in c.message.tool_calls:
+            json.loads(tc.function.arguments)
+    else:
+        check(c.message.tool_calls is None and c.message.content is not None, f"auto: {c!r}")
+
+    # A Pydantic model as a strict function tool, its arguments parsed back by the client.
+    r = client.beta.chat.completions.parse(
+        model=MODEL, messages=question, temperature=0, max_tokens=80,
+        tools=[openai.pydantic_function_tool(GetWeather)], tool_choice="required")
+    tc = r.choices[0].message.tool_calls[0]
+    print("pydantic tool:", tc.function.parsed_arguments)
+    check(isinstance(tc.function.parsed_arguments, GetWeather),
+          f"pydantic tool: {tc.function!r}")
+
+    # Errors name the field.
+    bad = [({"tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice.function.name"),
+           ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+               "type": "object", "properties": {"s": {"type": "string", "pattern": "^a"}}}}}],
+             "tool_choice": "required"}, "tools[0].function.parameters"),
+           ({"tools": [{"type": "code_interpreter"}]}, "tools[0].type")]
+    for extra, param in bad:
+        kw = {"tools": tools, **extra}
+        try:
+            client.chat.completions.create(model=MODEL, messages=question, max_tokens=2, **kw)
+            fail(f"{extra}: no error")
+        except openai.BadRequestError as e:
+            check(param in str(e.body), f"{extra}: {e}")
+            print(f"tools error: 400 {param}: {e.body.get('message', '')[:100]}")
+
+
 def check_models_and_errors(server, client):
     models = client.models.list()
     ids = [m.id for m in models.data]
@@ -357,6 +475,7 @@ def run(crescent, model):
         check_logprobs(client)
         check_json_mode(client)
         check_structured_outputs(client)
+        check_tool_calls(client)
         check_models_and_errors(server, client)
         check_cached_prefix(client)
         check_curl_sse(server)

@@ -200,6 +200,75 @@ TEST(ParseChatTest, MessageErrorsNameTheField) {
                    "messages[0].content[0]");
 }
 
+TEST(ParseChatTest, Tools) {
+  auto r = ParseChatCompletionRequest(R"({"model": "m",
+    "messages": [{"role": "user", "content": "weather?"},
+                 {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
+                  "type": "function", "function": {"name": "get_weather",
+                  "arguments": "{\"city\": \"Oslo\", \"unit\": \"c\"}"}}]},
+                 {"role": "tool", "tool_call_id": "call_1", "content": "7 C"}],
+    "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Now.",
+               "parameters": {"type": "object", "properties": {"z": {"type": "string"},
+                                                                "a": {"type": "integer"}}}}},
+              {"type": "function", "function": {"name": "get-time"}}],
+    "tool_choice": {"type": "function", "function": {"name": "get-time"}},
+    "parallel_tool_calls": false})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->tools.size(), 2u);
+  EXPECT_EQ(r->tools[0].name, "get_weather");
+  EXPECT_EQ(r->tools[0].description, "Now.");
+  // The client's key order is kept ("z" before "a").
+  EXPECT_EQ(r->tools[0].parameters,
+            R"({"type":"object","properties":{"z":{"type":"string"},"a":{"type":"integer"}}})");
+  EXPECT_EQ(r->tools[1].parameters, "");
+  EXPECT_EQ(r->tool_choice, ToolChoice::kFunction);
+  EXPECT_EQ(r->tool_choice_function, "get-time");
+  EXPECT_FALSE(r->parallel_tool_calls);
+  ASSERT_EQ(r->messages[1].tool_calls.size(), 1u);
+  EXPECT_EQ(r->messages[1].tool_calls[0].id, "call_1");
+  EXPECT_EQ(r->messages[1].tool_calls[0].arguments, R"({"city":"Oslo","unit":"c"})");
+  EXPECT_EQ(r->messages[1].content, "");
+
+  // Defaults: auto with tools, none without; "none" with tools is allowed.
+  auto with = ChatWith({{"tools", {{{"type", "function"}, {"function", {{"name", "f"}}}}}}});
+  ASSERT_TRUE(with.ok()) << with.status();
+  EXPECT_EQ(with->tool_choice, ToolChoice::kAuto);
+  EXPECT_TRUE(with->parallel_tool_calls);
+  auto without = ChatWith({{"tool_choice", "none"}});
+  ASSERT_TRUE(without.ok()) << without.status();
+  EXPECT_EQ(without->tool_choice, ToolChoice::kNone);
+  auto required = ChatWith({{"tools", {{{"type", "function"}, {"function", {{"name", "f"}}}}}},
+                            {"tool_choice", "required"}});
+  ASSERT_TRUE(required.ok()) << required.status();
+  EXPECT_EQ(required->tool_choice, ToolChoice::kRequired);
+}
+
+TEST(ResponseJsonTest, ToolCalls) {
+  CompletionRequest req;
+  req.kind = RequestKind::kChat;
+  req.request_id = "chatcmpl-t";
+  ChoiceResult c;
+  c.finish_reason = "tool_calls";
+  c.tool_calls.push_back({"call_a", "get_weather", R"({"city":"Oslo"})"});
+  json j = json::parse(CompletionResponseJson(req, "m", {c}, Usage{}));
+  const json& message = j["choices"][0]["message"];
+  EXPECT_TRUE(message["content"].is_null());
+  EXPECT_EQ(message["tool_calls"][0]["id"], "call_a");
+  EXPECT_EQ(message["tool_calls"][0]["type"], "function");
+  EXPECT_EQ(message["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(message["tool_calls"][0]["function"]["arguments"], R"({"city":"Oslo"})");
+  EXPECT_FALSE(message["tool_calls"][0].contains("index"));
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "tool_calls");
+
+  CompletionChunk chunk;
+  chunk.tool_calls = c.tool_calls;
+  json delta = json::parse(StreamChunkJson(req, "m", chunk, true, 0))["choices"][0]["delta"];
+  EXPECT_EQ(delta["role"], "assistant");
+  EXPECT_FALSE(delta.contains("content"));
+  EXPECT_EQ(delta["tool_calls"][0]["index"], 0);
+  EXPECT_EQ(delta["tool_calls"][0]["function"]["name"], "get_weather");
+}
+
 TEST(ParseChatTest, RangeAndTypeErrorsNameTheField) {
   struct Case {
     json patch;
@@ -243,7 +312,44 @@ TEST(ParseChatTest, RangeAndTypeErrorsNameTheField) {
       {{{"logprobs", true}, {"top_logprobs", -1}}, "top_logprobs"},
       {{{"top_logprobs", 3}}, "top_logprobs"},
       {{{"user", 7}}, "user"},
-      {{{"tools", {{{"type", "function"}}}}}, "tools"},
+      {{{"tools", {{{"type", "function"}}}}}, "tools[0].function"},
+      {{{"tools", "x"}}, "tools"},
+      {{{"tools", {{{"type", "retrieval"}}}}}, "tools[0].type"},
+      {{{"tools", {{{"function", {{"name", "f"}}}}}}}, "tools[0].type"},
+      {{{"tools", {{{"type", "function"}, {"function", {{"name", "bad name"}}}}}}},
+       "tools[0].function.name"},
+      {{{"tools",
+         {{{"type", "function"}, {"function", {{"name", "f"}}}},
+          {{"type", "function"}, {"function", {{"name", "f"}}}}}}},
+       "tools[1].function.name"},
+      {{{"tools", {{{"type", "function"}, {"function", {{"name", "f"}, {"parameters", 3}}}}}}},
+       "tools[0].function.parameters"},
+      {{{"tool_choice", "required"}}, "tool_choice"},
+      {{{"tools", {{{"type", "function"}, {"function", {{"name", "f"}}}}}},
+        {"tool_choice", "sometimes"}},
+       "tool_choice"},
+      {{{"tools", {{{"type", "function"}, {"function", {{"name", "f"}}}}}},
+        {"tool_choice", {{"type", "function"}, {"function", {{"name", "g"}}}}}},
+       "tool_choice.function.name"},
+      {{{"tools", {{{"type", "function"}, {"function", {{"name", "f"}}}}}},
+        {"response_format", {{"type", "json_object"}}}},
+       "response_format"},
+      {{{"functions", {{{"name", "f"}}}}}, "functions"},
+      {{{"function_call", "auto"}}, "function_call"},
+      {{{"parallel_tool_calls", "yes"}}, "parallel_tool_calls"},
+      {{{"messages", {{{"role", "user"}, {"content", "x"}, {"tool_calls", json::array()}}}}},
+       "messages[0].tool_calls"},
+      {{{"messages",
+         {{{"role", "assistant"},
+           {"tool_calls",
+            {{{"id", "c"},
+              {"type", "function"},
+              {"function", {{"name", "f"}, {"arguments", "not json"}}}}}}}}}},
+       "messages[0].tool_calls[0].function.arguments"},
+      {{{"response_format",
+         {{"type", "json_schema"},
+          {"json_schema", {{"schema", {{"type", "object"}, {"patternProperties", 1}}}}}}}},
+       "response_format.json_schema.schema"},
       {{{"response_format", {{"type", "json_schema"}}}}, "response_format.json_schema"},
       {{{"response_format", {{"type", "json_schema"}, {"json_schema", {{"schema", 1}}}}}},
        "response_format.json_schema.schema"},
@@ -462,6 +568,10 @@ TEST(RequestIdTest, UniqueAndPrefixed) {
   std::string a = NewRequestId(RequestKind::kChat), b = NewRequestId(RequestKind::kChat);
   EXPECT_NE(a, b);
   EXPECT_EQ(a.size(), std::string("chatcmpl-").size() + 24);
+  std::string call = NewToolCallId();
+  EXPECT_EQ(call.rfind("call_", 0), 0u);
+  EXPECT_EQ(call.size(), 5u + 24);
+  EXPECT_NE(call, NewToolCallId());
 }
 
 TEST(RetryAfterTest, RoundsUpAndIsReadBack) {

@@ -1,0 +1,303 @@
+#include "src/server/tool_calls.h"
+
+#include <optional>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+#include "src/engine/json_schema.h"
+#include "src/server/openai_protocol.h"
+
+namespace crescent::server {
+namespace {
+
+using Json = nlohmann::ordered_json;  // keeps the client's key order
+
+constexpr char kOpen[] = "<tool_call>";
+constexpr char kClose[] = "</tool_call>";
+constexpr std::string_view kOpenTag = kOpen;
+constexpr std::string_view kCloseTag = kClose;
+
+bool Constrained(const CompletionRequest& request) {
+  return request.tool_choice == ToolChoice::kRequired ||
+         request.tool_choice == ToolChoice::kFunction;
+}
+
+// A function without parameters takes the empty object.
+Json Parameters(const ToolDefinition& tool) {
+  if (tool.parameters.empty()) return Json{{"type", "object"}, {"additionalProperties", false}};
+  return Json::parse(tool.parameters, nullptr, /*allow_exceptions=*/false);
+}
+
+// Rewrites the local $refs of the schema `s` ("#", "#/$defs/X") for the schema moved to JSON
+// pointer `to` of a larger one. Only where schemas sit: a property named "$ref", or an enum
+// value holding one, is left alone.
+void RelocateRefs(Json& s, const std::string& to) {
+  if (!s.is_object()) return;
+  for (auto& [key, value] : s.items()) {
+    if (key == "$ref" && value.is_string()) {
+      const std::string ref = value.get<std::string>();
+      if (!ref.empty() && ref[0] == '#') value = absl::StrCat("#", to, ref.substr(1));
+    } else if (key == "properties" || key == "$defs" || key == "definitions" ||
+               key == "patternProperties") {
+      if (value.is_object()) {
+        for (auto& [name, sub] : value.items()) RelocateRefs(sub, to);
+      }
+    } else if (key == "items" || key == "additionalProperties" || key == "not" || key == "anyOf" ||
+               key == "allOf" || key == "oneOf" || key == "prefixItems") {
+      if (value.is_array()) {
+        for (Json& sub : value) RelocateRefs(sub, to);
+      } else {
+        RelocateRefs(value, to);
+      }
+    }
+  }
+}
+
+std::string RenderCall(const ToolCall& call) {
+  const Json arguments = Json::parse(call.arguments, nullptr, /*allow_exceptions=*/false);
+  const Json body = {{"name", call.name},
+                     {"arguments", arguments.is_discarded() ? Json::object() : arguments}};
+  return absl::StrCat(kOpen, "\n", body.dump(), "\n", kClose);
+}
+
+std::string ToolsSystemBlock(const std::vector<ToolDefinition>& tools) {
+  std::string out =
+      "# Tools\n\nYou may call one or more functions to help with the user's request. The "
+      "functions, one JSON object each, are listed inside <tools></tools> XML tags:\n<tools>";
+  for (const ToolDefinition& tool : tools) {
+    Json fn = {{"name", tool.name}};
+    if (!tool.description.empty()) fn["description"] = tool.description;
+    fn["parameters"] = Parameters(tool);
+    absl::StrAppend(&out, "\n", Json{{"type", "function"}, {"function", fn}}.dump());
+  }
+  absl::StrAppend(&out,
+                  "\n</tools>\n\nTo call a function, write a JSON object with its name and "
+                  "arguments inside <tool_call></tool_call> XML tags, one block per call:\n",
+                  kOpen, "\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n",
+                  kClose);
+  return out;
+}
+
+// One call's JSON ({"name": ..., "arguments": {...}}) naming one of the request's tools.
+std::optional<ToolCall> ParseCall(const CompletionRequest& request, std::string_view text) {
+  const Json j =
+      Json::parse(absl::StripAsciiWhitespace(absl::string_view(text.data(), text.size())), nullptr,
+                  /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  auto name = j.find("name");
+  if (name == j.end() || !name->is_string()) return std::nullopt;
+  ToolCall call;
+  call.name = name->get<std::string>();
+  bool known = false;
+  for (const ToolDefinition& tool : request.tools) known = known || tool.name == call.name;
+  if (!known) return std::nullopt;
+  auto arguments = j.find("arguments");
+  if (arguments == j.end()) arguments = j.find("parameters");  // as Llama 3.1 writes them
+  if (arguments == j.end()) {
+    call.arguments = "{}";
+  } else if (arguments->is_object()) {
+    call.arguments = arguments->dump();
+  } else if (arguments->is_string()) {
+    const Json inner = Json::parse(arguments->get<std::string>(), nullptr, false);
+    if (inner.is_discarded() || !inner.is_object()) return std::nullopt;
+    call.arguments = inner.dump();
+  } else {
+    return std::nullopt;
+  }
+  call.id = NewToolCallId();
+  return call;
+}
+
+// The first index from which `text` is a proper prefix of the opening tag; text.size() if none.
+size_t PartialTagStart(std::string_view text) {
+  const size_t from = text.size() >= kOpenTag.size() ? text.size() - kOpenTag.size() + 1 : 0;
+  for (size_t i = from; i < text.size(); ++i) {
+    if (kOpenTag.substr(0, text.size() - i) == text.substr(i)) return i;
+  }
+  return text.size();
+}
+
+}  // namespace
+
+bool UsesTools(const CompletionRequest& request) {
+  return request.kind == RequestKind::kChat && !request.tools.empty() &&
+         request.tool_choice != ToolChoice::kNone;
+}
+
+std::string ToolCallSchema(const std::vector<ToolDefinition>& tools, ToolChoice choice,
+                           std::string_view function) {
+  Json alternatives = Json::array();
+  Json defs = Json::object();
+  for (const ToolDefinition& tool : tools) {
+    if (choice == ToolChoice::kFunction && tool.name != function) continue;
+    const std::string def = absl::StrCat("tool", alternatives.size());
+    Json parameters = Parameters(tool);
+    RelocateRefs(parameters, absl::StrCat("/$defs/", def));
+    defs[def] = std::move(parameters);
+    alternatives.push_back(
+        Json{{"type", "object"},
+             {"properties",
+              {{"name", {{"const", tool.name}}}, {"arguments", {{"$ref", "#/$defs/" + def}}}}},
+             {"required", {"name", "arguments"}}});
+  }
+  Json out = alternatives.size() == 1 ? alternatives[0] : Json{{"anyOf", alternatives}};
+  out["$defs"] = std::move(defs);
+  return out.dump();
+}
+
+absl::Status ApplyTools(CompletionRequest* request) {
+  for (ChatMessage& m : request->messages) {
+    if (m.tool_calls.empty()) continue;
+    std::vector<std::string> blocks;
+    for (const ToolCall& call : m.tool_calls) blocks.push_back(RenderCall(call));
+    const std::string calls = absl::StrJoin(blocks, "\n");
+    m.content = m.content.empty() ? calls : absl::StrCat(m.content, "\n", calls);
+  }
+  if (!UsesTools(*request)) return absl::OkStatus();
+
+  if (Constrained(*request)) {
+    // Each parameters schema alone first, so that an error names its tool.
+    for (size_t i = 0; i < request->tools.size(); ++i) {
+      const ToolDefinition& tool = request->tools[i];
+      if (tool.parameters.empty()) continue;
+      if (request->tool_choice == ToolChoice::kFunction &&
+          tool.name != request->tool_choice_function) {
+        continue;
+      }
+      if (absl::Status s = engine::JsonSchema::Compile(tool.parameters).status(); !s.ok()) {
+        const std::string param = absl::StrCat("tools[", i, "].function.parameters");
+        return InvalidParam(
+            param,
+            absl::StrCat("tool '", tool.name, "': ", s.message(), " (with tool_choice '",
+                         request->tool_choice == ToolChoice::kRequired ? "required" : "function",
+                         "' the arguments are generated under it)"));
+      }
+    }
+    request->json_schema =
+        ToolCallSchema(request->tools, request->tool_choice, request->tool_choice_function);
+    if (absl::Status s = engine::JsonSchema::Compile(request->json_schema).status(); !s.ok()) {
+      return InvalidParam("tools", std::string(s.message()));
+    }
+    request->json_object = true;
+  }
+
+  const std::string block = ToolsSystemBlock(request->tools);
+  std::vector<ChatMessage>& messages = request->messages;
+  if (!messages.empty() && (messages[0].role == "system" || messages[0].role == "developer")) {
+    messages[0].content = absl::StrCat(messages[0].content, "\n\n", block);
+  } else {
+    ChatMessage system;
+    system.role = "system";
+    system.content = block;
+    messages.insert(messages.begin(), std::move(system));
+  }
+  return absl::OkStatus();
+}
+
+ToolCallOutput ParseToolCalls(const CompletionRequest& request, std::string_view text,
+                              std::string_view finish_reason) {
+  ToolCallOutput none{std::string(text), {}};
+  if (!UsesTools(request) || finish_reason == "length") return none;
+  if (Constrained(request)) {
+    std::optional<ToolCall> call = ParseCall(request, text);
+    if (!call) return none;
+    ToolCallOutput out;
+    out.calls.push_back(std::move(*call));
+    return out;
+  }
+  ToolCallOutput out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const size_t open = text.find(kOpenTag, pos);
+    if (open == std::string_view::npos) {
+      out.content += text.substr(pos);
+      break;
+    }
+    out.content += text.substr(pos, open - pos);
+    const size_t begin = open + kOpenTag.size();
+    const size_t close = text.find(kCloseTag, begin);
+    const size_t end = close == std::string_view::npos ? text.size() : close;
+    std::optional<ToolCall> call = ParseCall(request, text.substr(begin, end - begin));
+    if (!call) return none;
+    out.calls.push_back(std::move(*call));
+    pos = close == std::string_view::npos ? text.size() : close + kCloseTag.size();
+  }
+  if (out.calls.empty()) return none;
+  out.content = std::string(absl::StripAsciiWhitespace(out.content));
+  return out;
+}
+
+ToolCallStream::ToolCallStream(const CompletionRequest* request)
+    : request_(request), constrained_(Constrained(*request)) {}
+
+CompletionChunk ToolCallStream::Release(size_t n) {
+  CompletionChunk out;
+  out.choice_index = held_[0].choice_index;
+  size_t bytes = 0;
+  for (size_t i = 0; i < n; ++i) {
+    out.text += held_[i].text;
+    bytes += held_[i].text.size();
+    for (TokenLogprob& lp : held_[i].logprobs) out.logprobs.push_back(std::move(lp));
+  }
+  held_.erase(held_.begin(), held_.begin() + static_cast<ptrdiff_t>(n));
+  held_text_.erase(0, bytes);
+  return out;
+}
+
+std::vector<CompletionChunk> ToolCallStream::Push(CompletionChunk chunk) {
+  std::vector<CompletionChunk> out;
+  const int index = chunk.choice_index;
+  std::optional<std::string> finish = std::move(chunk.finish_reason);
+  chunk.finish_reason.reset();
+  if (!chunk.text.empty() || !chunk.logprobs.empty()) {
+    held_text_ += chunk.text;
+    held_.push_back(std::move(chunk));
+  }
+  if (!constrained_ && !in_call_) {
+    size_t safe = held_text_.find(kOpenTag);
+    if (safe != std::string::npos) {
+      in_call_ = true;
+    } else {
+      safe = PartialTagStart(held_text_);
+    }
+    // Whole chunks before the (possible) tag go out.
+    size_t n = 0;
+    for (size_t end = 0; n < held_.size() && end + held_[n].text.size() <= safe; ++n) {
+      end += held_[n].text.size();
+    }
+    if (n > 0) out.push_back(Release(n));
+  }
+  if (!finish) return out;
+
+  CompletionChunk last;
+  last.choice_index = index;
+  ToolCallOutput parsed = ParseToolCalls(*request_, held_text_, *finish);
+  if (!parsed.calls.empty()) {
+    if (!parsed.content.empty()) {
+      CompletionChunk content;
+      content.choice_index = index;
+      content.text = std::move(parsed.content);
+      out.push_back(std::move(content));
+    }
+    CompletionChunk calls;
+    calls.choice_index = index;
+    for (CompletionChunk& c : held_) {
+      for (TokenLogprob& lp : c.logprobs) calls.logprobs.push_back(std::move(lp));
+    }
+    calls.tool_calls = std::move(parsed.calls);
+    out.push_back(std::move(calls));
+    last.finish_reason = "tool_calls";
+    held_.clear();
+    held_text_.clear();
+  } else {
+    if (!held_.empty()) out.push_back(Release(held_.size()));
+    last.finish_reason = std::move(finish);
+  }
+  out.push_back(std::move(last));
+  return out;
+}
+
+}  // namespace crescent::server
