@@ -235,6 +235,60 @@ TEST_F(HttpServerTest, NonStreamingChat) {
   EXPECT_EQ(seen.sampling.seed, 3u);
 }
 
+TEST_F(HttpServerTest, ToolCallsUnderAuto) {
+  FakeCompletionService::Script script;
+  script.pieces = {"Checking.", " <tool", "_call>\n{\"name\": \"get_time\", ",
+                   "\"arguments\": {\"tz\": \"UTC\"}}\n</tool_call>"};
+  service_.set_script(script);
+  const std::string body =
+      R"({"messages":[{"role":"user","content":"Time?"}],
+          "tools":[{"type":"function","function":{"name":"get_time","parameters":
+            {"type":"object","properties":{"tz":{"type":"string"}}}}}]})";
+  Response r = Post("/v1/chat/completions", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = r.Json();
+  const json& choice = j["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  EXPECT_EQ(choice["message"]["content"], "Checking.");
+  ASSERT_EQ(choice["message"]["tool_calls"].size(), 1u);
+  EXPECT_EQ(choice["message"]["tool_calls"][0]["function"]["name"], "get_time");
+  EXPECT_EQ(choice["message"]["tool_calls"][0]["function"]["arguments"], R"({"tz":"UTC"})");
+  // The service saw the tools in a system message, and no constraint under auto.
+  CompletionRequest seen = service_.last_request();
+  ASSERT_EQ(seen.messages.size(), 2u);
+  EXPECT_EQ(seen.messages[0].role, "system");
+  EXPECT_THAT(seen.messages[0].content, ::testing::HasSubstr("\"name\":\"get_time\""));
+  EXPECT_FALSE(seen.json_object);
+
+  // Streamed: the text before the call as content, then the call, then the finish.
+  std::string stream_body = body;
+  stream_body.insert(1, R"("stream":true,)");
+  r = Post("/v1/chat/completions", stream_body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::vector<std::string> events = SseEvents(r.body);
+  ASSERT_EQ(events.size(), 4u) << r.body;
+  json first = json::parse(events[0])["choices"][0]["delta"];
+  EXPECT_EQ(first["role"], "assistant");
+  EXPECT_EQ(first["content"], "Checking.");
+  json calls = json::parse(events[1])["choices"][0]["delta"]["tool_calls"];
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0]["index"], 0);
+  EXPECT_THAT(calls[0]["id"].get<std::string>(), StartsWith("call_"));
+  EXPECT_EQ(calls[0]["function"]["name"], "get_time");
+  EXPECT_EQ(json::parse(events[2])["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_EQ(events[3], "[DONE]");
+
+  // A parameters schema outside the subset, under "required": 400 naming the tool, nothing run.
+  const int started = service_.started();
+  r = Post("/v1/chat/completions",
+           R"({"messages":[{"role":"user","content":"Time?"}],"tool_choice":"required",
+               "tools":[{"type":"function","function":{"name":"get_time","parameters":
+                 {"type":"object","properties":{"tz":{"type":"string","format":"x"}}}}}]})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(r.Json()["error"]["param"], "tools[0].function.parameters");
+  EXPECT_EQ(service_.started(), started);
+}
+
 TEST_F(HttpServerTest, DefaultModelNameAndLengthFinish) {
   FakeCompletionService::Script script;
   script.finish_reason = "length";
