@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "src/common/clock.h"
@@ -295,6 +296,17 @@ class Session : public std::enable_shared_from_this<Session> {
       if (require(http::verb::get, "GET") && Authorized(req)) {
         SendBody(200, kJson, ModelsJson(server_->service->Models()));
       }
+    } else if (absl::StartsWith(path, "/v1/models/")) {
+      if (!require(http::verb::get, "GET") || !Authorized(req)) return;
+      const absl::string_view id = path.substr(std::string_view("/v1/models/").size());
+      for (const ModelInfo& m : server_->service->Models()) {
+        if (m.id == id) {
+          SendBody(200, kJson, ModelJson(m));
+          return;
+        }
+      }
+      SendError(MakeError(404, absl::StrCat("The model '", id, "' does not exist"),
+                          "invalid_request_error", "model_not_found"));
     } else if (path == "/v1/chat/completions" || path == "/v1/completions") {
       if (require(http::verb::post, "POST") && Authorized(req)) {
         StartCompletion(

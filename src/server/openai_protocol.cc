@@ -861,14 +861,20 @@ std::string StreamUsageChunkJson(const CompletionRequest& request, std::string_v
   return Dump(j);
 }
 
+namespace {
+json ModelObject(const ModelInfo& m) {
+  json entry = {
+      {"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", m.owned_by}};
+  if (m.max_model_len > 0) entry["max_model_len"] = m.max_model_len;
+  return entry;
+}
+}  // namespace
+
+std::string ModelJson(const ModelInfo& model) { return Dump(ModelObject(model)); }
+
 std::string ModelsJson(const std::vector<ModelInfo>& models) {
   json data = json::array();
-  for (const ModelInfo& m : models) {
-    json entry = {
-        {"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", m.owned_by}};
-    if (m.max_model_len > 0) entry["max_model_len"] = m.max_model_len;
-    data.push_back(std::move(entry));
-  }
+  for (const ModelInfo& m : models) data.push_back(ModelObject(m));
   return Dump(json{{"object", "list"}, {"data", data}});
 }
 

@@ -90,6 +90,8 @@ std::string StreamUsageChunkJson(const CompletionRequest& request, std::string_v
 
 // GET /v1/models: {"object":"list","data":[{"id","object":"model","created","owned_by"}...]}.
 std::string ModelsJson(const std::vector<ModelInfo>& models);
+// GET /v1/models/{id}: one such model object.
+std::string ModelJson(const ModelInfo& model);
 
 }  // namespace crescent::server
 

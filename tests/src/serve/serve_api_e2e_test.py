@@ -364,6 +364,7 @@ def check_models_and_errors(server, client):
     models = client.models.list()
     ids = [m.id for m in models.data]
     check(ids == [MODEL], f"models {ids}")
+    check(client.models.retrieve(MODEL).id == MODEL, "models.retrieve")
 
     def expect(exc_type, status, fn, what):
         try:
@@ -382,6 +383,8 @@ def check_models_and_errors(server, client):
     check("8192" in str(e), "overflow message does not give the context length")
     expect(openai.BadRequestError, 400,
            lambda: greedy_chat(client, "word " * 9000, max_tokens=4), "prompt beyond the context")
+    expect(openai.NotFoundError, 404, lambda: client.models.retrieve("gpt-4"),
+           "unknown model retrieved")
     expect(openai.NotFoundError, 404,
            lambda: client.chat.completions.create(
                model="gpt-4", messages=[{"role": "user", "content": "hi"}], max_tokens=2),

@@ -191,6 +191,13 @@ TEST_F(HttpServerTest, HealthReadyModelsMetrics) {
   EXPECT_EQ(j["object"], "list");
   ASSERT_EQ(j["data"].size(), 2u);
   EXPECT_EQ(j["data"][0]["id"], "smollm2");
+  r = Get("/v1/models/other");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.Json()["id"], "other");
+  EXPECT_EQ(r.Json()["object"], "model");
+  r = Get("/v1/models/gpt-4");
+  ExpectError(r, 404, "invalid_request_error");
+  EXPECT_EQ(r.Json()["error"]["code"], "model_not_found");
 
   Post("/v1/chat/completions", kChatBody);
   r = Get("/metrics");
