@@ -238,6 +238,7 @@ engine::SamplingParams ToEngineSampling(const CompletionRequest& request) {
   p.min_p = static_cast<float>(s.min_p);
   p.frequency_penalty = static_cast<float>(s.frequency_penalty);
   p.presence_penalty = static_cast<float>(s.presence_penalty);
+  p.repetition_penalty = static_cast<float>(s.repetition_penalty);
   if (s.seed) {
     p.seed = *s.seed;
     p.has_seed = true;
@@ -427,6 +428,7 @@ absl::Status EngineService::Validate(const CompletionRequest& request) {
     engine::EngineRequest er;
     er.prompt = std::move(prepared.prompt);
     er.max_tokens = prepared.max_tokens;
+    er.ignore_eos = request.ignore_eos;
     er.sampling = std::move(prepared.sampling);
     CRESCENT_RETURN_IF_ERROR(generator_->Validate(er));
   }
@@ -472,6 +474,7 @@ std::unique_ptr<server::CompletionHandle> EngineService::Start(CompletionRequest
     engine::EngineRequest er;
     er.prompt = pr.prompt;
     er.max_tokens = pr.max_tokens;
+    er.ignore_eos = request.ignore_eos;
     er.sampling = pr.sampling;
     if (er.sampling.has_seed) er.sampling.seed += static_cast<uint64_t>(i % per_prompt);
     absl::StatusOr<uint64_t> id = generator_->Submit(

@@ -63,6 +63,7 @@ struct SamplingParams {
   std::optional<uint64_t> seed;
   double presence_penalty = 0.0;                       // [-2, 2].
   double frequency_penalty = 0.0;                      // [-2, 2].
+  double repetition_penalty = 1.0;                     // (0, 2]; 1 = off (vLLM's extension).
   std::vector<std::pair<int32_t, double>> logit_bias;  // token id -> bias in [-100, 100].
 };
 
@@ -76,6 +77,7 @@ struct CompletionRequest {
   std::vector<CompletionPrompt> prompts;
   SamplingParams sampling;
   std::optional<int> max_tokens;  // Unset: up to the context length.
+  bool ignore_eos = false;        // Go on past end-of-generation tokens (vLLM's extension).
   std::vector<std::string> stop;  // At most 4 non-empty strings.
   // Choices per prompt. Choice j of prompt p has choice_index p * n + j (OpenAI's order).
   int n = 1;

@@ -131,6 +131,20 @@ absl::Status ParseCommon(const json& root, CompletionRequest& req) {
     CRESCENT_RETURN_IF_ERROR(CheckRange(*frequency, -2.0, 2.0, "frequency_penalty"));
     s.frequency_penalty = *frequency;
   }
+  // vLLM's extensions: repetition_penalty (1 = off) and ignore_eos (benchmarks ask for exact
+  // output lengths with it).
+  CRESCENT_ASSIGN_OR_RETURN(auto repetition,
+                            GetNumber(root, "repetition_penalty", "repetition_penalty"));
+  if (repetition) {
+    if (!(*repetition > 0.0 && *repetition <= 2.0)) {
+      return InvalidParam(
+          "repetition_penalty",
+          absl::StrCat("'repetition_penalty' must be in (0, 2], got ", *repetition));
+    }
+    s.repetition_penalty = *repetition;
+  }
+  CRESCENT_ASSIGN_OR_RETURN(auto ignore_eos, GetBool(root, "ignore_eos", "ignore_eos"));
+  req.ignore_eos = ignore_eos.value_or(false);
   if (auto it = root.find("logit_bias"); it != root.end() && !it->is_null()) {
     if (!it->is_object()) return InvalidParam("logit_bias", "'logit_bias' must be an object");
     for (const auto& [key, value] : it->items()) {

@@ -126,6 +126,22 @@ def check_batched_prompts(client):
           f"streamed batch {texts}")
 
 
+def check_vllm_extensions(client):
+    """ignore_eos runs to max_tokens (as the replay bench asks); repetition_penalty is taken."""
+    plain = greedy_chat(client, "Say hi.", max_tokens=64)
+    check(plain.choices[0].finish_reason == "stop" and plain.usage.completion_tokens < 48,
+          f"a short answer was expected: {plain.usage} {plain.choices[0].message.content!r}")
+    r = greedy_chat(client, "Say hi.", max_tokens=48, extra_body={"ignore_eos": True})
+    print(f"ignore_eos: {r.usage.completion_tokens} tokens, {r.choices[0].finish_reason}")
+    check(r.usage.completion_tokens == 48 and r.choices[0].finish_reason == "length",
+          f"ignore_eos: {r.usage} {r.choices[0].finish_reason}")
+    r = greedy_chat(client, "Count from one to twenty in words.", max_tokens=40,
+                    extra_body={"repetition_penalty": 1.3})
+    base = greedy_chat(client, "Count from one to twenty in words.", max_tokens=40)
+    check(r.choices[0].message.content != base.choices[0].message.content,
+          "repetition_penalty 1.3 changed nothing")
+
+
 def check_n_and_seed(client):
     args = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me a short joke."}],
                 temperature=0.8, max_tokens=20)
@@ -474,6 +490,7 @@ def run(crescent, model):
         check_stream(client)
         check_stop_and_length(client)
         check_n_and_seed(client)
+        check_vllm_extensions(client)
         check_batched_prompts(client)
         check_logprobs(client)
         check_json_mode(client)

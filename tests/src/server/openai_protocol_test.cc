@@ -108,6 +108,8 @@ TEST(ParseChatTest, EveryField) {
       {"n", 3},
       {"presence_penalty", 0.5},
       {"frequency_penalty", -0.5},
+      {"repetition_penalty", 1.1},
+      {"ignore_eos", true},
       {"logit_bias", {{"50256", -100}, {"7", 2.5}}},
       {"logprobs", true},
       {"top_logprobs", 5},
@@ -133,6 +135,8 @@ TEST(ParseChatTest, EveryField) {
   EXPECT_EQ(r->n, 3);
   EXPECT_DOUBLE_EQ(r->sampling.presence_penalty, 0.5);
   EXPECT_DOUBLE_EQ(r->sampling.frequency_penalty, -0.5);
+  EXPECT_DOUBLE_EQ(r->sampling.repetition_penalty, 1.1);
+  EXPECT_TRUE(r->ignore_eos);
   EXPECT_THAT(r->sampling.logit_bias,
               ::testing::UnorderedElementsAre(std::pair<int32_t, double>(50256, -100.0),
                                               std::pair<int32_t, double>(7, 2.5)));
@@ -287,6 +291,9 @@ TEST(ParseChatTest, RangeAndTypeErrorsNameTheField) {
       {{{"seed", "x"}}, "seed"},
       {{{"presence_penalty", 3}}, "presence_penalty"},
       {{{"frequency_penalty", -2.5}}, "frequency_penalty"},
+      {{{"repetition_penalty", 0}}, "repetition_penalty"},
+      {{{"repetition_penalty", 2.5}}, "repetition_penalty"},
+      {{{"ignore_eos", 1}}, "ignore_eos"},
       {{{"logit_bias", {1, 2}}}, "logit_bias"},
       {{{"logit_bias", {{"abc", 1}}}}, "logit_bias.abc"},
       {{{"logit_bias", {{"-3", 1}}}}, "logit_bias.-3"},
