@@ -113,6 +113,10 @@ def main():
         for row in rows:
             if int(row["output_tokens"]) < 1 or float(row["ttft_s"]) < 0:
                 fail(f"request {row['index']} has no output: {row}")
+            # ignore_eos is sent: every output has the trace's (scaled, capped) length.
+            if int(row["output_tokens"]) != int(row["max_tokens"]):
+                fail(f"request {row['index']}: {row['output_tokens']} output tokens, "
+                     f"{row['max_tokens']} asked for with ignore_eos: {row}")
             if int(row["cached_tokens"]) > int(row["prompt_tokens"]):
                 fail(f"request {row['index']} reports more cached than prompt tokens: {row}")
         ideal, measured = s["ideal_hit_ratio"], s["hit_ratio"]
