@@ -209,6 +209,14 @@ ToolCallOutput ParseToolCalls(const CompletionRequest& request, std::string_view
     return out;
   }
   ToolCallOutput out;
+  // A whole output that is one call's JSON, untagged (as Llama 3.1 answers with tools).
+  if (absl::string_view t = absl::StripAsciiWhitespace(absl::string_view(text.data(), text.size()));
+      !t.empty() && t.front() == '{') {
+    if (std::optional<ToolCall> call = ParseCall(request, std::string_view(t.data(), t.size()))) {
+      out.calls.push_back(std::move(*call));
+      return out;
+    }
+  }
   size_t pos = 0;
   while (pos < text.size()) {
     const size_t open = text.find(kOpenTag, pos);
@@ -258,8 +266,13 @@ std::vector<CompletionChunk> ToolCallStream::Push(CompletionChunk chunk) {
   }
   if (!constrained_ && !in_call_) {
     size_t safe = held_text_.find(kOpenTag);
+    const size_t first = held_text_.find_first_not_of(" \t\r\n");
     if (safe != std::string::npos) {
       in_call_ = true;
+    } else if (!released_any_ && (first == std::string::npos || held_text_[first] == '{')) {
+      // The output so far is blank or opens a JSON object: it may be an untagged call.
+      in_call_ = first != std::string::npos;
+      safe = 0;
     } else {
       safe = PartialTagStart(held_text_);
     }
@@ -268,7 +281,10 @@ std::vector<CompletionChunk> ToolCallStream::Push(CompletionChunk chunk) {
     for (size_t end = 0; n < held_.size() && end + held_[n].text.size() <= safe; ++n) {
       end += held_[n].text.size();
     }
-    if (n > 0) out.push_back(Release(n));
+    if (n > 0) {
+      out.push_back(Release(n));
+      released_any_ = true;
+    }
   }
   if (!finish) return out;
 

@@ -18,6 +18,9 @@
 //               and carries an arguments object, they become the choice's tool_calls (the
 //               text outside them its content, null when blank) and finish_reason
 //               "tool_calls"; if any block is not such a call, the whole text is content.
+//               An output that is, whole, one such call's JSON without the tags (Llama 3.1's
+//               way) is a call too; streamed, an output that opens with '{' is therefore held
+//               until it ends.
 //   "required", {"type": "function", "function": {"name": ...}}
 //               the output is constrained (json_schema, src/engine/json_schema.h) to one call,
 //               {"name": ..., "arguments": ...} with the arguments the function's parameters
@@ -83,7 +86,8 @@ class ToolCallStream {
   bool constrained_;
   std::vector<CompletionChunk> held_;
   std::string held_text_;
-  bool in_call_ = false;  // a <tool_call> tag has been seen
+  bool in_call_ = false;       // a <tool_call> tag, or a '{' opening the output, was seen
+  bool released_any_ = false;  // some text went out as content
 };
 
 }  // namespace crescent::server

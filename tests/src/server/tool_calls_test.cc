@@ -155,6 +155,20 @@ TEST(ParseToolCallsTest, AutoReadsBlocks) {
   EXPECT_EQ(out.content, "");
 }
 
+TEST(ParseToolCallsTest, AutoReadsAnUntaggedCall) {
+  const CompletionRequest r = WeatherRequest(ToolChoice::kAuto);
+  ToolCallOutput out = ParseToolCalls(
+      r, "  {\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}\n", "stop");
+  ASSERT_EQ(out.calls.size(), 1u);
+  EXPECT_EQ(out.calls[0].arguments, R"({"city":"Oslo"})");
+  // Other JSON is content.
+  for (const std::string text : {"{\"city\": \"Oslo\"}", "{\"name\": \"Ann\"}"}) {
+    out = ParseToolCalls(r, text, "stop");
+    EXPECT_TRUE(out.calls.empty()) << text;
+    EXPECT_EQ(out.content, text);
+  }
+}
+
 TEST(ParseToolCallsTest, AnythingElseIsContent) {
   const CompletionRequest r = WeatherRequest(ToolChoice::kAuto);
   for (const std::string text :
@@ -229,6 +243,28 @@ TEST(ToolCallStreamTest, HeldTextThatIsNoCallGoesOutAsContent) {
   EXPECT_EQ(last[0].text, "a <tool_call>{\"name\":\"nope\"}");
   EXPECT_EQ(last[0].logprobs.size(), 2u);
   EXPECT_EQ(last[1].finish_reason, "stop");
+}
+
+TEST(ToolCallStreamTest, AnOutputOpeningAnObjectIsHeld) {
+  const CompletionRequest r = WeatherRequest(ToolChoice::kAuto);
+  ToolCallStream call(&r);
+  EXPECT_TRUE(call.Push(Chunk(" ")).empty());
+  EXPECT_TRUE(call.Push(Chunk("{\"name\": \"get_time\"")).empty());
+  std::vector<CompletionChunk> last = call.Push(Chunk("}", "stop"));
+  ASSERT_EQ(last.size(), 2u);
+  EXPECT_EQ(last[0].tool_calls[0].name, "get_time");
+  EXPECT_EQ(last[1].finish_reason, "tool_calls");
+  // JSON that is no call goes out at the end, as content.
+  ToolCallStream json(&r);
+  EXPECT_TRUE(json.Push(Chunk("{\"a\": ")).empty());
+  last = json.Push(Chunk("1}", "stop"));
+  ASSERT_EQ(last.size(), 2u);
+  EXPECT_EQ(last[0].text, "{\"a\": 1}");
+  EXPECT_EQ(last[1].finish_reason, "stop");
+  // Text first: streamed; a '{' later is just text.
+  ToolCallStream text(&r);
+  EXPECT_EQ(Texts(text.Push(Chunk("Sure: "))), "Sure: ");
+  EXPECT_EQ(Texts(text.Push(Chunk("{\"name\": \"get_time\"}"))), "{\"name\": \"get_time\"}");
 }
 
 TEST(ToolCallStreamTest, ConstrainedHoldsEverything) {
