@@ -324,8 +324,9 @@ void EngineService::RefreshMetrics() {
   published_ = s;
 }
 
-absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& request,
-                                                       size_t prompt_index) const {
+absl::StatusOr<std::vector<int32_t>> EngineService::PromptTokens(const CompletionRequest& request,
+                                                                 size_t prompt_index,
+                                                                 std::string* param) const {
   if (!request.model.empty() && request.model != served_model_name_) {
     return absl::NotFoundError(absl::StrCat("The model '", request.model,
                                             "' does not exist; this server serves '",
@@ -333,10 +334,10 @@ absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& 
   }
   const engine::LoadedModel& model = generator_->model();
   const model::Tokenizer& tokenizer = *model.tokenizer;
-  PreparedRequest prepared;
+  std::vector<int32_t> tokens;
   // The field errors name: "messages", "prompt", or "prompt[i]" in a batch.
-  std::string prompt_param =
-      request.prompts.size() > 1 ? absl::StrCat("prompt[", prompt_index, "]") : "prompt";
+  std::string& prompt_param = *param;
+  prompt_param = request.prompts.size() > 1 ? absl::StrCat("prompt[", prompt_index, "]") : "prompt";
   if (request.kind == RequestKind::kChat) {
     prompt_param = "messages";
     if (!model.chat_template) {
@@ -351,13 +352,13 @@ absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& 
     if (!rendered.ok()) {
       return server::InvalidParam("messages", std::string(rendered.status().message()));
     }
-    prepared.prompt = tokenizer.Encode(*rendered, /*add_special=*/false, /*parse_special=*/true);
+    tokens = tokenizer.Encode(*rendered, /*add_special=*/false, /*parse_special=*/true);
   } else if (prompt_index >= request.prompts.size()) {
     return server::InvalidParam("prompt", "'prompt' is required");
   } else if (const server::CompletionPrompt& p = request.prompts[prompt_index]; p.tokens) {
-    prepared.prompt = *p.tokens;
-    for (size_t i = 0; i < prepared.prompt.size(); ++i) {
-      int32_t id = prepared.prompt[i];
+    tokens = *p.tokens;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      int32_t id = tokens[i];
       if (id < 0 || id >= tokenizer.vocab_size()) {
         return server::InvalidParam(prompt_param, absl::StrCat(prompt_param, "[", i, "] = ", id,
                                                                " is not a token id (vocabulary of ",
@@ -365,9 +366,18 @@ absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& 
       }
     }
   } else {
-    prepared.prompt = tokenizer.Encode(p.text, /*add_special=*/true, /*parse_special=*/true);
+    tokens = tokenizer.Encode(p.text, /*add_special=*/true, /*parse_special=*/true);
   }
-  if (prepared.prompt.empty()) return server::InvalidParam(prompt_param, "the prompt is empty");
+  if (tokens.empty()) return server::InvalidParam(prompt_param, "the prompt is empty");
+  return tokens;
+}
+
+absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& request,
+                                                       size_t prompt_index) const {
+  const engine::LoadedModel& model = generator_->model();
+  PreparedRequest prepared;
+  std::string prompt_param;
+  CRESCENT_ASSIGN_OR_RETURN(prepared.prompt, PromptTokens(request, prompt_index, &prompt_param));
 
   const int64_t prompt = static_cast<int64_t>(prepared.prompt.size());
   const int64_t context = model.config.context_length;
@@ -506,6 +516,24 @@ std::unique_ptr<server::CompletionHandle> EngineService::Start(CompletionRequest
   }
   FinishSome(*gen, n - submitted + 1);
   return std::make_unique<Handle>(std::move(gen));
+}
+
+absl::StatusOr<std::vector<int32_t>> EngineService::Tokenize(const CompletionRequest& request) {
+  std::string param;
+  return PromptTokens(request, 0, &param);
+}
+
+absl::StatusOr<std::string> EngineService::Detokenize(const std::vector<int32_t>& tokens) {
+  const model::Tokenizer& tokenizer = *generator_->model().tokenizer;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= tokenizer.vocab_size()) {
+      return server::InvalidParam(
+          absl::StrCat("tokens[", i, "]"),
+          absl::StrCat("tokens[", i, "] = ", tokens[i], " is not a token id (vocabulary of ",
+                       tokenizer.vocab_size(), " tokens)"));
+    }
+  }
+  return tokenizer.Decode(tokens);
 }
 
 std::vector<server::ModelInfo> EngineService::Models() {

@@ -108,6 +108,8 @@ class EngineService final : public server::CompletionService {
 
   std::vector<server::ModelInfo> Models() override;
   bool Ready() override { return generator_->Ready(); }
+  absl::StatusOr<std::vector<int32_t>> Tokenize(const server::CompletionRequest& request) override;
+  absl::StatusOr<std::string> Detokenize(const std::vector<int32_t>& tokens) override;
 
   // What Validate and Start submit for `request` (choice 0 of prompt `prompt_index` of a
   // completion request; a chat request has no prompts and takes 0). Errors: as Validate, except
@@ -124,6 +126,10 @@ class EngineService final : public server::CompletionService {
   EngineService(Generator* generator, std::unique_ptr<Generator> owned,
                 server::ServerMetrics* metrics, const EngineServiceOptions& options);
   void MetricsLoop();
+  // The prompt's token ids (the model checked, the chat template rendered), and in *param the
+  // field errors about it name. Errors: NotFound (model), InvalidArgument.
+  absl::StatusOr<std::vector<int32_t>> PromptTokens(const server::CompletionRequest& request,
+                                                    size_t prompt_index, std::string* param) const;
 
   const std::unique_ptr<Generator> owned_generator_;
   Generator* const generator_;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace crescent::server {
 
@@ -173,6 +174,18 @@ class CompletionService {
 
   // The models served, for GET /v1/models.
   virtual std::vector<ModelInfo> Models() = 0;
+
+  // POST /tokenize: the token ids a completion of `request` would start from (a chat
+  // request's rendered conversation, or the one prompt of a completion request), nothing
+  // generated. Errors as Validate's about the prompt and model. Unimplemented by default.
+  virtual absl::StatusOr<std::vector<int32_t>> Tokenize(const CompletionRequest& request) {
+    return absl::UnimplementedError("this service does not tokenize");
+  }
+  // POST /detokenize: the text of `tokens`, special tokens included. InvalidArgument for an id
+  // outside the vocabulary. Unimplemented by default.
+  virtual absl::StatusOr<std::string> Detokenize(const std::vector<int32_t>& tokens) {
+    return absl::UnimplementedError("this service does not detokenize");
+  }
 
   // True when the service can take requests (GET /ready).
   virtual bool Ready() = 0;

@@ -307,6 +307,14 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       SendError(MakeError(404, absl::StrCat("The model '", id, "' does not exist"),
                           "invalid_request_error", "model_not_found"));
+    } else if (path == "/tokenize" || path == "/detokenize") {
+      if (require(http::verb::post, "POST") && Authorized(req)) {
+        if (path == "/tokenize") {
+          Tokenize(req.body());
+        } else {
+          Detokenize(req.body());
+        }
+      }
     } else if (path == "/v1/chat/completions" || path == "/v1/completions") {
       if (require(http::verb::post, "POST") && Authorized(req)) {
         StartCompletion(
@@ -339,6 +347,42 @@ class Session : public std::enable_shared_from_this<Session> {
                         "authentication_error", "invalid_api_key"),
               {{"WWW-Authenticate", "Bearer"}});
     return false;
+  }
+
+  // vLLM's /tokenize and /detokenize: answered on this thread (tokenizing is quick).
+  void Tokenize(const std::string& body) {
+    absl::StatusOr<CompletionRequest> parsed = ParseTokenizeRequest(body);
+    if (parsed.ok() && parsed->kind == RequestKind::kChat) {
+      if (absl::Status status = ApplyTools(&*parsed); !status.ok()) parsed = status;
+    }
+    if (!parsed.ok()) {
+      SendError(HttpErrorFromStatus(parsed.status()));
+      return;
+    }
+    absl::StatusOr<std::vector<int32_t>> tokens = server_->service->Tokenize(*parsed);
+    if (!tokens.ok()) {
+      SendError(HttpErrorFromStatus(tokens.status()));
+      return;
+    }
+    int max_model_len = 0;
+    for (const ModelInfo& m : server_->service->Models()) {
+      if (parsed->model.empty() || m.id == parsed->model) {
+        max_model_len = m.max_model_len;
+        break;
+      }
+    }
+    SendBody(200, kJson, TokenizeResponseJson(*tokens, max_model_len));
+  }
+
+  void Detokenize(const std::string& body) {
+    absl::StatusOr<std::vector<int32_t>> tokens = ParseDetokenizeRequest(body);
+    absl::StatusOr<std::string> text =
+        tokens.ok() ? server_->service->Detokenize(*tokens) : tokens.status();
+    if (!text.ok()) {
+      SendError(HttpErrorFromStatus(text.status()));
+      return;
+    }
+    SendBody(200, kJson, DetokenizeResponseJson(*text));
   }
 
   void StartCompletion(RequestKind kind, const std::string& body) {

@@ -691,6 +691,44 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body) 
   return req;
 }
 
+absl::StatusOr<CompletionRequest> ParseTokenizeRequest(std::string_view body) {
+  CRESCENT_ASSIGN_OR_RETURN(json root, ParseBody(body));
+  if (root.contains("messages")) return ParseChatCompletionRequest(body);
+  CRESCENT_ASSIGN_OR_RETURN(CompletionRequest req, ParseCompletionRequest(body));
+  if (req.prompts.size() != 1) {
+    return InvalidParam("prompt",
+                        absl::StrCat("/tokenize takes one prompt, got ", req.prompts.size()));
+  }
+  return req;
+}
+
+absl::StatusOr<std::vector<int32_t>> ParseDetokenizeRequest(std::string_view body) {
+  CRESCENT_ASSIGN_OR_RETURN(json root, ParseBody(body));
+  auto tokens = root.find("tokens");
+  if (tokens == root.end() || tokens->is_null())
+    return InvalidParam("tokens", "'tokens' is required");
+  if (!tokens->is_array()) return InvalidParam("tokens", "'tokens' must be an array of token ids");
+  std::vector<int32_t> out;
+  for (size_t i = 0; i < tokens->size(); ++i) {
+    const json& t = (*tokens)[i];
+    if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
+        t.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      const std::string param = absl::StrCat("tokens[", i, "]");
+      return InvalidParam(param, absl::StrCat("'", param, "' is not a token id"));
+    }
+    out.push_back(static_cast<int32_t>(t.get<int64_t>()));
+  }
+  return out;
+}
+
+std::string TokenizeResponseJson(const std::vector<int32_t>& tokens, int max_model_len) {
+  return Dump(json{{"count", tokens.size()}, {"max_model_len", max_model_len}, {"tokens", tokens}});
+}
+
+std::string DetokenizeResponseJson(std::string_view text) {
+  return Dump(json{{"prompt", Str(text)}});
+}
+
 namespace {
 constexpr char kRetryAfterUrl[] = "type.crescent/retry-after-seconds";
 }  // namespace
@@ -745,6 +783,11 @@ HttpError HttpErrorFromStatus(const absl::Status& status) {
     case absl::StatusCode::kPermissionDenied:
       e.http_status = 403;
       e.type = "permission_error";
+      break;
+    case absl::StatusCode::kUnimplemented:
+      e.http_status = 501;
+      e.type = "invalid_request_error";
+      e.code = "not_implemented";
       break;
     default:
       e.http_status = 500;

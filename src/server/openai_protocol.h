@@ -30,6 +30,15 @@ inline constexpr int kMaxTools = 128;
 absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view body);
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body);
 
+// POST /tokenize (vLLM's): a chat body ("messages", tools included) or a completion body with
+// one "prompt". Errors as those parsers'; several prompts are InvalidArgument naming "prompt".
+absl::StatusOr<CompletionRequest> ParseTokenizeRequest(std::string_view body);
+// POST /detokenize: {"tokens": [ids]}; InvalidArgument naming "tokens" or "tokens[i]".
+absl::StatusOr<std::vector<int32_t>> ParseDetokenizeRequest(std::string_view body);
+// {"count", "max_model_len", "tokens"} and {"prompt"}.
+std::string TokenizeResponseJson(const std::vector<int32_t>& tokens, int max_model_len);
+std::string DetokenizeResponseJson(std::string_view text);
+
 // An InvalidArgument status that names the request field `param`.
 absl::Status InvalidParam(std::string_view param, std::string_view message);
 // The field attached by InvalidParam(), or "" if none.
@@ -53,7 +62,8 @@ absl::Status WithRetryAfter(absl::Status status, double seconds);
 std::optional<int> RetryAfterOf(const absl::Status& status);
 
 // InvalidArgument/OutOfRange -> 400, NotFound -> 404, ResourceExhausted -> 429,
-// Unavailable -> 503, Unauthenticated -> 401, PermissionDenied -> 403, anything else -> 500.
+// Unavailable -> 503, Unauthenticated -> 401, PermissionDenied -> 403, Unimplemented -> 501,
+// anything else -> 500.
 // REQUIRES: !status.ok().
 HttpError HttpErrorFromStatus(const absl::Status& status);
 

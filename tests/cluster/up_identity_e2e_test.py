@@ -9,6 +9,7 @@ included).
 Exit 77 (CTest skip) without the model or the openai package.
 """
 import json
+import urllib.request
 
 import openai
 
@@ -120,6 +121,18 @@ def run_all(base):
     return out
 
 
+def tokenize(base):
+    """POST /tokenize of a chat with tools: the conductor renders as `crescent serve` does."""
+    body = {"messages": [{"role": "user", "content": "What is the weather in Oslo?"}],
+            "tools": TOOLS}
+    req = urllib.request.Request(base + "/tokenize", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        out = json.load(r)
+    check(out["count"] == len(out["tokens"]) > 100, f"/tokenize: {out}")
+    return out["tokens"]
+
+
 def compare(name, want, got):
     for (kind, _), w, g in zip(requests(), want, got):
         print(f"  {name} {kind}: {g[0]!r} ({g[1]}, {g[2]}+{g[3]} tokens)")
@@ -130,11 +143,13 @@ def compare(name, want, got):
 def run(crescent, model):
     with Server(crescent, model) as serve:
         want = run_all(serve.base)
+        want_tokens = tokenize(serve.base)
         check(serve.stop() == 0, "crescent serve did not stop cleanly")
     for name, p, d in (("up 1P+1D", 1, 1), ("up 2P+2D", 2, 2)):
         with Up(crescent, model, prefill=p, decode=d) as up:
             got = run_all(up.base)
             compare(name, want, got)
+            check(tokenize(up.base) == want_tokens, f"{name}: /tokenize differs from serve's")
             if p == 2:
                 # Each request went through the cluster: the conductor timed every phase.
                 m = up.metrics()

@@ -142,6 +142,31 @@ def check_vllm_extensions(client):
           "repetition_penalty 1.3 changed nothing")
 
 
+def check_tokenize(server, client):
+    """/tokenize gives the ids a request would start from; /detokenize gives the text back."""
+    def post(path, body):
+        status, _, data = server.request("POST", path, json.dumps(body),
+                                         {"Authorization": f"Bearer {KEY}",
+                                          "Content-Type": "application/json"})
+        return status, json.loads(data)
+    status, out = post("/tokenize", {"model": MODEL, "prompt": "Hello world, 123!"})
+    check(status == 200 and out["count"] == len(out["tokens"]) > 3, f"tokenize: {status} {out}")
+    check(out["max_model_len"] == 8192, f"tokenize max_model_len {out}")
+    status, back = post("/detokenize", {"tokens": out["tokens"]})
+    check(status == 200 and back["prompt"].endswith("Hello world, 123!"), f"detokenize {back}")
+    # A chat: the rendered conversation's tokens are the prompt_tokens a completion reports.
+    messages = [{"role": "user", "content": "What is 2+2?"}]
+    status, chat = post("/tokenize", {"model": MODEL, "messages": messages})
+    r = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=1)
+    check(status == 200 and chat["count"] == r.usage.prompt_tokens,
+          f"tokenize chat {chat['count']} vs prompt_tokens {r.usage.prompt_tokens}")
+    status, text = post("/detokenize", {"tokens": chat["tokens"]})
+    check("<|im_start|>user\nWhat is 2+2?<|im_end|>" in text["prompt"], f"chat text {text}")
+    print(f"tokenize: {out['count']} tokens; chat {chat['count']}")
+    status, err = post("/detokenize", {"tokens": [10**6]})
+    check(status == 400 and err["error"]["param"] == "tokens[0]", f"detokenize bad id {err}")
+
+
 def check_n_and_seed(client):
     args = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me a short joke."}],
                 temperature=0.8, max_tokens=20)
@@ -491,6 +516,7 @@ def run(crescent, model):
         check_stop_and_length(client)
         check_n_and_seed(client)
         check_vllm_extensions(client)
+        check_tokenize(server, client)
         check_batched_prompts(client)
         check_logprobs(client)
         check_json_mode(client)

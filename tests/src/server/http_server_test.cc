@@ -296,6 +296,18 @@ TEST_F(HttpServerTest, ToolCallsUnderAuto) {
   EXPECT_EQ(service_.started(), started);
 }
 
+TEST_F(HttpServerTest, TokenizeParsesAndAsksTheService) {
+  // The fake service does not tokenize: 501, after the body was checked.
+  Response r = Post("/tokenize", R"({"prompt": "hi"})");
+  ExpectError(r, 501, "invalid_request_error");
+  r = Post("/tokenize", R"({"prompt": ["a", "b"]})");
+  ExpectError(r, 400, "invalid_request_error", "prompt");
+  r = Post("/detokenize", R"({"tokens": [1, -2]})");
+  ExpectError(r, 400, "invalid_request_error", "tokens[1]");
+  r = Get("/tokenize");
+  EXPECT_EQ(r.status, 405);
+}
+
 TEST_F(HttpServerTest, DefaultModelNameAndLengthFinish) {
   FakeCompletionService::Script script;
   script.finish_reason = "length";
