@@ -545,7 +545,9 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
   prefix_hits_.fetch_add(presp.cached_tokens());
 
   const engine::SampleResult first = cluster::SampledTokenFromProto(presp.first_token());
-  if (!req.ignore_eos && model_->tokenizer->IsEndOfGeneration(first.token)) {
+  const std::vector<int32_t>& stops = req.sampling.stop_token_ids;
+  if ((!req.ignore_eos && model_->tokenizer->IsEndOfGeneration(first.token)) ||
+      std::find(stops.begin(), stops.end(), first.token) != stops.end()) {
     release();  // end-of-generation is not reported as a token
     result->reason = engine::FinishReason::kStop;
     return absl::OkStatus();

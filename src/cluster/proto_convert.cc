@@ -24,6 +24,8 @@ engine::SamplingParams SamplingFromProto(const v1::SamplingParams& proto) {
   p.top_logprobs = proto.top_logprobs();
   p.json_object = proto.json_object();
   p.json_schema = proto.json_schema();
+  p.stop_token_ids.assign(proto.stop_token_ids().begin(), proto.stop_token_ids().end());
+  p.min_tokens = proto.min_tokens();
   return p;
 }
 
@@ -43,6 +45,9 @@ void SamplingToProto(const engine::SamplingParams& params, v1::SamplingParams* p
   proto->set_top_logprobs(params.top_logprobs);
   proto->set_json_object(params.json_object);
   proto->set_json_schema(params.json_schema);
+  proto->mutable_stop_token_ids()->Assign(params.stop_token_ids.begin(),
+                                          params.stop_token_ids.end());
+  proto->set_min_tokens(params.min_tokens);
 }
 
 void SampledTokenToProto(const engine::SampleResult& result, v1::SampledToken* proto) {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -30,6 +31,8 @@ struct RequestState {
   RequestMode mode = RequestMode::kFull;
   int max_tokens = 0;
   bool ignore_eos = false;
+  std::vector<int32_t> stop_token_ids;  // sampling.stop_token_ids
+  int min_tokens = 0;                   // sampling.min_tokens
   std::function<void(int, std::span<const KvCache::BlockId>, int64_t, int64_t)> on_layer;
   int64_t submit_ns = 0;
   int64_t first_token_ns = -1;
@@ -115,6 +118,15 @@ class Engine::Impl {
   std::unique_ptr<RequestState> MakeState(EngineRequest& request, TokenCallback on_token,
                                           FinishCallback on_finish);
   void Run();
+  // Whether `token` ends `state`'s request: an end-of-generation token (unless ignore_eos) or
+  // one of its stop_token_ids.
+  bool Ends(const RequestState& state, int32_t token) const {
+    if (!state.ignore_eos && model_->tokenizer->IsEndOfGeneration(token)) return true;
+    return std::find(state.stop_token_ids.begin(), state.stop_token_ids.end(), token) !=
+           state.stop_token_ids.end();
+  }
+  // Before min_tokens: sets the logits of every token that would end the request to -inf.
+  void BanEnds(const RequestState& state, std::span<float> logits);
   // Engine thread: moves pending requests into the scheduler and applies cancellations.
   void AdmitPendingLocked(std::vector<Finished>* finished);
   // Engine thread, without the lock: runs finish callbacks, then releases the blocks.
@@ -145,6 +157,8 @@ class Engine::Impl {
   std::vector<float> logits_;
   std::thread thread_;
 
+  std::once_flag eog_once_;       // engine thread only: BanEnds
+  std::vector<int32_t> eog_ids_;  // the vocabulary's end-of-generation tokens
   mutable std::once_flag json_once_;
   mutable absl::StatusOr<std::unique_ptr<JsonVocabulary>> json_vocab_;
 };
@@ -214,6 +228,19 @@ absl::Status Engine::Impl::ValidateLocked(const EngineRequest& r) const {
   return absl::OkStatus();
 }
 
+void Engine::Impl::BanEnds(const RequestState& state, std::span<float> logits) {
+  std::call_once(eog_once_, [this] {
+    for (int32_t id = 0; id < model_->config.vocab_size; ++id) {
+      if (model_->tokenizer->IsEndOfGeneration(id)) eog_ids_.push_back(id);
+    }
+  });
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  if (!state.ignore_eos) {
+    for (int32_t id : eog_ids_) logits[id] = kNegInf;
+  }
+  for (int32_t id : state.stop_token_ids) logits[id] = kNegInf;
+}
+
 std::unique_ptr<RequestState> Engine::Impl::MakeState(EngineRequest& request,
                                                       TokenCallback on_token,
                                                       FinishCallback on_finish) {
@@ -224,6 +251,8 @@ std::unique_ptr<RequestState> Engine::Impl::MakeState(EngineRequest& request,
   state->mode = request.mode;
   state->max_tokens = request.max_tokens;
   state->ignore_eos = request.ignore_eos;
+  state->stop_token_ids = request.sampling.stop_token_ids;
+  state->min_tokens = request.sampling.min_tokens;
   state->on_layer = std::move(request.on_layer);
   state->submit_ns = clock_->NowNanos();
   return state;
@@ -402,7 +431,7 @@ void Engine::Impl::AdmitPendingLocked(std::vector<Finished>* finished) {
     // A prefilled request whose first token already ends it.
     if (generated > 0) {
       const int32_t last = seq->tokens.back();
-      if (!state->ignore_eos && model_->tokenizer->IsEndOfGeneration(last)) {
+      if (Ends(*state, last)) {
         finished->push_back({scheduler_.Detach(id), absl::OkStatus(), FinishReason::kStop});
       } else if (generated >= state->max_tokens) {
         finished->push_back({scheduler_.Detach(id), absl::OkStatus(), FinishReason::kLength});
@@ -510,6 +539,10 @@ void Engine::Impl::RunStep(const StepPlan& plan, std::vector<Finished>* finished
     std::span<float> logits(logits_.data() + row * vocab, vocab);
     ++row;
     std::span<const int32_t> all(seq->tokens);
+    if (static_cast<int64_t>(seq->tokens.size()) - seq->prompt_len < state->min_tokens &&
+        (state->json == nullptr || !state->json->complete())) {
+      BanEnds(*state, logits);
+    }
     if (state->json != nullptr) {
       if (absl::Status s = state->json->Restrict(logits); !s.ok()) {
         outcomes.push_back({seq, 0, false, true, FinishReason::kCancelled, std::move(s)});
@@ -528,7 +561,7 @@ void Engine::Impl::RunStep(const StepPlan& plan, std::vector<Finished>* finished
     const int64_t now = clock_->NowNanos();
     if (state->first_token_ns < 0) state->first_token_ns = now;
     Outcome o{seq, sr.token, false, false, FinishReason::kStop, absl::OkStatus()};
-    if (!state->ignore_eos && model_->tokenizer->IsEndOfGeneration(sr.token)) {
+    if (Ends(*state, sr.token)) {
       o.finish = true;
       o.reason = FinishReason::kStop;
     } else {

@@ -208,6 +208,15 @@ absl::Status ValidateSamplingParams(const SamplingParams& p, int vocab_size) {
                                                      " must be in [-100, 100], got ", bias));
     }
   }
+  for (int32_t token : p.stop_token_ids) {
+    if (token < 0 || token >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stop_token_ids: token id ", token, " is outside the vocabulary [0, ", vocab_size, ")"));
+    }
+  }
+  if (p.min_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("min_tokens must be >= 0, got ", p.min_tokens));
+  }
   return absl::OkStatus();
 }
 

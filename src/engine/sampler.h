@@ -61,13 +61,20 @@ struct SamplingParams {
   // With json_object: a JSON Schema (JSON text) the object must match (OpenAI response_format
   // json_schema; the subset in src/engine/json_schema.h). Empty: any object.
   std::string json_schema;
+  // Applied by the Engine, not the Sampler. Token ids that end generation as an
+  // end-of-generation token does (not reported; kStop), also under ignore_eos.
+  std::vector<int32_t> stop_token_ids;
+  // The engine bans end-of-generation tokens and stop_token_ids until this many tokens have
+  // been generated (unless a JSON constraint is complete, when only an end token may come).
+  int min_tokens = 0;
 };
 
 // Checks `params` against OpenAI's ranges: temperature [0, 2], top_p (0, 1], top_k >= 0,
 // min_p [0, 1], repetition_penalty (0, 2], frequency_penalty and presence_penalty [-2, 2],
 // top_logprobs [0, 20] and only with logprobs, logit_bias ids in [0, vocab_size) and values in
-// [-100, 100]. Returns InvalidArgument naming the field, the allowed range and the value given
-// (NaN is out of every range). REQUIRES: vocab_size > 0. Thread-safe.
+// [-100, 100], stop_token_ids in [0, vocab_size), min_tokens >= 0. Returns InvalidArgument naming
+// the field, the allowed range and the value given (NaN is out of every range). REQUIRES:
+// vocab_size > 0. Thread-safe.
 absl::Status ValidateSamplingParams(const SamplingParams& params, int vocab_size);
 
 struct TokenLogprob {

@@ -250,6 +250,8 @@ engine::SamplingParams ToEngineSampling(const CompletionRequest& request) {
   p.top_logprobs = request.logprobs ? request.top_logprobs : 0;
   p.json_object = request.json_object;
   p.json_schema = request.json_schema;
+  p.stop_token_ids = request.stop_token_ids;
+  p.min_tokens = request.min_tokens;
   return p;
 }
 

@@ -79,6 +79,10 @@ struct CompletionRequest {
   SamplingParams sampling;
   std::optional<int> max_tokens;  // Unset: up to the context length.
   bool ignore_eos = false;        // Go on past end-of-generation tokens (vLLM's extension).
+  // vLLM's extensions: end tokens and stop_token_ids are banned before min_tokens tokens;
+  // stop_token_ids end generation as an end token does.
+  int min_tokens = 0;
+  std::vector<int32_t> stop_token_ids;
   std::vector<std::string> stop;  // At most 4 non-empty strings.
   // Choices per prompt. Choice j of prompt p has choice_index p * n + j (OpenAI's order).
   int n = 1;

@@ -178,6 +178,38 @@ absl::Status ParseCommon(const json& root, CompletionRequest& req) {
     }
     req.max_tokens = static_cast<int>(*max_tokens);
   }
+  // vLLM's min_tokens and stop_token_ids.
+  CRESCENT_ASSIGN_OR_RETURN(auto min_tokens, GetInt(root, "min_tokens", "min_tokens"));
+  if (min_tokens) {
+    if (*min_tokens < 0 || *min_tokens > std::numeric_limits<int32_t>::max()) {
+      return InvalidParam("min_tokens",
+                          absl::StrCat("'min_tokens' must be >= 0, got ", *min_tokens));
+    }
+    if (req.max_tokens && *min_tokens > *req.max_tokens) {
+      return InvalidParam("min_tokens",
+                          absl::StrCat("'min_tokens' (", *min_tokens, ") must not exceed '",
+                                       max_param, "' (", *req.max_tokens, ")"));
+    }
+    req.min_tokens = static_cast<int>(*min_tokens);
+  }
+  if (auto it = root.find("stop_token_ids"); it != root.end() && !it->is_null()) {
+    if (!it->is_array()) {
+      return InvalidParam("stop_token_ids", "'stop_token_ids' must be an array of token ids");
+    }
+    if (it->size() > kMaxStopTokenIds) {
+      return InvalidParam("stop_token_ids", absl::StrCat("at most ", kMaxStopTokenIds,
+                                                         " stop_token_ids are allowed"));
+    }
+    for (size_t i = 0; i < it->size(); ++i) {
+      const json& t = (*it)[i];
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
+          t.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+        const std::string param = absl::StrCat("stop_token_ids[", i, "]");
+        return InvalidParam(param, absl::StrCat("'", param, "' is not a token id"));
+      }
+      req.stop_token_ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+    }
+  }
 
   if (auto it = root.find("stop"); it != root.end() && !it->is_null()) {
     if (it->is_string()) {

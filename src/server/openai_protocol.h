@@ -22,6 +22,7 @@ inline constexpr int kMaxChoices = 16;        // n
 inline constexpr int kMaxBatchChoices = 128;  // n times the prompts of a batched completion
 inline constexpr int kMaxTopLogprobs = 20;
 inline constexpr int kMaxTools = 128;
+inline constexpr size_t kMaxStopTokenIds = 64;
 
 // Parse a POST /v1/chat/completions or /v1/completions body. Unknown fields are ignored.
 // request_id is left empty (the server sets it). Errors: InvalidArgument for malformed JSON,

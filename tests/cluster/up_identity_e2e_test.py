@@ -49,6 +49,11 @@ def requests():
             {"role": "system", "content": "You are a concise assistant."},
             {"role": "user", "content": LONG + "\n\nSummarize the text above in one sentence."}])),
         ("completion", dict(prompt="The three primary colors are")),
+        # vLLM's extensions through the cluster: the prefill node samples the first token
+        # under them, the decode node the rest.
+        ("chat", dict(messages=[{"role": "user", "content": "Say hi."}],
+                      extra_body={"min_tokens": 12, "repetition_penalty": 1.2,
+                                  "stop_token_ids": [30]})),
         ("completion", dict(prompt=LONG + " In the end,")),
         ("completion_batch", dict(prompt=["The sky is", "Water boils at", [504, 3458, 314]])),
         ("chat_stream", dict(messages=[{"role": "user", "content": "Name three animals."}])),

@@ -21,6 +21,8 @@ TEST(SamplingConvertTest, RoundTripKeepsEveryField) {
   p.top_logprobs = 5;
   p.json_object = true;
   p.json_schema = R"({"type":"object"})";
+  p.stop_token_ids = {5, 9};
+  p.min_tokens = 3;
   cluster::v1::SamplingParams proto;
   SamplingToProto(p, &proto);
   engine::SamplingParams back = SamplingFromProto(proto);
@@ -41,6 +43,8 @@ TEST(SamplingConvertTest, RoundTripKeepsEveryField) {
   EXPECT_EQ(back.top_logprobs, 5);
   EXPECT_TRUE(back.json_object);
   EXPECT_EQ(back.json_schema, p.json_schema);
+  EXPECT_EQ(back.stop_token_ids, p.stop_token_ids);
+  EXPECT_EQ(back.min_tokens, 3);
 }
 
 TEST(SamplingConvertTest, ZeroValuesMeanOff) {

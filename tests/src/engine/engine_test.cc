@@ -439,6 +439,42 @@ TEST_F(EngineTest, TokenCallbackCanStopAndShutdownCancels) {
   }
 }
 
+TEST_F(EngineTest, StopTokenIdsEndAndMinTokensHoldThemBack) {
+  EngineOptions options;
+  options.block_tokens = 4;
+  options.num_blocks = 64;
+  auto engine = MakeEngine(options);
+  const std::vector<int32_t> prompt = MakePrompt(9, 5);
+  EngineRequest plain = Greedy(prompt, 12);
+  plain.ignore_eos = true;
+  Collector c(3);
+  ASSERT_TRUE(engine->Submit(plain, c.OnToken(0), c.OnFinish(0)).ok());
+  ASSERT_TRUE(c.Wait(0));
+  const std::vector<int32_t> ref = c.Get(0).tokens;
+  ASSERT_EQ(ref.size(), 12u);
+  // The first token as a stop id: the request ends at once, the stop token unreported, also
+  // under ignore_eos.
+  EngineRequest stop = plain;
+  stop.sampling.stop_token_ids = {ref[0]};
+  ASSERT_TRUE(engine->Submit(stop, c.OnToken(1), c.OnFinish(1)).ok());
+  ASSERT_TRUE(c.Wait(1));
+  EXPECT_EQ(c.Get(1).reason, FinishReason::kStop);
+  EXPECT_TRUE(c.Get(1).tokens.empty());
+  // Held back for two tokens: never among the first two, and the request runs until it comes
+  // later (or to max_tokens).
+  EngineRequest held = stop;
+  held.sampling.min_tokens = 2;
+  ASSERT_TRUE(engine->Submit(held, c.OnToken(2), c.OnFinish(2)).ok());
+  ASSERT_TRUE(c.Wait(2));
+  const std::vector<int32_t>& got = c.Get(2).tokens;
+  ASSERT_GE(got.size(), 2u);
+  for (int32_t t : got) EXPECT_NE(t, ref[0]);
+  if (got.size() < 12u) {
+    EXPECT_EQ(c.Get(2).reason, FinishReason::kStop);
+  }
+  ExpectNoLeaks(*engine);
+}
+
 TEST_F(EngineTest, PrefillOnlyThenSubmitPrefilledEqualsFull) {
   EngineOptions options;
   options.block_tokens = 4;

@@ -143,6 +143,11 @@ TEST(ValidateSamplingParamsTest, EachBadFieldIsNamed) {
        [](SamplingParams* p) {
          p->logit_bias = {{7, 150.0f}};
        }},
+      {"stop_token_ids: token id 100",
+       [](SamplingParams* p) {
+         p->stop_token_ids = {3, 100};
+       }},
+      {"min_tokens", [](SamplingParams* p) { p->min_tokens = -1; }},
   };
   for (const BadCase& c : cases) {
     SamplingParams p;

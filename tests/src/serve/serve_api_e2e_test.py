@@ -126,7 +126,7 @@ def check_batched_prompts(client):
           f"streamed batch {texts}")
 
 
-def check_vllm_extensions(client):
+def check_vllm_extensions(server, client):
     """ignore_eos runs to max_tokens (as the replay bench asks); repetition_penalty is taken."""
     plain = greedy_chat(client, "Say hi.", max_tokens=64)
     check(plain.choices[0].finish_reason == "stop" and plain.usage.completion_tokens < 48,
@@ -135,6 +135,20 @@ def check_vllm_extensions(client):
     print(f"ignore_eos: {r.usage.completion_tokens} tokens, {r.choices[0].finish_reason}")
     check(r.usage.completion_tokens == 48 and r.choices[0].finish_reason == "length",
           f"ignore_eos: {r.usage} {r.choices[0].finish_reason}")
+    # min_tokens holds the end token back; stop_token_ids ends on a chosen token (here the
+    # model's end-of-turn token, so the answer is the plain one).
+    r = greedy_chat(client, "Say hi.", max_tokens=64, extra_body={"min_tokens": 30})
+    print(f"min_tokens 30: {r.usage.completion_tokens} tokens, {r.choices[0].finish_reason}")
+    check(r.usage.completion_tokens >= 30, f"min_tokens: {r.usage}")
+    status, _, data = server.request("POST", "/tokenize", {"prompt": "<|im_end|>"},
+                                     {"Authorization": f"Bearer {KEY}"})
+    check(status == 200, f"/tokenize: {status} {data}")
+    end_of_turn = json.loads(data)["tokens"][-1:]
+    r = greedy_chat(client, "Say hi.", max_tokens=64,
+                    extra_body={"ignore_eos": True, "stop_token_ids": end_of_turn})
+    check(r.choices[0].finish_reason == "stop" and
+          r.choices[0].message.content == plain.choices[0].message.content,
+          f"stop_token_ids {end_of_turn}: {r.choices[0].finish_reason} {r.choices[0].message.content!r}")
     r = greedy_chat(client, "Count from one to twenty in words.", max_tokens=40,
                     extra_body={"repetition_penalty": 1.3})
     base = greedy_chat(client, "Count from one to twenty in words.", max_tokens=40)
@@ -515,7 +529,7 @@ def run(crescent, model):
         check_stream(client)
         check_stop_and_length(client)
         check_n_and_seed(client)
-        check_vllm_extensions(client)
+        check_vllm_extensions(server, client)
         check_tokenize(server, client)
         check_batched_prompts(client)
         check_logprobs(client)

@@ -110,6 +110,8 @@ TEST(ParseChatTest, EveryField) {
       {"frequency_penalty", -0.5},
       {"repetition_penalty", 1.1},
       {"ignore_eos", true},
+      {"min_tokens", 7},
+      {"stop_token_ids", {2, 0}},
       {"logit_bias", {{"50256", -100}, {"7", 2.5}}},
       {"logprobs", true},
       {"top_logprobs", 5},
@@ -137,6 +139,8 @@ TEST(ParseChatTest, EveryField) {
   EXPECT_DOUBLE_EQ(r->sampling.frequency_penalty, -0.5);
   EXPECT_DOUBLE_EQ(r->sampling.repetition_penalty, 1.1);
   EXPECT_TRUE(r->ignore_eos);
+  EXPECT_EQ(r->min_tokens, 7);
+  EXPECT_THAT(r->stop_token_ids, ::testing::ElementsAre(2, 0));
   EXPECT_THAT(r->sampling.logit_bias,
               ::testing::UnorderedElementsAre(std::pair<int32_t, double>(50256, -100.0),
                                               std::pair<int32_t, double>(7, 2.5)));
@@ -294,6 +298,10 @@ TEST(ParseChatTest, RangeAndTypeErrorsNameTheField) {
       {{{"repetition_penalty", 0}}, "repetition_penalty"},
       {{{"repetition_penalty", 2.5}}, "repetition_penalty"},
       {{{"ignore_eos", 1}}, "ignore_eos"},
+      {{{"min_tokens", -1}}, "min_tokens"},
+      {{{"min_tokens", 9}, {"max_tokens", 8}}, "min_tokens"},
+      {{{"stop_token_ids", 3}}, "stop_token_ids"},
+      {{{"stop_token_ids", {1, "x"}}}, "stop_token_ids[1]"},
       {{{"logit_bias", {1, 2}}}, "logit_bias"},
       {{{"logit_bias", {{"abc", 1}}}}, "logit_bias.abc"},
       {{{"logit_bias", {{"-3", 1}}}}, "logit_bias.-3"},
