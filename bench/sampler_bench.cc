@@ -123,6 +123,31 @@ int JsonMode(const std::string& path, int passes) {
   std::vector<float> logits(v.vocab_size(), 0.0f);
   auto [best, median] = Time(passes, 200, [&] { sink += constraint.Restrict(logits).ok(); });
   std::printf("%-40s %10.1f %10.1f\n", "Restrict (in a string)", best, median);
+
+  // tool_choice "required" with 8 tools (src/server/tool_calls.h): a top-level anyOf, one
+  // lexer per tool, each walked, until the name tells them apart.
+  std::string tools = R"({"anyOf": [)";
+  for (int t = 0; t < 8; ++t) {
+    tools += std::string(t > 0 ? "," : "") +
+             R"({"type": "object", "properties": {"name": {"const": "tool_)" + std::to_string(t) +
+             R"("}, "arguments": {"type": "object", "properties": {"city": {"type": "string"},
+                 "days": {"type": "integer"}}}}})";
+  }
+  tools += "]}";
+  auto tool_schema = engine::JsonSchema::Compile(tools);
+  if (!tool_schema.ok()) return 1;
+  const std::pair<const char*, const char*> tool_states[] = {
+      {"Restrict, 8 tools, name open", "{\"name\": \"tool_"},
+      {"Restrict, 8 tools, name decided", "{\"name\": \"tool_3\", \"arguments\": {\"city\": \"Os"},
+  };
+  for (const auto& [name, prefix] : tool_states) {
+    engine::JsonConstraint c(&v, *tool_schema);
+    for (int32_t id : (*tokenizer)->Encode(prefix, false, false)) {
+      if (!c.Accept(id).ok()) return 1;
+    }
+    auto [tbest, tmedian] = Time(passes, 100, [&] { sink += c.Restrict(logits).ok(); });
+    std::printf("%-40s %10.1f %10.1f\n", name, tbest, tmedian);
+  }
   return sink == 0 ? 1 : 0;
 }
 
