@@ -63,10 +63,11 @@ std::string RenderCall(const ToolCall& call) {
   return absl::StrCat(kOpen, "\n", body.dump(), "\n", kClose);
 }
 
-std::string ToolsSystemBlock(const std::vector<ToolDefinition>& tools) {
-  std::string out =
-      "# Tools\n\nYou may call one or more functions to help with the user's request. The "
-      "functions, one JSON object each, are listed inside <tools></tools> XML tags:\n<tools>";
+std::string ToolsSystemBlock(const std::vector<ToolDefinition>& tools, bool parallel) {
+  std::string out = absl::StrCat(
+      "# Tools\n\nYou may call ", parallel ? "one or more functions" : "one function",
+      " to help with the user's request. The functions, one JSON object each, are listed inside "
+      "<tools></tools> XML tags:\n<tools>");
   for (const ToolDefinition& tool : tools) {
     Json fn = {{"name", tool.name}};
     if (!tool.description.empty()) fn["description"] = tool.description;
@@ -75,9 +76,9 @@ std::string ToolsSystemBlock(const std::vector<ToolDefinition>& tools) {
   }
   absl::StrAppend(&out,
                   "\n</tools>\n\nTo call a function, write a JSON object with its name and "
-                  "arguments inside <tool_call></tool_call> XML tags, one block per call:\n",
-                  kOpen, "\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n",
-                  kClose);
+                  "arguments inside <tool_call></tool_call> XML tags",
+                  parallel ? ", one block per call" : "; make at most one call", ":\n", kOpen,
+                  "\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n", kClose);
   return out;
 }
 
@@ -184,7 +185,7 @@ absl::Status ApplyTools(CompletionRequest* request) {
     request->json_object = true;
   }
 
-  const std::string block = ToolsSystemBlock(request->tools);
+  const std::string block = ToolsSystemBlock(request->tools, request->parallel_tool_calls);
   std::vector<ChatMessage>& messages = request->messages;
   if (!messages.empty() && (messages[0].role == "system" || messages[0].role == "developer")) {
     messages[0].content = absl::StrCat(messages[0].content, "\n\n", block);

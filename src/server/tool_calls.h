@@ -4,7 +4,7 @@
 //
 // The prompt (the layout Hermes-style and Qwen 2.5 models are trained on): the functions go into
 // the system message, one JSON object per line inside <tools></tools>, with the instruction to
-// answer a call as
+// answer a call (with parallel_tool_calls false, at most one) as
 //   <tool_call>
 //   {"name": "get_weather", "arguments": {"city": "Oslo"}}
 //   </tool_call>

@@ -57,8 +57,15 @@ TEST(ApplyToolsTest, AutoPutsTheToolsIntoTheSystemMessage) {
       HasSubstr(
           R"("name":"get_time","parameters":{"type":"object","additionalProperties":false}})"));
   EXPECT_THAT(r.messages[0].content, HasSubstr("<tool_call>"));
+  EXPECT_THAT(r.messages[0].content, HasSubstr("one block per call"));
   EXPECT_FALSE(r.json_object);  // free output under auto
   EXPECT_TRUE(r.json_schema.empty());
+
+  // parallel_tool_calls false asks for one call.
+  CompletionRequest one = WeatherRequest(ToolChoice::kAuto);
+  one.parallel_tool_calls = false;
+  ASSERT_TRUE(ApplyTools(&one).ok());
+  EXPECT_THAT(one.messages[0].content, HasSubstr("make at most one call"));
 
   // An existing system message is extended, not replaced.
   CompletionRequest s = WeatherRequest(ToolChoice::kAuto);
