@@ -631,17 +631,19 @@ absl::Status JsonConstraint::Accept(int32_t token) {
         absl::StrCat("JSON mode: special token ", token, " cannot appear in the JSON object"));
   }
   const std::string_view piece = vocabulary_->piece(token);
-  std::vector<JsonLexer> alive;
-  for (const JsonLexer& lexer : lexers_) {
-    JsonLexer next = lexer;
-    if (next.Feed(piece)) alive.push_back(next);
+  // The lexers the token keeps alive, moved to the front in place (no allocation a token); a
+  // slot is overwritten only once it was read, so when none survives nothing has changed.
+  size_t alive = 0;
+  for (size_t i = 0; i < lexers_.size(); ++i) {
+    JsonLexer next = lexers_[i];
+    if (next.Feed(piece)) lexers_[alive++] = next;
   }
-  if (alive.empty()) {
+  if (alive == 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("JSON mode: token %d (\"%s\") does not continue the JSON object", token,
                         absl::CHexEscape(absl::string_view(piece.data(), piece.size()))));
   }
-  lexers_ = std::move(alive);
+  lexers_.resize(alive);
   return absl::OkStatus();
 }
 

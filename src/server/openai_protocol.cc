@@ -78,6 +78,23 @@ absl::Status CheckRange(double v, double lo, double hi, const char* param) {
   return absl::OkStatus();
 }
 
+// The elements of `array` as token ids (integers in [0, 2^31)). InvalidArgument naming
+// `param`[i] for the first element that is not one.
+absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const json& array, const std::string& param) {
+  std::vector<int32_t> tokens;
+  tokens.reserve(array.size());
+  for (size_t i = 0; i < array.size(); ++i) {
+    const json& t = array[i];
+    if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
+        t.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      return InvalidParam(absl::StrCat(param, "[", i, "]"),
+                          absl::StrCat("'", param, "' must be an array of token ids"));
+    }
+    tokens.push_back(static_cast<int32_t>(t.get<int64_t>()));
+  }
+  return tokens;
+}
+
 absl::StatusOr<json> ParseBody(std::string_view body) {
   json root = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) {
@@ -200,15 +217,7 @@ absl::Status ParseCommon(const json& root, CompletionRequest& req) {
       return InvalidParam("stop_token_ids", absl::StrCat("at most ", kMaxStopTokenIds,
                                                          " stop_token_ids are allowed"));
     }
-    for (size_t i = 0; i < it->size(); ++i) {
-      const json& t = (*it)[i];
-      if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
-          t.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
-        const std::string param = absl::StrCat("stop_token_ids[", i, "]");
-        return InvalidParam(param, absl::StrCat("'", param, "' is not a token id"));
-      }
-      req.stop_token_ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
-    }
+    CRESCENT_ASSIGN_OR_RETURN(req.stop_token_ids, ParseTokenIds(*it, "stop_token_ids"));
   }
 
   if (auto it = root.find("stop"); it != root.end() && !it->is_null()) {
@@ -658,17 +667,7 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body) 
   auto token_ids = [](const json& array,
                       const std::string& param) -> absl::StatusOr<std::vector<int32_t>> {
     if (array.empty()) return InvalidParam(param, absl::StrCat("'", param, "' must not be empty"));
-    std::vector<int32_t> tokens;
-    for (size_t i = 0; i < array.size(); ++i) {
-      const json& t = array[i];
-      if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
-          t.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
-        return InvalidParam(absl::StrCat(param, "[", i, "]"),
-                            absl::StrCat("'", param, "' must be an array of token ids"));
-      }
-      tokens.push_back(static_cast<int32_t>(t.get<int64_t>()));
-    }
-    return tokens;
+    return ParseTokenIds(array, param);
   };
   if (prompt->is_string()) {
     req.prompts.push_back({prompt->get<std::string>(), std::nullopt});
@@ -740,17 +739,7 @@ absl::StatusOr<std::vector<int32_t>> ParseDetokenizeRequest(std::string_view bod
   if (tokens == root.end() || tokens->is_null())
     return InvalidParam("tokens", "'tokens' is required");
   if (!tokens->is_array()) return InvalidParam("tokens", "'tokens' must be an array of token ids");
-  std::vector<int32_t> out;
-  for (size_t i = 0; i < tokens->size(); ++i) {
-    const json& t = (*tokens)[i];
-    if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
-        t.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
-      const std::string param = absl::StrCat("tokens[", i, "]");
-      return InvalidParam(param, absl::StrCat("'", param, "' is not a token id"));
-    }
-    out.push_back(static_cast<int32_t>(t.get<int64_t>()));
-  }
-  return out;
+  return ParseTokenIds(*tokens, "tokens");
 }
 
 std::string TokenizeResponseJson(const std::vector<int32_t>& tokens, int max_model_len) {
