@@ -130,6 +130,7 @@ struct PrefillNodeService::Call {
   engine::RequestStats stats;                      // guarded by mu
   bool have_token = false;                         // guarded by mu
   engine::SampleResult first{};                    // guarded by mu
+  std::vector<engine::SampleResult> prompt_logprobs;  // engine thread, then after done
   double overlap = 1.0;                            // guarded by mu
   bool writes_settled = false;  // guarded by mu: every write completed successfully
   SteadyTime compute_end;       // guarded by mu
@@ -410,6 +411,7 @@ absl::Status PrefillNodeService::RunPrefillImpl(const v1::PrefillRequest& reques
   er.ignore_eos = request.ignore_eos();
   er.cache_salt = request.cache_salt();
   er.mode = engine::RequestMode::kPrefillOnly;
+  if (request.prompt_logprobs()) er.prompt_logprobs = request.prompt_top_logprobs();
   CRESCENT_RETURN_IF_ERROR(engine_->Validate(er));
   const int64_t prompt_len = static_cast<int64_t>(er.prompt.size());
   const int64_t prompt_blocks = (prompt_len + bt - 1) / bt;
@@ -462,7 +464,8 @@ absl::Status PrefillNodeService::RunPrefillImpl(const v1::PrefillRequest& reques
   // Never the block holding the last token: the engine recomputes it for the logits.
   const int64_t limit = std::min<int64_t>(request.pool_prefix_blocks(), (prompt_len - 1) / bt);
   int64_t fetched = 0;
-  if (pool_ != nullptr && limit > local) {
+  // (Prompt logprobs take no cached prefix: nothing to fetch for them.)
+  if (pool_ != nullptr && limit > local && !request.prompt_logprobs()) {
     const SteadyTime t0 = std::chrono::steady_clock::now();
     fetched = FetchFromPool(call->hashes, local, limit);
     metrics_.pool_fetch_seconds->Observe(Seconds(std::chrono::steady_clock::now() - t0));
@@ -487,6 +490,12 @@ absl::Status PrefillNodeService::RunPrefillImpl(const v1::PrefillRequest& reques
 
   er.on_layer = [call](int layer, std::span<const KvCache::BlockId> blocks, int64_t begin,
                        int64_t end) { call->OnLayer(layer, blocks, begin, end); };
+  if (er.prompt_logprobs >= 0) {
+    call->prompt_logprobs.reserve(static_cast<size_t>(prompt_len - 1));
+    er.on_prompt_logprob = [call](int64_t, const engine::SampleResult& result) {
+      call->prompt_logprobs.push_back(result);
+    };
+  }
   auto on_token = [call](const engine::SampleResult& result) {
     std::lock_guard<std::mutex> lock(call->mu);
     call->have_token = true;
@@ -657,6 +666,9 @@ absl::Status PrefillNodeService::RunPrefillImpl(const v1::PrefillRequest& reques
   response->set_transfer_seconds(transfer);
   response->set_overlap_fraction(call->overlap);
   response->set_end_of_generation(eos || request.max_tokens() == 1);
+  for (const engine::SampleResult& r : call->prompt_logprobs) {
+    cluster::SampledTokenToProto(r, response->add_prompt_logprobs());
+  }
   return absl::OkStatus();
 }
 

@@ -504,6 +504,11 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
     pq.set_deadline_unix_ms(UnixMillisIn(options_.prefill_timeout_s));
     pq.set_max_tokens(req.max_tokens);
     pq.set_ignore_eos(req.ignore_eos);
+    if (req.prompt_logprobs >= 0) {
+      pq.set_prompt_logprobs(true);
+      pq.set_prompt_top_logprobs(req.prompt_logprobs);
+      pq.set_pool_prefix_blocks(0);  // every position is computed
+    }
     grpc::ClientContext ctx;
     ctx.set_deadline(DeadlineIn(options_.prefill_timeout_s));
     if (!state.Begin(&ctx)) return cancelled();
@@ -544,6 +549,20 @@ absl::Status ConductorGenerator::Drive(RequestState& state, serve::GenerationRes
   prefix_queries_.fetch_add(static_cast<int64_t>(req.prompt.size()));
   prefix_hits_.fetch_add(presp.cached_tokens());
 
+  if (req.prompt_logprobs >= 0) {
+    const int64_t want = static_cast<int64_t>(req.prompt.size()) - 1;
+    if (presp.prompt_logprobs_size() != want) {
+      release();
+      return absl::InternalError(absl::StrCat("prefill node ", prefill_id, " returned ",
+                                              presp.prompt_logprobs_size(), " prompt logprobs for ",
+                                              want, " positions"));
+    }
+    if (req.on_prompt_logprob) {
+      for (int64_t p = 0; p < want; ++p) {
+        req.on_prompt_logprob(p + 1, cluster::SampledTokenFromProto(presp.prompt_logprobs(p)));
+      }
+    }
+  }
   const engine::SampleResult first = cluster::SampledTokenFromProto(presp.first_token());
   const std::vector<int32_t>& stops = req.sampling.stop_token_ids;
   if ((!req.ignore_eos && model_->tokenizer->IsEndOfGeneration(first.token)) ||

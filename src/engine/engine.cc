@@ -33,6 +33,9 @@ struct RequestState {
   bool ignore_eos = false;
   std::vector<int32_t> stop_token_ids;  // sampling.stop_token_ids
   int min_tokens = 0;                   // sampling.min_tokens
+  int prompt_logprobs = -1;             // request.prompt_logprobs
+  std::function<void(int64_t, const SampleResult&)> on_prompt_logprob;
+  int64_t prompt_logprobs_next = 1;  // the next prompt position to report
   std::function<void(int, std::span<const KvCache::BlockId>, int64_t, int64_t)> on_layer;
   int64_t submit_ns = 0;
   int64_t first_token_ns = -1;
@@ -125,6 +128,13 @@ class Engine::Impl {
     return std::find(state.stop_token_ids.begin(), state.stop_token_ids.end(), token) !=
            state.stop_token_ids.end();
   }
+  // Whether chunk `c` computes prompt positions whose logprobs `state` still has to report (its
+  // logits are then taken for every position of the chunk).
+  static bool WantsPromptLogprobs(const RequestState& state, const ScheduledChunk& c) {
+    const int64_t next = state.prompt_logprobs_next;
+    return state.prompt_logprobs >= 0 && next < c.seq->prompt_len && c.begin < next &&
+           next <= c.end;
+  }
   // Before min_tokens: sets the logits of every token that would end the request to -inf.
   void BanEnds(const RequestState& state, std::span<float> logits);
   // Engine thread: moves pending requests into the scheduler and applies cancellations.
@@ -200,6 +210,10 @@ absl::Status ValidateRequestForModel(const EngineRequest& r, const LoadedModel& 
         absl::StrCat("max_tokens must be at least 1, got ", r.max_tokens));
   }
   CRESCENT_RETURN_IF_ERROR(ValidateSamplingParams(r.sampling, vocab));
+  if (r.prompt_logprobs < -1 || r.prompt_logprobs > 20) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt_logprobs must be in [0, 20] (or -1: off), got ", r.prompt_logprobs));
+  }
   const int64_t prompt = static_cast<int64_t>(r.prompt.size());
   const int64_t context = model.config.context_length;
   if (prompt + r.max_tokens > context) {
@@ -254,6 +268,8 @@ std::unique_ptr<RequestState> Engine::Impl::MakeState(EngineRequest& request,
   state->stop_token_ids = request.sampling.stop_token_ids;
   state->min_tokens = request.sampling.min_tokens;
   state->on_layer = std::move(request.on_layer);
+  state->prompt_logprobs = request.prompt_logprobs;
+  state->on_prompt_logprob = std::move(request.on_prompt_logprob);
   state->submit_ns = clock_->NowNanos();
   return state;
 }
@@ -276,6 +292,7 @@ absl::StatusOr<Engine::RequestId> Engine::Impl::Submit(EngineRequest request,
   seq->tokens = std::move(request.prompt);
   seq->hash_seed = BlockHashSeed(model_->fingerprint, request.cache_salt);
   seq->arrival_ns = state->submit_ns;
+  seq->reuse_prefix = state->prompt_logprobs < 0;
   const RequestId id = seq->id;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -351,6 +368,10 @@ absl::StatusOr<Engine::RequestId> Engine::Impl::SubmitPrefilled(RequestId reserv
                                                                 TokenCallback on_token,
                                                                 FinishCallback on_finish) {
   const int vocab = model_->config.vocab_size;
+  if (request.prompt_logprobs >= 0) {
+    return absl::InvalidArgumentError(
+        "prompt_logprobs needs the prompt computed by this engine, not a prefilled request");
+  }
   if (first_token < 0 || first_token >= vocab) {
     return absl::InvalidArgumentError(
         absl::StrCat("first_token ", first_token, " is outside the vocabulary [0, ", vocab, ")"));
@@ -488,9 +509,10 @@ void Engine::Impl::RunStep(const StepPlan& plan, std::vector<Finished>* finished
     b.tokens = std::span<const int32_t>(c.seq->tokens).subspan(c.begin, c.end - c.begin);
     b.pos0 = c.begin;
     b.block_table = c.seq->blocks;
-    b.logits = c.sample ? LogitsMode::kLast : LogitsMode::kNone;
-    batch.push_back(b);
     RequestState* state = requests_.at(c.seq->id).get();
+    b.logits = WantsPromptLogprobs(*state, c) ? LogitsMode::kAll
+                                              : (c.sample ? LogitsMode::kLast : LogitsMode::kNone);
+    batch.push_back(b);
     if (state->mode == RequestMode::kPrefillOnly && state->on_layer) any_layer_hook = true;
   }
   LayerHook hook = [&](int layer) {
@@ -533,9 +555,22 @@ void Engine::Impl::RunStep(const StepPlan& plan, std::vector<Finished>* finished
   size_t row = 0;
   int64_t generated_now = 0;
   for (const ScheduledChunk& c : plan.chunks) {
-    if (!c.sample) continue;
     Sequence* seq = c.seq;
     RequestState* state = requests_.at(seq->id).get();
+    if (WantsPromptLogprobs(*state, c)) {
+      // Row j holds the logits after position c.begin + j: those of the token at c.begin + j + 1.
+      for (int64_t p = c.begin; p < c.end; ++p, ++row) {
+        const int64_t next = p + 1;
+        if (next != state->prompt_logprobs_next || next >= seq->prompt_len) continue;
+        std::span<const float> row_logits(logits_.data() + row * vocab, vocab);
+        SampleResult r = TokenLogprobs(row_logits, seq->tokens[static_cast<size_t>(next)],
+                                       state->prompt_logprobs);
+        ++state->prompt_logprobs_next;
+        if (state->on_prompt_logprob) state->on_prompt_logprob(next, r);
+      }
+      if (c.sample) --row;  // the last row is also the one sampled from
+    }
+    if (!c.sample) continue;
     std::span<float> logits(logits_.data() + row * vocab, vocab);
     ++row;
     std::span<const int32_t> all(seq->tokens);

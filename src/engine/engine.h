@@ -63,6 +63,15 @@ struct EngineRequest {
   bool ignore_eos = false;  // Keep going past end-of-generation tokens.
   uint64_t cache_salt = 0;  // Tenant salt of the block hash chain (0 = shared cache).
   RequestMode mode = RequestMode::kFull;
+  // Prompt logprobs (vLLM's `prompt_logprobs`; OpenAI's `echo` with `logprobs`): when >= 0
+  // (at most 20), the engine computes the logits of every prompt position — this request takes
+  // nothing from the prefix cache — and calls on_prompt_logprob on the engine thread for each
+  // position p in [1, prompt.size()), in order, exactly once (also across preemptions), all
+  // before the first on_token: the logprob of prompt[p] given prompt[0, p), and the
+  // `prompt_logprobs` most likely tokens there, under the model's raw distribution (no bias,
+  // penalties or temperature). -1: off. Not for SubmitPrefilled.
+  int prompt_logprobs = -1;
+  std::function<void(int64_t position, const SampleResult& result)> on_prompt_logprob;
   // Optional, PrefillOnly: after each layer of each step that computed positions of this
   // request, called on the engine thread with this request's whole block table and the
   // positions [begin, end) whose KV for `layer` is now in the cache (the prefill node sends

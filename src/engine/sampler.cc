@@ -380,6 +380,31 @@ int32_t Sampler::Draw(std::span<const float> logits) {
   return cand[n - 1].id;
 }
 
+SampleResult TokenLogprobs(std::span<const float> logits, int32_t token, int top_logprobs) {
+  assert(token >= 0 && static_cast<size_t>(token) < logits.size());
+  SampleResult result;
+  result.token = token;
+  const float max_logit = MaxLogit(logits);
+  const double m = max_logit;
+  Scratch& scratch = ThreadScratch();
+  Weigh(logits, max_logit, 1.0, &scratch.weights_by_id);
+  const double sum = BlockSums(scratch.weights_by_id, &scratch.block_sums);
+  const double log_z = m + std::log(sum);
+  result.logprob =
+      static_cast<float>(static_cast<double>(logits[static_cast<size_t>(token)]) - log_z);
+  if (top_logprobs > 0) {
+    std::vector<Candidate>& cand = scratch.candidates;
+    TopN(logits, static_cast<size_t>(top_logprobs), &cand);
+    result.top_logprobs.reserve(cand.size());
+    for (const Candidate& c : cand) {
+      if (c.logit == -std::numeric_limits<float>::infinity()) break;  // probability 0
+      result.top_logprobs.push_back(
+          {c.id, static_cast<float>(static_cast<double>(c.logit) - log_z)});
+    }
+  }
+  return result;
+}
+
 SampleResult Sampler::Sample(std::span<float> logits, std::span<const int32_t> prompt,
                              std::span<const int32_t> generated) {
   assert(logits.size() == static_cast<size_t>(vocab_size_));
@@ -398,24 +423,8 @@ SampleResult Sampler::Sample(std::span<float> logits, std::span<const int32_t> p
   }
 
   if (params_.logprobs) {
-    const float max_logit = MaxLogit(logits);
-    const double m = max_logit;
-    Scratch& scratch = ThreadScratch();
-    Weigh(logits, max_logit, 1.0, &scratch.weights_by_id);
-    const double sum = BlockSums(scratch.weights_by_id, &scratch.block_sums);
-    const double log_z = m + std::log(sum);
-    result.logprob =
-        static_cast<float>(static_cast<double>(logits[static_cast<size_t>(result.token)]) - log_z);
-    if (params_.top_logprobs > 0) {
-      std::vector<Candidate>& cand = ThreadScratch().candidates;
-      TopN(logits, static_cast<size_t>(params_.top_logprobs), &cand);
-      result.top_logprobs.reserve(cand.size());
-      for (const Candidate& c : cand) {
-        if (c.logit == -std::numeric_limits<float>::infinity()) break;  // probability 0
-        result.top_logprobs.push_back(
-            {c.id, static_cast<float>(static_cast<double>(c.logit) - log_z)});
-      }
-    }
+    const int32_t token = result.token;
+    result = TokenLogprobs(logits, token, params_.top_logprobs);
   }
   return result;
 }

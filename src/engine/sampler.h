@@ -94,6 +94,12 @@ struct SampleResult {
   std::vector<TokenLogprob> top_logprobs;
 };
 
+// The logprob of `token` and the `top_logprobs` most likely tokens (0..20) under the distribution
+// `logits` gives, as SampleResult reports them (token = `token`); used as is for prompt logprobs,
+// where the model's raw distribution is wanted. REQUIRES: logits.size() > token >= 0; logits are
+// finite or -inf, not all -inf.
+SampleResult TokenLogprobs(std::span<const float> logits, int32_t token, int top_logprobs);
+
 // exp(x) for x <= 0 (larger x is taken as 0) computed with IEEE double arithmetic alone, so that
 // it gives the same bits everywhere, unlike libm's exp(); relative error below 5e-16 for
 // x > -708, and 0 from there down (and for -inf and NaN). The sampler's weights use it, over

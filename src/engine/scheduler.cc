@@ -75,7 +75,7 @@ void Scheduler::EnsureHashes(Sequence* seq, int64_t blocks) {
 }
 
 void Scheduler::TakeCachedPrefix(Sequence* seq) {
-  if (!pool_->prefix_cache()) return;
+  if (!pool_->prefix_cache() || !seq->reuse_prefix) return;
   const int bt = options_.block_tokens;
   // Never the block holding the last token: it must be computed to give logits.
   const int64_t max_blocks = (static_cast<int64_t>(seq->tokens.size()) - 1) / bt;

@@ -54,6 +54,7 @@ struct Sequence {
   int64_t arrival_ns = 0;
   int64_t first_scheduled_ns = -1;
   bool admitted_once = false;
+  bool reuse_prefix = true;  // false: never takes blocks from the prefix cache (prompt logprobs)
 
   int64_t uncomputed() const { return static_cast<int64_t>(tokens.size()) - num_computed; }
 };

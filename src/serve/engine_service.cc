@@ -38,6 +38,10 @@ struct Choice {
   };
   std::deque<PendingLogprob> logprobs;
   size_t produced = 0;  // Bytes the detokenizer has given so far.
+  // echo with logprobs: the echoed prompt's chunk, sent once the engine has reported the logprob
+  // of every prompt position (before the first generated token).
+  CompletionChunk echo;
+  size_t echo_positions = 0;  // prompt positions whose logprob `echo` still waits for
 };
 
 // A request in flight: n choices, one generator request each.
@@ -45,6 +49,9 @@ struct Generation {
   Generator* generator = nullptr;
   const model::Tokenizer* tokenizer = nullptr;
   bool want_logprobs = false;
+  // echo with max_tokens 0: the engine generates one token (it cannot generate none), which is
+  // neither sent nor counted.
+  bool prompt_only = false;
   std::vector<std::unique_ptr<Choice>> choices;
 
   absl::Mutex mu;
@@ -112,7 +119,16 @@ server::TokenLogprob MakeLogprob(const model::Tokenizer& tokenizer, const engine
   return lp;
 }
 
+// A prompt position's logprob for an echoing choice; the last one sends the echo chunk.
+void OnPromptLogprob(Generation& gen, int index, const engine::SampleResult& r) {
+  Choice& c = *gen.choices[index];
+  if (c.echo_positions == 0) return;
+  c.echo.logprobs.push_back(MakeLogprob(*gen.tokenizer, r));
+  if (--c.echo_positions == 0) SendChunk(gen, std::move(c.echo));
+}
+
 bool OnToken(Generation& gen, int index, const engine::SampleResult& r) {
+  if (gen.prompt_only) return false;
   Choice& c = *gen.choices[index];
   if (c.matcher.stopped()) return false;
   std::string text = c.detok.Push(r.token);
@@ -136,7 +152,7 @@ void OnFinish(Generation& gen, int index, const absl::Status& status,
     if (!status.ok() && result.retry_after_seconds) {
       gen.retry_after_seconds = result.retry_after_seconds;
     }
-    gen.usage.completion_tokens += static_cast<int>(stats.generated_tokens);
+    if (!gen.prompt_only) gen.usage.completion_tokens += static_cast<int>(stats.generated_tokens);
     int cached = static_cast<int>(stats.cached_tokens);
     gen.usage.cached_tokens = gen.have_cached ? std::min(gen.usage.cached_tokens, cached) : cached;
     gen.have_cached = true;
@@ -158,10 +174,29 @@ void OnFinish(Generation& gen, int index, const absl::Status& status,
     TakeLogprobs(c, c.matcher.stopped() ? c.matcher.emitted() : SIZE_MAX, &chunk.logprobs);
     c.logprobs.clear();
     chunk.finish_reason =
-        (c.matcher.stopped() || reason == engine::FinishReason::kStop) ? "stop" : "length";
+        !gen.prompt_only && (c.matcher.stopped() || reason == engine::FinishReason::kStop)
+            ? "stop"
+            : "length";
     SendChunk(gen, std::move(chunk));
   }
   FinishSome(gen, 1);
+}
+
+// The chunk that echoes prompt `p` of `request`: its text (as sent; token ids decoded with
+// their special tokens), and with logprobs one entry per prompt token, the first without a
+// logprob (the engine's prompt logprobs fill in the rest).
+CompletionChunk EchoChunk(const CompletionRequest& request, size_t p,
+                          const std::vector<int32_t>& prompt, const model::Tokenizer& tokenizer) {
+  CompletionChunk chunk;
+  const server::CompletionPrompt& given = request.prompts[p];
+  chunk.text = given.tokens ? tokenizer.Decode(prompt) : given.text;
+  if (request.logprobs) {
+    server::TokenLogprob first;
+    first.token = tokenizer.TokenToPiece(prompt[0]);
+    first.logprob = std::nullopt;
+    chunk.logprobs.push_back(std::move(first));
+  }
+  return chunk;
 }
 
 class Handle final : public server::CompletionHandle {
@@ -388,7 +423,9 @@ absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& 
         "This model's maximum context length is ", context, " tokens. However, your ", prompt_param,
         " resulted in ", prompt, " tokens, which leaves no room for the completion"));
   }
-  if (request.max_tokens) {
+  if (request.echo && request.max_tokens == 0) {
+    prepared.max_tokens = 1;  // the prompt alone: Start drops the one token generated
+  } else if (request.max_tokens) {
     if (*request.max_tokens < 1) {
       return server::InvalidParam(
           "max_tokens", absl::StrCat("max_tokens must be at least 1, got ", *request.max_tokens));
@@ -468,8 +505,16 @@ std::unique_ptr<server::CompletionHandle> EngineService::Start(CompletionRequest
   gen->generator = generator_;
   gen->tokenizer = generator_->model().tokenizer.get();
   gen->want_logprobs = request.logprobs;
+  gen->prompt_only = request.echo && request.max_tokens == 0;
   for (int i = 0; i < n; ++i) {
     gen->choices.push_back(std::make_unique<Choice>(*gen->tokenizer, request.stop));
+    if (request.echo) {
+      const size_t p = static_cast<size_t>(i / per_prompt);
+      Choice& c = *gen->choices.back();
+      c.echo = EchoChunk(request, p, prepared[p].prompt, *gen->tokenizer);
+      c.echo.choice_index = i;
+      if (request.logprobs) c.echo_positions = prepared[p].prompt.size() - 1;
+    }
   }
   {
     absl::MutexLock lock(&gen->mu);
@@ -489,6 +534,17 @@ std::unique_ptr<server::CompletionHandle> EngineService::Start(CompletionRequest
     er.ignore_eos = request.ignore_eos;
     er.sampling = pr.sampling;
     if (er.sampling.has_seed) er.sampling.seed += static_cast<uint64_t>(i % per_prompt);
+    if (request.echo) {
+      Choice& c = *gen->choices[i];
+      if (c.echo_positions > 0) {
+        er.prompt_logprobs = request.top_logprobs;
+        er.on_prompt_logprob = [gen, i](int64_t, const engine::SampleResult& r) {
+          OnPromptLogprob(*gen, i, r);
+        };
+      } else {
+        SendChunk(*gen, std::move(c.echo));  // no logprobs to wait for
+      }
+    }
     absl::StatusOr<uint64_t> id = generator_->Submit(
         std::move(er), [gen, i](const engine::SampleResult& r) { return OnToken(*gen, i, r); },
         [gen, i](absl::Status status, const GenerationResult& result) {

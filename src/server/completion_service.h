@@ -77,7 +77,7 @@ struct CompletionRequest {
   // kCompletion: the prompts, one or more (a batch). kChat: empty.
   std::vector<CompletionPrompt> prompts;
   SamplingParams sampling;
-  std::optional<int> max_tokens;  // Unset: up to the context length.
+  std::optional<int> max_tokens;  // Unset: up to the context length. 0 only with echo.
   bool ignore_eos = false;        // Go on past end-of-generation tokens (vLLM's extension).
   // vLLM's extensions: end tokens and stop_token_ids are banned before min_tokens tokens;
   // stop_token_ids end generation as an end token does.
@@ -90,6 +90,9 @@ struct CompletionRequest {
   bool include_usage = false;  // stream_options.include_usage.
   bool logprobs = false;
   int top_logprobs = 0;  // [0, 20]; only with logprobs.
+  // kCompletion: each choice's text begins with its prompt, and with logprobs its logprobs begin
+  // with the prompt's tokens' (the first has none). max_tokens may then be 0: the prompt alone.
+  bool echo = false;
   // response_format {"type": "json_object"} or "json_schema": the output is one JSON object,
   // and with json_schema (its "schema", as compact JSON text) one the schema admits.
   bool json_object = false;
@@ -114,7 +117,8 @@ struct TopLogprob {
 
 struct TokenLogprob {
   std::string token;
-  double logprob = 0.0;
+  // Unset for the first token of an echoed prompt (nothing comes before it): null in JSON.
+  std::optional<double> logprob = 0.0;
   std::vector<TopLogprob> top_logprobs;
 };
 

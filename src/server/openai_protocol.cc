@@ -189,7 +189,9 @@ absl::Status ParseCommon(const json& root, CompletionRequest& req) {
   const char* max_param = max_completion_tokens ? "max_completion_tokens" : "max_tokens";
   if (max_completion_tokens) max_tokens = max_completion_tokens;
   if (max_tokens) {
-    if (*max_tokens < 1 || *max_tokens > std::numeric_limits<int32_t>::max()) {
+    // 0 is a completion's with echo (checked there): the prompt's logprobs alone.
+    const int64_t least = req.kind == RequestKind::kCompletion ? 0 : 1;
+    if (*max_tokens < least || *max_tokens > std::numeric_limits<int32_t>::max()) {
       return InvalidParam(max_param,
                           absl::StrCat("'", max_param, "' must be at least 1, got ", *max_tokens));
     }
@@ -315,8 +317,10 @@ json LogprobsChatJson(const std::vector<TokenLogprob>& logprobs) {
     }
     std::vector<int> bytes(t.token.begin(), t.token.end());
     for (int& b : bytes) b &= 0xff;
-    content.push_back(
-        {{"token", t.token}, {"logprob", t.logprob}, {"bytes", bytes}, {"top_logprobs", top}});
+    content.push_back({{"token", t.token},
+                       {"logprob", t.logprob ? json(*t.logprob) : json(nullptr)},
+                       {"bytes", bytes},
+                       {"top_logprobs", top}});
   }
   return {{"content", content}};
 }
@@ -326,10 +330,15 @@ json LogprobsCompletionJson(const std::vector<TokenLogprob>& logprobs, size_t te
        offsets = json::array();
   for (const TokenLogprob& t : logprobs) {
     tokens.push_back(t.token);
-    token_logprobs.push_back(t.logprob);
-    json alternatives = json::object();
-    for (const TopLogprob& tl : t.top_logprobs) alternatives[tl.token] = tl.logprob;
-    top.push_back(alternatives);
+    if (!t.logprob) {  // an echoed prompt's first token
+      token_logprobs.push_back(nullptr);
+      top.push_back(nullptr);
+    } else {
+      token_logprobs.push_back(*t.logprob);
+      json alternatives = json::object();
+      for (const TopLogprob& tl : t.top_logprobs) alternatives[tl.token] = tl.logprob;
+      top.push_back(alternatives);
+    }
     offsets.push_back(text_offset);
     text_offset += t.token.size();
   }
@@ -711,7 +720,11 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body) 
     req.top_logprobs = static_cast<int>(*logprobs);
   }
   CRESCENT_ASSIGN_OR_RETURN(auto echo, GetBool(root, "echo", "echo"));
-  if (echo.value_or(false)) return InvalidParam("echo", "'echo' is not supported");
+  req.echo = echo.value_or(false);
+  if (req.max_tokens == 0 && !req.echo) {
+    return InvalidParam("max_tokens",
+                        "'max_tokens' must be at least 1, got 0 (0 is allowed only with 'echo')");
+  }
   CRESCENT_ASSIGN_OR_RETURN(auto suffix, GetString(root, "suffix", "suffix"));
   if (suffix && !suffix->empty()) return InvalidParam("suffix", "'suffix' is not supported");
   CRESCENT_ASSIGN_OR_RETURN(auto best_of, GetInt(root, "best_of", "best_of"));

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Colocated and disaggregated serving give the same greedy output: the same requests through
 `crescent serve`, `crescent up` with 1 prefill + 1 decode node and with 2 + 2 give token-for-token
-identical text, finish_reason and token counts (JSON mode, a tool call and a batch of prompts
-included).
+identical text, finish_reason and token counts (JSON mode, a tool call, a batch of prompts and
+echoed prompts with their logprobs included).
 
   up_identity_e2e_test.py --crescent build/release/bin/crescent --model PATH
 
@@ -58,6 +58,10 @@ def requests():
         ("completion_batch", dict(prompt=["The sky is", "Water boils at", [504, 3458, 314]])),
         ("chat_stream", dict(messages=[{"role": "user", "content": "Name three animals."}])),
         ("completion_stream", dict(prompt="Count: 1, 2, 3, 4, 5,")),
+        # echo with prompt logprobs: the prefill node returns them with the first token.
+        ("completion_echo", dict(prompt="The capital of France is", echo=True, logprobs=2,
+                                 max_tokens=4)),
+        ("completion_echo", dict(prompt=LONG[:400], echo=True, logprobs=0, max_tokens=0)),
         # JSON mode: the prefill node samples the first token under the constraint, the decode
         # node the rest.
         ("chat", dict(messages=[{"role": "user", "content": "Give me a JSON object with the "
@@ -98,6 +102,15 @@ def run_all(base):
             r = client.completions.create(**common)
             out.append((r.choices[0].text, r.choices[0].finish_reason, r.usage.prompt_tokens,
                         r.usage.completion_tokens))
+        elif kind == "completion_echo":
+            r = client.completions.create(**common)
+            c = r.choices[0]
+            lp = c.logprobs
+            check(c.text.startswith(kw["prompt"]) and lp.token_logprobs[0] is None and
+                  len(lp.tokens) == r.usage.prompt_tokens + r.usage.completion_tokens,
+                  f"echo: {c}")
+            out.append(((c.text, lp.tokens, lp.token_logprobs, lp.top_logprobs), c.finish_reason,
+                        r.usage.prompt_tokens, r.usage.completion_tokens))
         elif kind == "completion_batch":
             r = client.completions.create(**common)
             check(sorted(c.index for c in r.choices) == list(range(len(kw["prompt"]))),
@@ -119,7 +132,8 @@ def run_all(base):
             out.append((text, finish, usage.prompt_tokens, usage.completion_tokens))
     for (kind, kw), o in zip(requests(), out):
         finishes = ("tool_calls",) if kind == "chat_tools" else ("stop", "length")
-        check(o[3] > 0 and o[1] in finishes, f"{kind}: bad answer {o}")
+        check((o[3] > 0 or kw.get("max_tokens") == 0) and o[1] in finishes,
+              f"{kind}: bad answer {o}")
         if "response_format" in kw:
             check(o[1] == "stop" and isinstance(json.loads(o[0]), dict),
                   f"JSON mode did not answer with one object: {o}")
@@ -140,7 +154,7 @@ def tokenize(base):
 
 def compare(name, want, got):
     for (kind, _), w, g in zip(requests(), want, got):
-        print(f"  {name} {kind}: {g[0]!r} ({g[1]}, {g[2]}+{g[3]} tokens)")
+        print(f"  {name} {kind}: {repr(g[0])[:200]} ({g[1]}, {g[2]}+{g[3]} tokens)")
         check(w == g, f"{name} differs from crescent serve on a {kind} request:\n"
                       f"  serve: {w}\n  {name}: {g}")
 

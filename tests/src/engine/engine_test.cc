@@ -1,6 +1,7 @@
 #include "src/engine/engine.h"
 
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -8,6 +9,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <string>
 #include <thread>
 #include <vector>
@@ -137,6 +139,30 @@ class EngineTest : public ::testing::Test {
     auto r = Generate(&session, prompt, go);
     EXPECT_TRUE(r.ok()) << r.status();
     return r->tokens;
+  }
+
+  // log P(prompt[p] | prompt[0, p)) for p = 1 .. size-1, from one kAll forward pass of the
+  // backend over a fresh cache, with a log-softmax in double (the reference for prompt logprobs).
+  std::vector<double> PromptLogprobsReference(const std::vector<int32_t>& prompt) {
+    KvCacheConfig kc{model_->config.n_layers, model_->config.n_kv_heads, model_->config.head_dim,
+                     16, 64};
+    auto cache = *KvCache::Create(kc);
+    std::vector<KvCache::BlockId> blocks;
+    for (size_t i = 0; i < (prompt.size() + 15) / 16; ++i) blocks.push_back(cache->Allocate());
+    SequenceBatch s{prompt, 0, blocks, LogitsMode::kAll};
+    std::vector<float> logits;
+    EXPECT_TRUE(backend_->Forward(std::span(&s, 1), cache.get(), nullptr, &logits).ok());
+    const size_t vocab = static_cast<size_t>(model_->config.vocab_size);
+    std::vector<double> out;
+    for (size_t p = 1; p < prompt.size(); ++p) {
+      const float* row = logits.data() + (p - 1) * vocab;
+      double m = row[0];
+      for (size_t v = 0; v < vocab; ++v) m = std::max(m, static_cast<double>(row[v]));
+      double sum = 0;
+      for (size_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - m);
+      out.push_back(static_cast<double>(row[prompt[p]]) - m - std::log(sum));
+    }
+    return out;
   }
 
   void ExpectNoLeaks(const Engine& engine) {
@@ -308,9 +334,15 @@ TEST_F(EngineTest, PreemptionUnderBlockPressureKeepsOutputs) {
     cv.wait(lock, [&] { return all_submitted; });
     return inner(sr);
   };
+  // Prompt logprobs too: recomputing a preempted prompt must not report its positions again.
+  std::vector<std::vector<int64_t>> positions(n);
   for (int i = 0; i < n; ++i) {
     EngineRequest r = Greedy(prompts[i], 24);
     r.ignore_eos = true;
+    r.prompt_logprobs = 0;
+    r.on_prompt_logprob = [&positions, i](int64_t position, const SampleResult&) {
+      positions[i].push_back(position);  // engine thread only
+    };
     ASSERT_TRUE(engine->Submit(r, i == 0 ? TokenCallback(gate) : c.OnToken(i), c.OnFinish(i)).ok());
   }
   {
@@ -345,10 +377,78 @@ TEST_F(EngineTest, PreemptionUnderBlockPressureKeepsOutputs) {
       }
     }
     EXPECT_EQ(o.tokens, expected) << "request " << i;
+    std::vector<int64_t> want(prompts[i].size() - 1);
+    std::iota(want.begin(), want.end(), 1);
+    EXPECT_EQ(positions[i], want) << "request " << i;
     if (o.stats.preemptions > 0) ++preempted_requests;
   }
   EXPECT_GT(preempted_requests, 0);
   ExpectNoLeaks(*engine);
+}
+
+// Prompt logprobs of every prompt position, once, in order, before the first token; from chunked
+// prefill in a batch with another request's decode; never from the prefix cache.
+TEST_F(EngineTest, PromptLogprobsMatchTheModelAndSkipThePrefixCache) {
+  EngineOptions options;
+  options.block_tokens = 4;
+  options.num_blocks = 128;
+  options.max_step_tokens = 8;  // a 23-token prompt takes three chunks
+  auto engine = MakeEngine(options);
+  const std::vector<int32_t> prompt = MakePrompt(23, 5);
+  const std::vector<double> expected = PromptLogprobsReference(prompt);
+
+  // Warm the prefix cache with the same prompt, and keep a decode running beside.
+  Collector c(3);
+  ASSERT_TRUE(engine->Submit(Greedy(prompt, 4), c.OnToken(0), c.OnFinish(0)).ok());
+  ASSERT_TRUE(c.Wait(0));
+  EngineRequest beside = Greedy(MakePrompt(9, 77), 40);
+  beside.ignore_eos = true;
+  ASSERT_TRUE(engine->Submit(beside, c.OnToken(1), c.OnFinish(1)).ok());
+
+  struct Seen {
+    int64_t position;
+    SampleResult result;
+    size_t tokens_before;  // generated tokens already reported when it came
+  };
+  std::mutex mu;
+  std::vector<Seen> seen;
+  EngineRequest r = Greedy(prompt, 4);
+  r.prompt_logprobs = 3;
+  r.on_prompt_logprob = [&](int64_t position, const SampleResult& result) {
+    std::lock_guard<std::mutex> lock(mu);
+    seen.push_back({position, result, c.Get(2).tokens.size()});
+  };
+  ASSERT_TRUE(engine->Submit(r, c.OnToken(2), c.OnFinish(2)).ok());
+  ASSERT_TRUE(c.WaitAll());
+
+  Outcome o = c.Get(2);
+  ASSERT_TRUE(o.status.ok()) << o.status;
+  EXPECT_EQ(o.stats.cached_tokens, 0);   // the warm prefix was not taken
+  EXPECT_EQ(o.tokens, c.Get(0).tokens);  // and the output is the same
+  ASSERT_EQ(seen.size(), prompt.size() - 1);
+  for (size_t i = 0; i < seen.size(); ++i) {
+    const Seen& s = seen[i];
+    EXPECT_EQ(s.position, static_cast<int64_t>(i + 1));
+    EXPECT_EQ(s.tokens_before, 0u) << "position " << s.position << " came after a token";
+    EXPECT_EQ(s.result.token, prompt[i + 1]);
+    EXPECT_NEAR(s.result.logprob, expected[i], 1e-4) << "position " << s.position;
+    ASSERT_EQ(s.result.top_logprobs.size(), 3u);
+    EXPECT_GE(s.result.top_logprobs[0].logprob, s.result.logprob);
+    EXPECT_GE(s.result.top_logprobs[0].logprob, s.result.top_logprobs[1].logprob);
+    EXPECT_GE(s.result.top_logprobs[1].logprob, s.result.top_logprobs[2].logprob);
+  }
+  ExpectNoLeaks(*engine);
+
+  // Out of range; and not for a prefilled request.
+  EngineRequest bad = Greedy(prompt, 4);
+  bad.prompt_logprobs = 21;
+  EXPECT_EQ(engine->Validate(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad.prompt_logprobs = 0;
+  auto reservation = engine->Reserve(static_cast<int64_t>(prompt.size()) + 1);
+  ASSERT_TRUE(reservation.ok());
+  EXPECT_EQ(engine->SubmitPrefilled(reservation->id, bad, 1, nullptr, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  engine->Release(reservation->id);
 }
 
 TEST_F(EngineTest, CancelFreesEveryBlock) {

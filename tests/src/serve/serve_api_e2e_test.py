@@ -6,7 +6,7 @@ client and with curl.
 
 Checks: chat, streaming with include_usage (role in the first delta, finish_reason only in the
 last, a final usage chunk with empty choices), stop strings, n=2, seed reproducibility,
-logprobs/top_logprobs, JSON mode (response_format json_object) and structured outputs
+logprobs/top_logprobs, echo with prompt logprobs (max_tokens 0 too), JSON mode (response_format json_object) and structured outputs
 (json_schema, through the client's Pydantic `.parse()`), tool calls (a named function,
 "required" streamed, the conversation going on with a tool result, a Pydantic function tool through
 `.parse()`), max_tokens -> "length", the completions endpoint (also streamed, and
@@ -225,6 +225,61 @@ def check_logprobs(client):
     lp = c.choices[0].logprobs
     check(len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) > 0,
           "completions logprobs")
+
+
+def check_echo(server, client):
+    """echo: the prompt comes back first, with its tokens' logprobs (the first null), and
+    max_tokens 0 gives the prompt alone: what lm-eval's loglikelihood requests use."""
+    prompt = "The capital of France is"
+    r = client.completions.create(model=MODEL, prompt=prompt, echo=True, logprobs=2,
+                                  max_tokens=3, temperature=0)
+    c = r.choices[0]
+    lp = c.logprobs
+    n = r.usage.prompt_tokens + r.usage.completion_tokens
+    check(c.text.startswith(prompt) and len(c.text) > len(prompt), f"echo text {c.text!r}")
+    check(len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == n,
+          f"echo logprobs cover {len(lp.tokens)} tokens, not {n}")
+    check(lp.token_logprobs[0] is None and lp.top_logprobs[0] is None, "first token's logprob")
+    check(all(x <= 0 for x in lp.token_logprobs[1:]), f"logprobs {lp.token_logprobs}")
+    check("".join(lp.tokens) == c.text, f"tokens {lp.tokens} do not spell {c.text!r}")
+    offsets = [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+    check(lp.text_offset == offsets, f"text_offset {lp.text_offset}")
+    for i in range(1, n):
+        tops = lp.top_logprobs[i]
+        check(len(tops) == 2 and lp.token_logprobs[i] <= max(tops.values()) + 1e-6,
+              f"position {i}: {lp.tokens[i]!r} {lp.token_logprobs[i]} above its top {tops}")
+
+    # The generated tokens' logprobs are the prompt logprobs of the same text echoed back.
+    k = r.usage.prompt_tokens
+    status, _, data = server.request("POST", "/tokenize", json.dumps({"model": MODEL,
+                                                                      "prompt": c.text}),
+                                     {"Authorization": f"Bearer {KEY}",
+                                      "Content-Type": "application/json"})
+    ids = json.loads(data)["tokens"]
+    check(status == 200 and len(ids) == n, f"{c.text!r} re-tokenizes to {len(ids)} tokens")
+    again = client.completions.create(model=MODEL, prompt=ids, echo=True, logprobs=0,
+                                      max_tokens=0)
+    a = again.choices[0]
+    check(a.text == c.text and a.finish_reason == "length", f"max_tokens 0 echo: {a}")
+    check(again.usage.completion_tokens == 0 and again.usage.prompt_tokens == n,
+          f"max_tokens 0 usage {again.usage}")
+    for i in range(k, n):
+        check(abs(a.logprobs.token_logprobs[i] - lp.token_logprobs[i]) < 1e-3,
+              f"token {i}: prompt logprob {a.logprobs.token_logprobs[i]} vs sampled "
+              f"{lp.token_logprobs[i]}")
+
+    # Streamed: the echo is the first text; without logprobs nothing waits for the engine.
+    chunks = list(client.completions.create(model=MODEL, prompt=prompt, echo=True, max_tokens=2,
+                                            temperature=0, stream=True))
+    check(chunks[0].choices[0].text == prompt, f"first streamed chunk {chunks[0]}")
+    check("".join(ch.choices[0].text for ch in chunks) == c.text[:len(
+        "".join(ch.choices[0].text for ch in chunks))], "streamed echo text")
+    try:
+        client.completions.create(model=MODEL, prompt=prompt, max_tokens=0)
+        fail("max_tokens 0 without echo was accepted")
+    except openai.BadRequestError as e:
+        check(e.body.get("param") == "max_tokens", f"max_tokens 0: {e.body}")
+    print(f"echo: {n} tokens, first logprobs {lp.token_logprobs[1:4]}")
 
 
 def check_json_mode(client):
@@ -533,6 +588,7 @@ def run(crescent, model):
         check_tokenize(server, client)
         check_batched_prompts(client)
         check_logprobs(client)
+        check_echo(server, client)
         check_json_mode(client)
         check_structured_outputs(client)
         check_tool_calls(client)

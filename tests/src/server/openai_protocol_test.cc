@@ -403,6 +403,21 @@ TEST(ParseCompletionTest, PromptForms) {
   EXPECT_EQ(r->top_logprobs, 2);
 }
 
+TEST(ParseCompletionTest, EchoAllowsMaxTokensZero) {
+  auto r = CompletionWith({{"echo", true}, {"logprobs", 1}, {"max_tokens", 0}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->echo);
+  EXPECT_EQ(r->max_tokens, 0);
+  EXPECT_EQ(r->top_logprobs, 1);
+  r = CompletionWith({{"echo", true}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->echo);
+  EXPECT_FALSE(r->max_tokens.has_value());
+  r = CompletionWith(json::object());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->echo);
+}
+
 TEST(ParseCompletionTest, ResponseFormatToo) {
   auto r = CompletionWith({{"response_format", {{"type", "json_object"}}}});
   ASSERT_TRUE(r.ok()) << r.status();
@@ -443,7 +458,9 @@ TEST(ParseCompletionTest, ErrorsNameTheField) {
   ExpectParamError(CompletionWith({{"prompt", std::vector<std::string>(9, "p")}, {"n", 16}}),
                    "prompt");
   ExpectParamError(CompletionWith({{"logprobs", 6}}), "logprobs");
-  ExpectParamError(CompletionWith({{"echo", true}}), "echo");
+  ExpectParamError(CompletionWith({{"echo", 1}}), "echo");
+  ExpectParamError(CompletionWith({{"max_tokens", 0}}), "max_tokens");  // 0 only with echo
+  ExpectParamError(CompletionWith({{"max_tokens", -1}, {"echo", true}}), "max_tokens");
   ExpectParamError(CompletionWith({{"suffix", "end"}}), "suffix");
   ExpectParamError(CompletionWith({{"best_of", 3}}), "best_of");
   ExpectParamError(CompletionWith({{"temperature", 9}}), "temperature");
@@ -527,6 +544,17 @@ TEST(ResponseJsonTest, TextCompletionWithLogprobs) {
   EXPECT_EQ(lp["token_logprobs"], json({-0.5, -0.25}));
   EXPECT_EQ(lp["top_logprobs"][0]["x"], -1.5);
   EXPECT_EQ(lp["text_offset"], json({0, 1}));
+
+  // An echoed prompt's first token has no logprob: null, in both lists.
+  TokenLogprob first{"Hi", std::nullopt, {}};
+  choices = {{"Hi a", "length", {first, {" a", -0.5, {{" a", -0.5}}}}}};
+  j = json::parse(CompletionResponseJson(req, "m", choices, Usage{}));
+  const json& echoed = j["choices"][0]["logprobs"];
+  EXPECT_EQ(echoed["tokens"], json({"Hi", " a"}));
+  EXPECT_EQ(echoed["token_logprobs"], json({nullptr, -0.5}));
+  EXPECT_TRUE(echoed["top_logprobs"][0].is_null());
+  EXPECT_EQ(echoed["top_logprobs"][1][" a"], -0.5);
+  EXPECT_EQ(echoed["text_offset"], json({0, 2}));
 }
 
 TEST(ResponseJsonTest, StreamChunks) {
