@@ -38,6 +38,7 @@ struct Choice {
   };
   std::deque<PendingLogprob> logprobs;
   size_t produced = 0;  // Bytes the detokenizer has given so far.
+  int generated = 0;    // Tokens generated so far.
   // echo with logprobs: the echoed prompt's chunk, sent once the engine has reported the logprob
   // of every prompt position (before the first generated token).
   CompletionChunk echo;
@@ -52,6 +53,9 @@ struct Generation {
   // echo with max_tokens 0: the engine generates one token (it cannot generate none), which is
   // neither sent nor counted.
   bool prompt_only = false;
+  // vLLM's min_tokens: stop strings are not looked for in the text of the first min_tokens - 1
+  // tokens.
+  int min_tokens = 0;
   std::vector<std::unique_ptr<Choice>> choices;
 
   absl::Mutex mu;
@@ -136,7 +140,8 @@ bool OnToken(Generation& gen, int index, const engine::SampleResult& r) {
   c.produced += text.size();
   CompletionChunk chunk;
   chunk.choice_index = index;
-  chunk.text = c.matcher.Push(text);
+  chunk.text =
+      ++c.generated < gen.min_tokens ? c.matcher.PushUnchecked(text) : c.matcher.Push(text);
   TakeLogprobs(c, c.matcher.emitted(), &chunk.logprobs);
   if (!chunk.text.empty() || !chunk.logprobs.empty()) SendChunk(gen, std::move(chunk));
   return !c.matcher.stopped();
@@ -252,6 +257,15 @@ std::string StopMatcher::Push(std::string_view text) {
     out = pending_.substr(0, pending_.size() - hold);
     pending_.erase(0, pending_.size() - hold);
   }
+  emitted_ += out.size();
+  return out;
+}
+
+std::string StopMatcher::PushUnchecked(std::string_view text) {
+  if (stopped_) return "";
+  std::string out = std::move(pending_);
+  pending_.clear();
+  out.append(text);
   emitted_ += out.size();
   return out;
 }
@@ -506,6 +520,7 @@ std::unique_ptr<server::CompletionHandle> EngineService::Start(CompletionRequest
   gen->tokenizer = generator_->model().tokenizer.get();
   gen->want_logprobs = request.logprobs;
   gen->prompt_only = request.echo && request.max_tokens == 0;
+  gen->min_tokens = request.min_tokens;
   for (int i = 0; i < n; ++i) {
     gen->choices.push_back(std::make_unique<Choice>(*gen->tokenizer, request.stop));
     if (request.echo) {

@@ -61,6 +61,9 @@ class StopMatcher {
   // begin in it, else up to where one might begin. When a stop string is complete, stopped()
   // becomes true and the text returned ends before its first occurrence.
   std::string Push(std::string_view text);
+  // Appends `text` without looking for stop strings (before min_tokens): returns the text held
+  // back and `text`. Stop strings are then looked for in later text only.
+  std::string PushUnchecked(std::string_view text);
   // At the end of a choice: the text held back (none after a stop).
   std::string Flush();
 

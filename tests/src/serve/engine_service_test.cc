@@ -63,6 +63,17 @@ TEST(StopMatcherTest, ReleasesHeldTextThatTurnsOutNotToMatch) {
   EXPECT_EQ(m.emitted(), 6u);
 }
 
+TEST(StopMatcherTest, UncheckedTextIsPassedOnAndNeverMatched) {
+  StopMatcher m({"END"});
+  EXPECT_EQ(m.Push("xE"), "x");             // "E" held back
+  EXPECT_EQ(m.PushUnchecked("ND"), "END");  // released, and no match across it
+  EXPECT_FALSE(m.stopped());
+  EXPECT_EQ(m.Push("aEND"), "a");
+  EXPECT_TRUE(m.stopped());
+  EXPECT_EQ(m.PushUnchecked("more"), "");
+  EXPECT_EQ(m.emitted(), 5u);
+}
+
 TEST(StopMatcherTest, EarliestOfSeveralStopsWins) {
   StopMatcher m({"world", "lo w", "o"});
   EXPECT_EQ(m.Push("hello world"), "hel");
@@ -400,6 +411,80 @@ TEST_F(EngineServiceTest, StopStringEndsTextBeforeTheMatch) {
   EXPECT_EQ(stopped.usage.completion_tokens, static_cast<int>(at + 3));
   // Logprobs cover the text sent (and not the stop string).
   EXPECT_EQ(stopped.logprobs[0].size(), at);
+}
+
+// vLLM's min_tokens holds stop strings back too: the first min_tokens - 1 tokens' text is not
+// searched.
+TEST_F(EngineServiceTest, MinTokensHoldsStopStringsBack) {
+  CompletionRequest r = AbRequest(32);
+  Result free_run = Run(r);
+  ASSERT_TRUE(free_run.status.ok());
+  const std::string full = free_run.text[0];
+  ASSERT_EQ(full.size(), 32u);
+  const std::string stop = full.substr(10, 3);
+  const size_t first = full.find(stop);  // <= 10
+  r.stop = {stop};
+  r.min_tokens = static_cast<int>(first) + 5;  // past the first match's last token
+  Result held = Run(r);
+  ASSERT_TRUE(held.status.ok()) << held.status;
+  // One character a token: text from token min_tokens on is searched.
+  const size_t next = full.find(stop, static_cast<size_t>(r.min_tokens) - 1);
+  if (next == std::string::npos) {
+    EXPECT_EQ(held.finish[0], "length");
+    EXPECT_EQ(held.text[0], full);
+  } else {
+    EXPECT_EQ(held.finish[0], "stop");
+    EXPECT_EQ(held.text[0], full.substr(0, next));
+    EXPECT_GT(next, first);
+  }
+}
+
+// echo: each choice's text begins with its prompt, and its logprobs with the prompt tokens'
+// (the first without one); max_tokens 0 gives the prompt alone.
+TEST_F(EngineServiceTest, EchoPrependsThePromptAndItsLogprobs) {
+  CompletionRequest r = AbRequest(4);
+  r.echo = true;
+  r.n = 2;
+  r.logprobs = true;
+  r.top_logprobs = 2;
+  Result res = Run(r);
+  ASSERT_TRUE(res.status.ok()) << res.status;
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(res.text[i].substr(0, 6), "hello ") << res.text[i];
+    EXPECT_EQ(res.text[i].size(), 10u) << res.text[i];
+    ASSERT_EQ(res.logprobs[i].size(), 10u);
+    EXPECT_FALSE(res.logprobs[i][0].logprob.has_value());
+    EXPECT_EQ(res.logprobs[i][0].token, "h");
+    for (size_t t = 1; t < 10; ++t) {
+      ASSERT_TRUE(res.logprobs[i][t].logprob.has_value()) << t;
+      EXPECT_LE(*res.logprobs[i][t].logprob, 0.0);
+      EXPECT_EQ(res.logprobs[i][t].top_logprobs.size(), 2u);
+    }
+    EXPECT_EQ(res.logprobs[i][5].token, " ");
+  }
+  EXPECT_EQ(res.usage.completion_tokens, 8);
+  // The prompt's logprobs are the model's, before the request's logit bias.
+  EXPECT_GT(*res.logprobs[0][1].logprob, -50.0);  // under the bias of 100 it would be ~-100
+
+  r.n = 1;
+  r.max_tokens = 0;
+  Result only = Run(r);
+  ASSERT_TRUE(only.status.ok()) << only.status;
+  EXPECT_EQ(only.text[0], "hello ");
+  EXPECT_EQ(only.finish[0], "length");
+  EXPECT_EQ(only.usage.completion_tokens, 0);
+  EXPECT_EQ(only.usage.prompt_tokens, 6);
+  ASSERT_EQ(only.logprobs[0].size(), 6u);
+  EXPECT_EQ(*only.logprobs[0][3].logprob, *res.logprobs[0][3].logprob);
+
+  // Without logprobs the echo needs nothing from the engine.
+  r.logprobs = false;
+  r.top_logprobs = 0;
+  r.max_tokens = 3;
+  Result plain = Run(r);
+  ASSERT_TRUE(plain.status.ok()) << plain.status;
+  EXPECT_EQ(plain.text[0].substr(0, 6), "hello ");
+  EXPECT_EQ(plain.text[0].size(), 9u);
 }
 
 TEST_F(EngineServiceTest, ChatIsRenderedWithTheTemplate) {
