@@ -69,6 +69,7 @@ absl::Status DecodeNode::Init() {
   eo.kv_cache_bytes = o.kv_cache_bytes;
   eo.max_running = o.max_running;
   eo.max_step_tokens = o.max_step_tokens;
+  eo.speculative_tokens = o.speculative_tokens;
   // Decode requests arrive with their prompt's KV written by a prefill node; nothing for the
   // prefix cache to find here, but it costs nothing either.
   void* kv_memory = nullptr;
@@ -173,6 +174,7 @@ cluster::v1::CostProfile DecodeNode::MeasureProfile() {
       r.max_tokens = kSteps;
       r.ignore_eos = true;
       r.cache_salt = salt;
+      r.allow_speculation = false;  // a plain step's cost, the conservative one
       auto first = std::make_shared<bool>(true);
       auto id = engine_->Submit(
           std::move(r),
@@ -253,6 +255,8 @@ cluster::v1::NodeLoad DecodeNode::Load() const {
   load.set_free_blocks(s.free_blocks);
   load.set_last_step_seconds(s.last_step_seconds);
   load.set_draining(service_ != nullptr && service_->draining());
+  load.set_draft_tokens(s.draft_tokens);
+  load.set_accepted_draft_tokens(s.accepted_draft_tokens);
   if (service_ != nullptr) service_->UpdateGauges();
   return load;
 }

@@ -40,6 +40,7 @@ namespace crescent::decode_node {
 // decode node's own.
 struct DecodeNodeOptions : cluster::NodeOptions {
   int max_running = 64;
+  int speculative_tokens = 0;  // the engine's speculative_tokens (prompt-lookup drafts a step)
   int64_t reserve_timeout_ms = 30000;  // Default and upper bound of a reservation's wait.
 };
 

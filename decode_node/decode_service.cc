@@ -64,6 +64,10 @@ DecodeMetrics::DecodeMetrics(server::MetricsRegistry* r)
           r->GetGauge("crescent:kv_cache_usage_perc", "Fraction of KV blocks in use (0 to 1).")),
       generation_tokens(r->GetCounter("crescent:generation_tokens_total",
                                       "Tokens streamed by Decode (after the first token).")),
+      spec_draft_tokens(r->GetCounter("crescent:spec_decode_num_draft_tokens_total",
+                                      "Speculative draft tokens checked.")),
+      spec_accepted_tokens(r->GetCounter("crescent:spec_decode_num_accepted_tokens_total",
+                                         "Speculative draft tokens confirmed.")),
       registry(r) {}
 
 server::Counter* DecodeMetrics::Outcome(std::string_view outcome) {
@@ -417,6 +421,16 @@ void DecodeNodeService::UpdateGauges() {
   if (s.total_blocks > 0) {
     metrics_.kv_cache_usage_perc->Set(static_cast<double>(s.total_blocks - s.free_blocks) /
                                       static_cast<double>(s.total_blocks));
+  }
+  absl::MutexLock lock(&published_mu_);
+  if (s.draft_tokens > published_drafts_) {
+    metrics_.spec_draft_tokens->Increment(static_cast<double>(s.draft_tokens - published_drafts_));
+    published_drafts_ = s.draft_tokens;
+  }
+  if (s.accepted_draft_tokens > published_accepted_) {
+    metrics_.spec_accepted_tokens->Increment(
+        static_cast<double>(s.accepted_draft_tokens - published_accepted_));
+    published_accepted_ = s.accepted_draft_tokens;
   }
 }
 

@@ -67,6 +67,8 @@ struct DecodeMetrics {
   server::Gauge* num_requests_waiting;       // crescent:num_requests_waiting
   server::Gauge* kv_cache_usage_perc;        // crescent:kv_cache_usage_perc
   server::Counter* generation_tokens;        // crescent:generation_tokens_total
+  server::Counter* spec_draft_tokens;        // crescent:spec_decode_num_draft_tokens_total
+  server::Counter* spec_accepted_tokens;     // crescent:spec_decode_num_accepted_tokens_total
   server::MetricsRegistry* registry;
   // crescent:decode_requests_total{outcome="stop|length|cancelled|error"}.
   server::Counter* Outcome(std::string_view outcome);
@@ -132,6 +134,10 @@ class DecodeNodeService final : public cluster::v1::DecodeNode::Service {
   std::atomic<bool> draining_{false};
 
   mutable absl::Mutex mu_;
+  // The engine's speculative counters as last added to the metrics (UpdateGauges).
+  absl::Mutex published_mu_;
+  int64_t published_drafts_ ABSL_GUARDED_BY(published_mu_) = 0;
+  int64_t published_accepted_ ABSL_GUARDED_BY(published_mu_) = 0;
   std::map<uint64_t, PendingReservation> reservations_ ABSL_GUARDED_BY(mu_);
   // Decode streams in flight, by request id.
   std::multimap<std::string, std::shared_ptr<DecodeStream>> decoding_ ABSL_GUARDED_BY(mu_);

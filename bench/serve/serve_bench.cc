@@ -5,9 +5,14 @@
 //      concurrency 1.
 //   2. Prefix caching: time to first token of a ~1500-token prompt cold, and of a second prompt
 //      sharing all but its last block with it (prefix cached), and the ratio.
+//   3. Speculative decoding (prompt lookup): batch-1 greedy decode tok/s of chat requests with
+//      --speculative-tokens drafts a step against none, on requests whose answers repeat their
+//      prompt (copying, editing) and on one that does not; the drafts confirmed, the tokens a
+//      step, and how many output tokens agree with the plain run.
 //
 //   serve_bench [--model PATH] [--threads N] [--concurrency 1,8,32] [--prompt-tokens 64]
 //               [--output-tokens 64] [--long-prompt 1500] [--repeats 3] [--temperature 0]
+//               [--speculative-tokens 4] [--spec-output-tokens 160]
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -18,6 +23,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "src/common/clock.h"
 #include "src/engine/cpu_backend.h"
 #include "src/engine/engine.h"
@@ -74,6 +80,46 @@ std::vector<Finished> RunBatch(engine::Engine& eng,
   return out;
 }
 
+// One greedy request alone (batch 1): its tokens, stats and decode tok/s (first token to end).
+struct Single {
+  std::vector<int32_t> tokens;
+  engine::RequestStats stats;
+  double decode_tok_s = 0;
+};
+Single RunOne(engine::Engine& eng, const std::vector<int32_t>& prompt, int max_tokens) {
+  Single out;
+  absl::Notification done;
+  engine::EngineRequest r;
+  r.prompt = prompt;
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = 0;
+  const int64_t start = RealClock::Get()->NowNanos();
+  double end_s = 0;
+  auto id = eng.Submit(
+      std::move(r),
+      [&out](const engine::SampleResult& s) {
+        out.tokens.push_back(s.token);
+        return true;
+      },
+      [&](absl::Status status, engine::FinishReason, const engine::RequestStats& stats,
+          std::span<const engine::KvCache::BlockId>) {
+        if (!status.ok()) std::fprintf(stderr, "request failed: %s\n", status.ToString().c_str());
+        out.stats = stats;
+        end_s = (RealClock::Get()->NowNanos() - start) * 1e-9;
+        done.Notify();
+      });
+  if (!id.ok()) {
+    std::fprintf(stderr, "submit: %s\n", id.status().ToString().c_str());
+    std::exit(1);
+  }
+  done.WaitForNotification();
+  const double decode_s = end_s - out.stats.first_token_seconds;
+  if (out.tokens.size() > 1 && decode_s > 0) {
+    out.decode_tok_s = static_cast<double>(out.tokens.size() - 1) / decode_s;
+  }
+  return out;
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -84,6 +130,7 @@ int Main(int argc, char** argv) {
   std::string model_path = engine::DefaultModelPath();
   int threads = 0, prompt_tokens = 64, output_tokens = 64, long_prompt = 1500, repeats = 3;
   int block_tokens = 16;
+  int speculative_tokens = 4, spec_output_tokens = 160;
   float temperature = 0.0f;
   std::vector<int> concurrency = {1, 8, 32};
   app.add_option("-m,--model", model_path)->capture_default_str();
@@ -98,6 +145,12 @@ int Main(int argc, char** argv) {
                  "part 1's sampling temperature (0: greedy; above 0 every token of the "
                  "vocabulary is weighed, seeded per request)")
       ->check(CLI::Range(0.0f, 2.0f))
+      ->capture_default_str();
+  app.add_option("--speculative-tokens", speculative_tokens,
+                 "part 3's drafts a step (0 skips part 3)")
+      ->check(CLI::Range(0, 64))
+      ->capture_default_str();
+  app.add_option("--spec-output-tokens", spec_output_tokens, "part 3's max_tokens")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -175,6 +228,73 @@ int Main(int argc, char** argv) {
   std::printf("%14s %10.3f s\n%14s %10.3f s  (%lld of %d prompt tokens cached)\n%14s %10.1fx\n",
               "cold TTFT", c, "cached TTFT", w, static_cast<long long>(cached), long_prompt,
               "speedup", c / w);
+
+  if (speculative_tokens > 0 && (*model)->chat_template) {
+    engine::EngineOptions spec_options = options;
+    spec_options.speculative_tokens = speculative_tokens;
+    auto spec =
+        engine::Engine::Create(model->get(), backend->get(), spec_options, RealClock::Get());
+    if (!spec.ok()) {
+      std::fprintf(stderr, "%s\n", spec.status().ToString().c_str());
+      return 1;
+    }
+    const std::string paragraph =
+        "The lighthouse stood on a rock at the mouth of the bay. Every evening the keeper "
+        "climbed the one hundred and twelve steps, trimmed the wick, wound the clockwork and "
+        "lit the lamp, and every morning he put it out again and wrote the weather in his book.";
+    const std::string code =
+        "def total_price(items, tax_rate):\n    total = 0\n    for item in items:\n"
+        "        total += item.price * item.quantity\n    return total * (1 + tax_rate)\n";
+    const std::vector<std::pair<std::string, std::string>> tasks = {
+        {"copy", "Repeat the following text exactly, word for word:\n\n" + paragraph},
+        {"edit",
+         "Rename the variable total to subtotal in this Python function and show the "
+         "whole function:\n\n" +
+             code},
+        {"story", "Write a short story about a cat who learns to sail."},
+    };
+    std::printf(
+        "\n3. Speculative decoding (prompt lookup, up to %d drafts a step, n-grams of %d-%d "
+        "tokens): batch 1, greedy, up to %d output tokens (best of %d)\n",
+        speculative_tokens, spec_options.speculative_ngram_min, spec_options.speculative_ngram_max,
+        spec_output_tokens, repeats);
+    std::printf("%8s %8s %12s %12s %9s %10s %12s %12s\n", "task", "tokens", "plain tok/s",
+                "spec tok/s", "speedup", "accepted", "tokens/step", "same tokens");
+    for (const auto& [name, text] : tasks) {
+      const model::ChatMessage message{"user", text};
+      auto rendered = (*model)->chat_template->Render(std::span(&message, 1), true);
+      if (!rendered.ok()) {
+        std::fprintf(stderr, "%s\n", rendered.status().ToString().c_str());
+        return 1;
+      }
+      const std::vector<int32_t> prompt =
+          (*model)->tokenizer->Encode(*rendered, /*add_special=*/false, /*parse_special=*/true);
+      Single plain, fast;
+      double accepted = 0, drafted = 0, steps = 0;
+      for (int k = 0; k < repeats; ++k) {
+        Single a = RunOne(**eng, prompt, spec_output_tokens);
+        if (a.decode_tok_s > plain.decode_tok_s) plain = a;
+        const engine::EngineStats before = (*spec)->Stats();
+        Single b = RunOne(**spec, prompt, spec_output_tokens);
+        const engine::EngineStats after = (*spec)->Stats();
+        if (b.decode_tok_s > fast.decode_tok_s) fast = b;
+        accepted = static_cast<double>(after.accepted_draft_tokens - before.accepted_draft_tokens);
+        drafted = static_cast<double>(after.draft_tokens - before.draft_tokens);
+        steps = static_cast<double>(after.steps - before.steps);
+      }
+      size_t same = 0;
+      while (same < plain.tokens.size() && same < fast.tokens.size() &&
+             plain.tokens[same] == fast.tokens[same]) {
+        ++same;
+      }
+      std::printf("%8s %8zu %12.1f %12.1f %8.2fx %9.0f%% %12.2f %6zu of %-4zu\n", name.c_str(),
+                  fast.tokens.size(), plain.decode_tok_s, fast.decode_tok_s,
+                  fast.decode_tok_s / plain.decode_tok_s,
+                  drafted > 0 ? 100.0 * accepted / drafted : 0.0,
+                  steps > 0 ? static_cast<double>(fast.tokens.size()) / steps : 0.0, same,
+                  plain.tokens.size());
+    }
+  }
   return 0;
 }
 

@@ -659,6 +659,9 @@ engine::EngineStats ConductorGenerator::Stats() const {
     stats.free_blocks += node.load.free_blocks();
     stats.queued_prefill_tokens += node.load.queued_prefill_tokens();
     stats.last_step_seconds = std::max(stats.last_step_seconds, node.load.last_step_seconds());
+    // Cumulative per node: the sum only grows while nodes live (the metrics add increases).
+    stats.draft_tokens += node.load.draft_tokens();
+    stats.accepted_draft_tokens += node.load.accepted_draft_tokens();
   }
   stats.prompt_tokens = prompt_tokens_.load();
   stats.generated_tokens = generated_tokens_.load();

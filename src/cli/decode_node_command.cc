@@ -24,6 +24,7 @@ constexpr NodeRole kDecodeRole = {
 struct DecodeNodeFlags {
   NodeFlags node;
   int max_running = 64;
+  int speculative_tokens = 0;
   int64_t reserve_timeout_ms = 30000;
   bool no_profile = false;
 };
@@ -33,6 +34,9 @@ int RunDecodeNode(const DecodeNodeFlags& f) {
     return BadNodeFlag(kDecodeRole, s.message());
   }
   if (f.max_running < 1) return BadNodeFlag(kDecodeRole, "--max-running must be at least 1");
+  if (f.speculative_tokens < 0 || f.speculative_tokens > 64) {
+    return BadNodeFlag(kDecodeRole, "--speculative-tokens must be in [0, 64]");
+  }
   if (f.reserve_timeout_ms < 1) {
     return BadNodeFlag(kDecodeRole, "--reserve-timeout-ms must be at least 1");
   }
@@ -44,6 +48,7 @@ int RunDecodeNode(const DecodeNodeFlags& f) {
   decode_node::DecodeNodeOptions o;
   ApplyNodeFlags(f.node, &o);
   o.max_running = f.max_running;
+  o.speculative_tokens = f.speculative_tokens;
   o.reserve_timeout_ms = f.reserve_timeout_ms;
   o.measure_profile = !f.no_profile;
   return RunNodeUntilStopped(kDecodeRole, f.node.drain_timeout_s,
@@ -60,6 +65,10 @@ void AddDecodeNodeCommands(CLI::App& app, std::vector<Command>* commands) {
   cmd->alias("decode");  // DESIGN.md's name for the role
   AddNodeFlags(cmd, kDecodeRole, &flags->node);
   cmd->add_option("--max-running", flags->max_running, "sequences in the running batch at most")
+      ->capture_default_str();
+  cmd->add_option(
+         "--speculative-tokens", flags->speculative_tokens,
+         "speculative decoding: draft tokens a step for greedy requests, by prompt lookup (0: off)")
       ->capture_default_str();
   cmd->add_option("--reserve-timeout-ms", flags->reserve_timeout_ms,
                   "a KV reservation whose Decode has not started by then is released (default "

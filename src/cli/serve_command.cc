@@ -39,6 +39,7 @@ struct ServeFlags {
   int max_step_tokens = 512;
   int max_running = 64;
   int max_waiting = 4096;
+  int speculative_tokens = 0;
   int http_threads = 2;
   int64_t max_body_bytes = 1 << 20;
 };
@@ -73,6 +74,9 @@ int RunServe(const ServeFlags& f) {
   if (f.max_step_tokens < 1) return BadFlag("--max-step-tokens must be at least 1");
   if (f.max_running < 1) return BadFlag("--max-running must be at least 1");
   if (f.max_waiting < 1) return BadFlag("--max-waiting must be at least 1");
+  if (f.speculative_tokens < 0 || f.speculative_tokens > 64) {
+    return BadFlag("--speculative-tokens must be in [0, 64]");
+  }
   if (f.http_threads < 1) return BadFlag("--http-threads must be at least 1");
   if (f.max_body_bytes < 1) return BadFlag("--max-body-bytes must be at least 1");
   std::string api_key = f.api_key;
@@ -103,6 +107,7 @@ int RunServe(const ServeFlags& f) {
   eo.max_step_tokens = f.max_step_tokens;
   eo.max_running = f.max_running;
   eo.max_waiting = f.max_waiting;
+  eo.speculative_tokens = f.speculative_tokens;
   auto engine = engine::Engine::Create(model->get(), backend->get(), eo, RealClock::Get());
   if (!engine.ok()) return Fail(engine.status());
 
@@ -172,6 +177,11 @@ void AddServeCommands(CLI::App& app, std::vector<Command>* commands) {
   serve
       ->add_option("--max-waiting", flags->max_waiting,
                    "queued requests at most; beyond it requests get HTTP 429")
+      ->capture_default_str();
+  serve
+      ->add_option("--speculative-tokens", flags->speculative_tokens,
+                   "speculative decoding: draft tokens a step for greedy requests, by prompt "
+                   "lookup (0: off)")
       ->capture_default_str();
   serve->add_option("--http-threads", flags->http_threads, "HTTP I/O threads")
       ->capture_default_str();

@@ -111,6 +111,9 @@ void AddUpCommands(CLI::App& app, std::vector<Command>* commands) {
                  "Every node's forward pass: cpu, or cuda (builds with nvcc)")
       ->capture_default_str();
   up->add_option("--kv-cache-mb", o.kv_cache_mb, "KV cache per node (MiB)")->capture_default_str();
+  up->add_option("--speculative-tokens", o.speculative_tokens,
+                 "decode nodes' speculative decoding: prompt-lookup drafts a step (0: off)")
+      ->capture_default_str();
   up->add_option("--prefill-policy", o.prefill_policy,
                  "cache-aware|local|least-loaded|round-robin (default: the conductor's)");
   up->add_option("--slo-ttft-ms", o.slo_ttft_ms, "TTFT SLO (default: the conductor's)");

@@ -330,6 +330,9 @@ std::vector<std::string> NodeArgs(const UpOptions& o, const ClusterPorts& p, std
                                 "--transport",
                                 o.transport};
   if (o.backend != "cpu") a.insert(a.end(), {"--backend", o.backend});
+  if (role == "decode" && o.speculative_tokens > 0) {
+    a.insert(a.end(), {"--speculative-tokens", absl::StrCat(o.speculative_tokens)});
+  }
   return a;
 }
 
@@ -344,6 +347,9 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const UpOption
     return absl::InvalidArgumentError("--threads-per-node must be >= 0 (0: automatic)");
   }
   CRESCENT_RETURN_IF_ERROR(CheckMemoryMb("--kv-cache-mb", o.kv_cache_mb, 1));
+  if (o.speculative_tokens < 0 || o.speculative_tokens > 64) {
+    return absl::InvalidArgumentError("--speculative-tokens must be in [0, 64]");
+  }
   const int threads =
       o.threads_per_node > 0
           ? o.threads_per_node

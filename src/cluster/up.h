@@ -40,6 +40,7 @@ struct UpOptions {
   int threads_per_node = 0;       // Compute threads per node; 0: DefaultThreadsPerNode().
   std::string backend = "cpu";    // Every node's forward pass: cpu | cuda.
   int64_t kv_cache_mb = 256;      // Per node.
+  int speculative_tokens = 0;     // Decode nodes' --speculative-tokens.
   std::string prefill_policy;     // Empty: the conductor's default.
   int64_t slo_ttft_ms = 0;        // 0: the conductor's default.
   int64_t slo_tbt_ms = 0;         // 0: the conductor's default.

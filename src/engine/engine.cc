@@ -64,7 +64,8 @@ class Engine::Impl {
         clock_(clock),
         pool_(num_blocks, engine->options_.prefix_cache),
         scheduler_({engine->options_.block_tokens, engine->options_.max_step_tokens,
-                    engine->options_.max_running},
+                    engine->options_.max_running, engine->options_.speculative_tokens,
+                    engine->options_.speculative_ngram_min, engine->options_.speculative_ngram_max},
                    &pool_) {}
 
   void Start() {
@@ -134,6 +135,13 @@ class Engine::Impl {
     const int64_t next = state.prompt_logprobs_next;
     return state.prompt_logprobs >= 0 && next < c.seq->prompt_len && c.begin < next &&
            next <= c.end;
+  }
+  // Whether drafts are proposed for the request: speculative decoding is on, and the request
+  // is greedy and unconstrained (a sampled or JSON-constrained token depends on more than the
+  // logits, so a draft could not be checked row by row).
+  bool Speculates(const RequestState& state, const SamplingParams& sampling) const {
+    return options_.speculative_tokens > 0 && state.mode == RequestMode::kFull &&
+           sampling.temperature == 0.0f && state.json == nullptr && !sampling.json_object;
   }
   // Before min_tokens: sets the logits of every token that would end the request to -inf.
   void BanEnds(const RequestState& state, std::span<float> logits);
@@ -293,6 +301,8 @@ absl::StatusOr<Engine::RequestId> Engine::Impl::Submit(EngineRequest request,
   seq->hash_seed = BlockHashSeed(model_->fingerprint, request.cache_salt);
   seq->arrival_ns = state->submit_ns;
   seq->reuse_prefix = state->prompt_logprobs < 0;
+  seq->speculate = request.allow_speculation && Speculates(*state, request.sampling);
+  seq->max_len = seq->prompt_len + state->max_tokens;
   const RequestId id = seq->id;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -412,6 +422,8 @@ absl::StatusOr<Engine::RequestId> Engine::Impl::SubmitPrefilled(RequestId reserv
   seq->hash_seed = BlockHashSeed(model_->fingerprint, request.cache_salt);
   seq->arrival_ns = state->submit_ns;
   seq->admitted_once = true;  // its prompt was looked up (and counted) by the prefill side
+  seq->speculate = request.allow_speculation && Speculates(*state, request.sampling);
+  seq->max_len = seq->prompt_len + state->max_tokens;
   const RequestId id = seq->id;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -510,8 +522,9 @@ void Engine::Impl::RunStep(const StepPlan& plan, std::vector<Finished>* finished
     b.pos0 = c.begin;
     b.block_table = c.seq->blocks;
     RequestState* state = requests_.at(c.seq->id).get();
-    b.logits = WantsPromptLogprobs(*state, c) ? LogitsMode::kAll
-                                              : (c.sample ? LogitsMode::kLast : LogitsMode::kNone);
+    b.logits = c.draft > 0 || WantsPromptLogprobs(*state, c)
+                   ? LogitsMode::kAll
+                   : (c.sample ? LogitsMode::kLast : LogitsMode::kNone);
     batch.push_back(b);
     if (state->mode == RequestMode::kPrefillOnly && state->on_layer) any_layer_hook = true;
   }
@@ -527,10 +540,15 @@ void Engine::Impl::RunStep(const StepPlan& plan, std::vector<Finished>* finished
   absl::Status status =
       backend_->Forward(batch, engine_->cache(), any_layer_hook ? &hook : nullptr, &logits_);
   const int64_t t1 = clock_->NowNanos();
+  std::vector<std::vector<int32_t>> drafts(plan.chunks.size());
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.steps;
     stats_.last_step_seconds = static_cast<double>(t1 - t0) * 1e-9;
+    // The drafts leave the sequences whatever happened: they are guesses, not tokens.
+    for (size_t i = 0; i < plan.chunks.size(); ++i) {
+      if (plan.chunks[i].draft > 0) drafts[i] = scheduler_.TakeDraft(plan.chunks[i].seq);
+    }
     if (!status.ok()) {
       for (const ScheduledChunk& c : plan.chunks) {
         finished->push_back({scheduler_.Detach(c.seq->id), Annotate(status, "engine forward pass"),
@@ -538,23 +556,29 @@ void Engine::Impl::RunStep(const StepPlan& plan, std::vector<Finished>* finished
       }
       return;
     }
-    for (const ScheduledChunk& c : plan.chunks) scheduler_.Commit(c);
+    for (ScheduledChunk c : plan.chunks) {
+      c.end -= c.draft;  // committed alone; confirmed drafts are settled below
+      scheduler_.Commit(c);
+    }
   }
 
-  // Sample, then report tokens without the lock.
+  // Sample, then report tokens without the lock. A speculative chunk samples each of its rows
+  // in turn while the samples confirm its drafts: row j's sample is checked against draft j.
   struct Outcome {
     Sequence* seq;
-    int32_t token;
-    bool append;  // keeps going: the token joins the sequence
-    bool finish;
-    FinishReason reason;
+    std::vector<int32_t> tokens;  // join the sequence
+    int64_t accepted = 0;         // drafts confirmed (their KV is kept)
+    bool finish = false;
+    FinishReason reason = FinishReason::kStop;
     absl::Status status;
   };
   std::vector<Outcome> outcomes;
   const int vocab = model_->config.vocab_size;
   size_t row = 0;
   int64_t generated_now = 0;
-  for (const ScheduledChunk& c : plan.chunks) {
+  int64_t drafted_now = 0, accepted_now = 0;
+  for (size_t ci = 0; ci < plan.chunks.size(); ++ci) {
+    const ScheduledChunk& c = plan.chunks[ci];
     Sequence* seq = c.seq;
     RequestState* state = requests_.at(seq->id).get();
     if (WantsPromptLogprobs(*state, c)) {
@@ -571,56 +595,77 @@ void Engine::Impl::RunStep(const StepPlan& plan, std::vector<Finished>* finished
       if (c.sample) --row;  // the last row is also the one sampled from
     }
     if (!c.sample) continue;
-    std::span<float> logits(logits_.data() + row * vocab, vocab);
-    ++row;
+    const std::vector<int32_t>& draft = drafts[ci];
+    const size_t first_row = row;
+    row += draft.size() + 1;
+    drafted_now += static_cast<int64_t>(draft.size());
+    Outcome o{seq, {}, 0, false, FinishReason::kStop, absl::OkStatus()};
     std::span<const int32_t> all(seq->tokens);
-    if (static_cast<int64_t>(seq->tokens.size()) - seq->prompt_len < state->min_tokens &&
-        (state->json == nullptr || !state->json->complete())) {
-      BanEnds(*state, logits);
-    }
-    if (state->json != nullptr) {
-      if (absl::Status s = state->json->Restrict(logits); !s.ok()) {
-        outcomes.push_back({seq, 0, false, true, FinishReason::kCancelled, std::move(s)});
-        continue;
+    std::span<const int32_t> prompt = all.first(seq->prompt_len);
+    // The generated tokens so far, for the penalties: the sequence's own, or with drafts a copy
+    // that grows with this step's samples.
+    std::vector<int32_t> spec_generated;
+    if (!draft.empty()) spec_generated.assign(all.begin() + seq->prompt_len, all.end());
+    int64_t n_generated = static_cast<int64_t>(all.size()) - seq->prompt_len;
+    for (size_t j = 0; j <= draft.size(); ++j) {
+      std::span<float> logits(logits_.data() + (first_row + j) * vocab, vocab);
+      if (n_generated < state->min_tokens && (state->json == nullptr || !state->json->complete())) {
+        BanEnds(*state, logits);
       }
-    }
-    SampleResult sr =
-        state->sampler->Sample(logits, all.first(seq->prompt_len), all.subspan(seq->prompt_len));
-    if (state->json != nullptr) {
-      // Cannot fail: Restrict left only tokens Accept takes.
-      if (absl::Status s = state->json->Accept(sr.token); !s.ok()) {
-        outcomes.push_back({seq, 0, false, true, FinishReason::kCancelled, std::move(s)});
-        continue;
+      if (state->json != nullptr) {
+        if (absl::Status s = state->json->Restrict(logits); !s.ok()) {
+          o.finish = true;
+          o.reason = FinishReason::kCancelled;
+          o.status = std::move(s);
+          break;
+        }
       }
-    }
-    const int64_t now = clock_->NowNanos();
-    if (state->first_token_ns < 0) state->first_token_ns = now;
-    Outcome o{seq, sr.token, false, false, FinishReason::kStop, absl::OkStatus()};
-    if (Ends(*state, sr.token)) {
-      o.finish = true;
-      o.reason = FinishReason::kStop;
-    } else {
+      SampleResult sr = state->sampler->Sample(
+          logits, prompt,
+          draft.empty() ? all.subspan(seq->prompt_len) : std::span<const int32_t>(spec_generated));
+      if (state->json != nullptr) {
+        // Cannot fail: Restrict left only tokens Accept takes.
+        if (absl::Status s = state->json->Accept(sr.token); !s.ok()) {
+          o.finish = true;
+          o.reason = FinishReason::kCancelled;
+          o.status = std::move(s);
+          break;
+        }
+      }
+      if (state->first_token_ns < 0) state->first_token_ns = clock_->NowNanos();
+      if (Ends(*state, sr.token)) {
+        o.finish = true;
+        o.reason = FinishReason::kStop;
+        break;
+      }
       ++generated_now;
       const bool go_on = state->on_token ? state->on_token(sr) : true;
-      const int64_t generated = static_cast<int64_t>(seq->tokens.size()) - seq->prompt_len + 1;
-      o.append = true;
+      o.tokens.push_back(sr.token);
+      ++n_generated;
+      if (!draft.empty()) spec_generated.push_back(sr.token);
       if (!go_on) {
         o.finish = true;
         o.reason = FinishReason::kStop;
       } else if (state->mode == RequestMode::kPrefillOnly) {
         o.finish = true;
         o.reason = FinishReason::kPrefillDone;
-      } else if (generated >= state->max_tokens) {
+      } else if (n_generated >= state->max_tokens) {
         o.finish = true;
         o.reason = FinishReason::kLength;
       }
+      if (o.finish || j == draft.size() || sr.token != draft[j]) break;
+      ++o.accepted;  // the input at the next position was right: its row stands
     }
-    outcomes.push_back(o);
+    accepted_now += o.accepted;
+    outcomes.push_back(std::move(o));
   }
   std::lock_guard<std::mutex> lock(mu_);
   stats_.generated_tokens += generated_now;
+  stats_.draft_tokens += drafted_now;
+  stats_.accepted_draft_tokens += accepted_now;
   for (const Outcome& o : outcomes) {
-    if (o.append) scheduler_.AppendToken(o.seq, o.token);
+    for (int32_t token : o.tokens) scheduler_.AppendToken(o.seq, token);
+    scheduler_.Settle(o.seq, o.accepted);
     if (o.finish) {
       finished->push_back({scheduler_.Detach(o.seq->id), o.status, o.reason});
     }
@@ -698,6 +743,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const LoadedModel* model,
   if (options.max_waiting <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_waiting must be positive, got ", options.max_waiting));
+  }
+  if (options.speculative_tokens < 0 || options.speculative_tokens > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("speculative_tokens must be in [0, 64], got ", options.speculative_tokens));
+  }
+  if (options.speculative_ngram_min < 1 ||
+      options.speculative_ngram_max < options.speculative_ngram_min) {
+    return absl::InvalidArgumentError(absl::StrCat("speculative n-grams need 1 <= min <= max, got ",
+                                                   options.speculative_ngram_min, "..",
+                                                   options.speculative_ngram_max));
   }
   KvCacheConfig kc;
   kc.n_layers = model->config.n_layers;

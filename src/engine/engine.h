@@ -35,6 +35,15 @@ struct EngineOptions {
   int max_running = 64;                // Sequences in the running batch at once.
   int max_waiting = 4096;              // Submit beyond this many queued -> ResourceExhausted.
   bool prefix_cache = true;            // Reuse KV of equal full blocks (by block hash).
+  // Speculative decoding by prompt lookup (n-gram): greedy, unconstrained decoding sequences
+  // get up to this many draft tokens a step, taken from what followed the latest earlier
+  // occurrence of their last speculative_ngram_min..max tokens; one forward pass checks them
+  // all, and the engine keeps those its own greedy samples confirm. The output is what
+  // decoding token by token gives (it samples every position the same way); only the number
+  // of steps changes. 0: off.
+  int speculative_tokens = 0;
+  int speculative_ngram_min = 2;
+  int speculative_ngram_max = 4;
   // Optional: where the KV cache lives. Called once by Create with the cache's size in bytes;
   // returns 64-byte-aligned memory the caller owns, zeroed or not, that outlives the engine
   // (the decode and prefill nodes put it in a transfer-engine segment so peers can write and
@@ -71,6 +80,9 @@ struct EngineRequest {
   // `prompt_logprobs` most likely tokens there, under the model's raw distribution (no bias,
   // penalties or temperature). -1: off. Not for SubmitPrefilled.
   int prompt_logprobs = -1;
+  // false: never drafted, even with EngineOptions::speculative_tokens (the decode node's cost
+  // profile times plain steps).
+  bool allow_speculation = true;
   std::function<void(int64_t position, const SampleResult& result)> on_prompt_logprob;
   // Optional, PrefillOnly: after each layer of each step that computed positions of this
   // request, called on the engine thread with this request's whole block table and the
@@ -113,6 +125,8 @@ struct EngineStats {
   int64_t preemptions = 0;            // cumulative
   int64_t prompt_tokens = 0;          // cumulative, computed or cached
   int64_t generated_tokens = 0;       // cumulative
+  int64_t draft_tokens = 0;           // cumulative: speculative drafts checked
+  int64_t accepted_draft_tokens = 0;  // cumulative: of which confirmed
   int64_t steps = 0;                  // cumulative forward passes
   double last_step_seconds = 0;       // duration of the last step
   int64_t queued_prefill_tokens = 0;  // uncomputed prompt tokens of waiting + running requests

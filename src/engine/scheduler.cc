@@ -26,11 +26,29 @@ Sequence* Scheduler::Find(uint64_t id) const {
   return it == seqs_.end() ? nullptr : it->second.get();
 }
 
+std::vector<int32_t> ProposeNgramDraft(std::span<const int32_t> tokens, int min_ngram,
+                                       int max_ngram, int max_draft) {
+  const int64_t len = static_cast<int64_t>(tokens.size());
+  if (max_draft < 1) return {};
+  for (int64_t n = std::min<int64_t>(max_ngram, len - 1); n >= min_ngram; --n) {
+    std::span<const int32_t> tail = tokens.subspan(static_cast<size_t>(len - n));
+    // Latest earlier occurrence: starts i < len - n, so that a token follows it.
+    for (int64_t i = len - n - 1; i >= 0; --i) {
+      if (!std::equal(tail.begin(), tail.end(), tokens.begin() + i)) continue;
+      const int64_t from = i + n;
+      const int64_t count = std::min<int64_t>(max_draft, len - from);
+      return std::vector<int32_t>(tokens.begin() + from, tokens.begin() + from + count);
+    }
+  }
+  return {};
+}
+
 int64_t Scheduler::queued_prefill_tokens() const {
   int64_t total = 0;
   auto add = [&](const Sequence* s) {
-    // A decoding sequence's one uncomputed token (its last sample) is decode work, not prefill.
-    int64_t n = s->uncomputed() - (s->num_computed >= s->prompt_len ? 1 : 0);
+    // A decoding sequence's one uncomputed token (its last sample) is decode work, not prefill,
+    // and so are the drafts of a step in flight.
+    int64_t n = s->uncomputed() - s->draft - (s->num_computed >= s->prompt_len ? 1 : 0);
     total += std::max<int64_t>(0, n);
   };
   for (const Sequence* s : running_) add(s);
@@ -150,7 +168,25 @@ StepPlan Scheduler::Schedule(int64_t now_ns) {
       give_up(s);
       continue;
     }
-    add_chunk(s, s->num_computed + 1);
+    std::vector<int32_t> draft;
+    if (s->speculate && options_.speculative_tokens > 0) {
+      // At most max_len - tokens - 1 drafts: all confirmed, one more token is sampled.
+      const int64_t room =
+          std::min<int64_t>({options_.speculative_tokens, budget - 1,
+                             s->max_len - static_cast<int64_t>(s->tokens.size()) - 1});
+      if (room > 0) {
+        draft = ProposeNgramDraft(s->tokens, options_.ngram_min, options_.ngram_max,
+                                  static_cast<int>(room));
+      }
+      // Drafts take free blocks only: never a preemption for a guess.
+      if (!draft.empty() && !Grow(s, s->num_computed + 1 + static_cast<int64_t>(draft.size()))) {
+        draft.clear();
+      }
+    }
+    s->draft = static_cast<int64_t>(draft.size());
+    s->tokens.insert(s->tokens.end(), draft.begin(), draft.end());
+    add_chunk(s, static_cast<int64_t>(s->tokens.size()));
+    plan.chunks.back().draft = s->draft;
   }
 
   // 2. Chunked prefill of running sequences still prefilling (or recomputing).
@@ -219,6 +255,23 @@ void Scheduler::Commit(const ScheduledChunk& chunk) {
 }
 
 void Scheduler::AppendToken(Sequence* seq, int32_t token) { seq->tokens.push_back(token); }
+
+std::vector<int32_t> Scheduler::TakeDraft(Sequence* seq) {
+  const auto n = static_cast<std::ptrdiff_t>(seq->draft);
+  std::vector<int32_t> draft(seq->tokens.end() - n, seq->tokens.end());
+  seq->tokens.resize(seq->tokens.size() - static_cast<size_t>(n));
+  seq->draft = 0;
+  return draft;
+}
+
+void Scheduler::Settle(Sequence* seq, int64_t accepted) {
+  if (accepted <= 0) return;
+  ScheduledChunk c;
+  c.seq = seq;
+  c.begin = seq->num_computed;
+  c.end = seq->num_computed + accepted;
+  Commit(c);
+}
 
 std::unique_ptr<Sequence> Scheduler::Detach(uint64_t id) {
   auto it = seqs_.find(id);

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -38,7 +39,21 @@ struct SchedulerOptions {
   int block_tokens = 16;
   int max_step_tokens = 512;
   int max_running = 64;
+  // Speculative decoding by prompt lookup: a decoding sequence that allows it (Sequence::
+  // speculate) gets up to this many draft tokens appended to its decode chunk, proposed by
+  // ProposeNgramDraft over its own tokens with n-grams of ngram_min..ngram_max tokens; the
+  // engine keeps the drafts its own samples confirm (Scheduler::Settle). 0: off.
+  int speculative_tokens = 0;
+  int ngram_min = 2;
+  int ngram_max = 4;
 };
+
+// Prompt-lookup drafting: the longest n-gram (n from max_ngram down to min_ngram) that ends
+// `tokens` and also occurs earlier in them, at its latest earlier occurrence; returns up to
+// `max_draft` tokens that followed that occurrence. Empty when no such n-gram occurs or
+// max_draft < 1. Pure. REQUIRES: 1 <= min_ngram <= max_ngram.
+std::vector<int32_t> ProposeNgramDraft(std::span<const int32_t> tokens, int min_ngram,
+                                       int max_ngram, int max_draft);
 
 struct Sequence {
   uint64_t id = 0;
@@ -55,6 +70,13 @@ struct Sequence {
   int64_t first_scheduled_ns = -1;
   bool admitted_once = false;
   bool reuse_prefix = true;  // false: never takes blocks from the prefix cache (prompt logprobs)
+  // Speculative decoding: whether drafts may be proposed for it (the engine decides: greedy,
+  // unconstrained requests), and the most tokens it may hold (prompt + max_tokens).
+  bool speculate = false;
+  int64_t max_len = 0;
+  // Draft tokens appended to `tokens` for the step being planned or run (the last `draft`
+  // tokens are a guess, not output); 0 between steps.
+  int64_t draft = 0;
 
   int64_t uncomputed() const { return static_cast<int64_t>(tokens.size()) - num_computed; }
 };
@@ -64,6 +86,9 @@ struct ScheduledChunk {
   int64_t begin = 0;  // positions [begin, end) of seq->tokens computed this step
   int64_t end = 0;
   bool sample = false;  // end == tokens.size(): logits of the last position are wanted
+  // Draft tokens at the end of the chunk (a speculative decode chunk: logits of every position
+  // are wanted; row j checks draft j).
+  int64_t draft = 0;
 };
 
 struct StepPlan {
@@ -95,6 +120,12 @@ class Scheduler {
   void Commit(const ScheduledChunk& chunk);
   // Appends a sampled token (to be computed by a later step).
   void AppendToken(Sequence* seq, int32_t token);
+  // After a speculative chunk's forward pass: takes its draft tokens back out of the sequence
+  // and returns them (the engine then commits the chunk without them). Settle(seq, accepted),
+  // once the samples are appended: the first `accepted` drafts were confirmed, so the KV the
+  // chunk computed at their positions is kept (num_computed advances past them).
+  std::vector<int32_t> TakeDraft(Sequence* seq);
+  void Settle(Sequence* seq, int64_t accepted);
 
   // Takes a sequence out of the running set or waiting queue; its blocks stay referenced (so
   // that a finish callback can still read them) until Free. Returns null for unknown ids.

@@ -372,6 +372,9 @@ void EngineService::RefreshMetrics() {
   add(metrics_->prompt_tokens_total, s.prompt_tokens, published_.prompt_tokens);
   add(metrics_->generation_tokens_total, s.generated_tokens, published_.generated_tokens);
   add(metrics_->num_preemptions_total, s.preemptions, published_.preemptions);
+  add(metrics_->spec_decode_draft_tokens, s.draft_tokens, published_.draft_tokens);
+  add(metrics_->spec_decode_accepted_tokens, s.accepted_draft_tokens,
+      published_.accepted_draft_tokens);
   published_ = s;
 }
 

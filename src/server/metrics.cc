@@ -228,7 +228,11 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r)
       generation_tokens_total(
           r->GetCounter("crescent:generation_tokens_total", "Tokens generated.")),
       num_preemptions_total(
-          r->GetCounter("crescent:num_preemptions_total", "Requests preempted by the engine.")) {}
+          r->GetCounter("crescent:num_preemptions_total", "Requests preempted by the engine.")),
+      spec_decode_draft_tokens(r->GetCounter("crescent:spec_decode_num_draft_tokens_total",
+                                             "Speculative draft tokens checked.")),
+      spec_decode_accepted_tokens(r->GetCounter("crescent:spec_decode_num_accepted_tokens_total",
+                                                "Speculative draft tokens confirmed.")) {}
 
 Counter* ServerMetrics::RequestSuccess(std::string_view finished_reason) {
   return registry->GetCounter("crescent:request_success_total", "Finished requests by reason.",

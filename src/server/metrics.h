@@ -138,6 +138,8 @@ struct ServerMetrics {
   Counter* prompt_tokens_total;
   Counter* generation_tokens_total;
   Counter* num_preemptions_total;
+  Counter* spec_decode_draft_tokens;     // speculative drafts checked
+  Counter* spec_decode_accepted_tokens;  // of which confirmed
 
   // crescent:request_success_total{finished_reason=...} ("stop", "length", "abort", "error").
   Counter* RequestSuccess(std::string_view finished_reason);

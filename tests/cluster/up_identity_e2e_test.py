@@ -2,13 +2,15 @@
 """Colocated and disaggregated serving give the same greedy output: the same requests through
 `crescent serve`, `crescent up` with 1 prefill + 1 decode node and with 2 + 2 give token-for-token
 identical text, finish_reason and token counts (JSON mode, a tool call, a batch of prompts and
-echoed prompts with their logprobs included).
+echoed prompts with their logprobs included). Then a cluster whose decode node speculates
+(--speculative-tokens) confirms drafts of a copying answer.
 
   up_identity_e2e_test.py --crescent build/release/bin/crescent --model PATH
 
 Exit 77 (CTest skip) without the model or the openai package.
 """
 import json
+import time
 import urllib.request
 
 import openai
@@ -174,6 +176,35 @@ def run(crescent, model):
                 m = up.metrics()
                 check(any(k.startswith("crescent:phase_seconds") for k in m),
                       "no crescent:phase_seconds on the conductor's /metrics")
+    check_speculative(crescent, model)
+
+
+PARAGRAPH = ("The lighthouse stood on a rock at the mouth of the bay. Every evening the keeper "
+             "climbed the steps, trimmed the wick and lit the lamp.")
+
+
+def check_speculative(crescent, model):
+    """`crescent up --speculative-tokens 4`: the decode node drafts by prompt lookup and
+    confirms drafts of a copying answer; the heartbeats bring its counters to the conductor."""
+    with Up(crescent, model, extra=["--speculative-tokens", "4"]) as up:
+        client = openai.OpenAI(base_url=up.base + "/v1", api_key="none", timeout=120,
+                               max_retries=0)
+        r = client.chat.completions.create(
+            model=client.models.list().data[0].id, temperature=0, max_tokens=48,
+            messages=[{"role": "user", "content": "Repeat the following text exactly, word for "
+                       "word:\n\n" + PARAGRAPH}])
+        text = r.choices[0].message.content
+        check(PARAGRAPH[:40] in text, f"the copy did not copy: {text!r}")
+        deadline = time.time() + 10
+        while True:  # the counters come with the next heartbeat
+            m = up.metrics()
+            accepted = m.get("crescent:spec_decode_num_accepted_tokens_total", 0)
+            drafts = m.get("crescent:spec_decode_num_draft_tokens_total", 0)
+            if accepted > 0 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        print(f"  up --speculative-tokens 4: {accepted:.0f} of {drafts:.0f} drafts confirmed")
+        check(0 < accepted <= drafts, f"drafts {drafts}, accepted {accepted}")
 
 
 if __name__ == "__main__":

@@ -451,6 +451,88 @@ TEST_F(EngineTest, PromptLogprobsMatchTheModelAndSkipThePrefixCache) {
   engine->Release(reservation->id);
 }
 
+// Speculative decoding (prompt lookup) gives exactly the tokens and logprobs of decoding token by
+// token on this model (whose rows do not depend on how positions are chunked), in fewer steps,
+// with penalties, min_tokens, stop_token_ids, max_tokens and concurrent requests.
+TEST_F(EngineTest, SpeculativeDecodingGivesTheSameTokensInFewerSteps) {
+  struct Run {
+    std::vector<std::vector<SampleResult>> results;
+    std::vector<Outcome> outcomes;
+    EngineStats stats;
+  };
+  std::vector<EngineRequest> requests;
+  for (int i = 0; i < 5; ++i) {
+    EngineRequest r = Greedy(MakePrompt(9 + 3 * i, 11 + i), 40 + i);
+    r.ignore_eos = true;
+    requests.push_back(r);
+  }
+  requests[1].sampling.logprobs = true;
+  requests[1].sampling.top_logprobs = 3;
+  requests[2].sampling.repetition_penalty = 1.3f;
+  requests[2].sampling.frequency_penalty = 0.5f;
+  requests[3].ignore_eos = false;
+  requests[3].sampling.min_tokens = 6;
+  requests[3].sampling.stop_token_ids = {requests[0].prompt[3]};
+  requests[4].sampling.logit_bias = {{7, 3.0f}};
+  auto run = [&](int speculative, bool together) {
+    EngineOptions options;
+    options.block_tokens = 4;
+    options.num_blocks = 256;
+    options.speculative_tokens = speculative;
+    options.speculative_ngram_min = 1;
+    auto engine = MakeEngine(options);
+    Run out;
+    out.results.resize(requests.size());
+    Collector c(requests.size());
+    std::mutex mu;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      auto inner = c.OnToken(i);
+      auto on_token = [&, i, inner](const SampleResult& r) {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          out.results[i].push_back(r);
+        }
+        return inner(r);
+      };
+      EXPECT_TRUE(engine->Submit(requests[i], on_token, c.OnFinish(i)).ok());
+      if (!together) {
+        EXPECT_TRUE(c.Wait(i));
+      }
+    }
+    EXPECT_TRUE(c.WaitAll());
+    for (size_t i = 0; i < requests.size(); ++i) out.outcomes.push_back(c.Get(i));
+    out.stats = engine->Stats();
+    ExpectNoLeaks(*engine);
+    return out;
+  };
+  for (bool together : {false, true}) {
+    SCOPED_TRACE(together ? "concurrent" : "one at a time");
+    const Run plain = run(0, together);
+    const Run spec = run(4, together);
+    EXPECT_EQ(plain.stats.draft_tokens, 0);
+    EXPECT_GT(spec.stats.draft_tokens, 0);
+    EXPECT_GT(spec.stats.accepted_draft_tokens, 0);
+    EXPECT_LE(spec.stats.accepted_draft_tokens, spec.stats.draft_tokens);
+    EXPECT_LT(spec.stats.steps, plain.stats.steps);
+    EXPECT_EQ(spec.stats.generated_tokens, plain.stats.generated_tokens);
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const Outcome& a = plain.outcomes[i];
+      const Outcome& b = spec.outcomes[i];
+      ASSERT_TRUE(a.status.ok() && b.status.ok()) << a.status << b.status;
+      EXPECT_EQ(b.tokens, a.tokens) << "request " << i;
+      EXPECT_EQ(b.reason, a.reason) << "request " << i;
+      EXPECT_EQ(b.stats.generated_tokens, a.stats.generated_tokens) << "request " << i;
+      ASSERT_EQ(spec.results[i].size(), plain.results[i].size());
+      for (size_t t = 0; t < plain.results[i].size(); ++t) {
+        EXPECT_EQ(spec.results[i][t].logprob, plain.results[i][t].logprob) << i << " " << t;
+        ASSERT_EQ(spec.results[i][t].top_logprobs.size(), plain.results[i][t].top_logprobs.size());
+      }
+    }
+    EXPECT_EQ(plain.outcomes[0].reason, FinishReason::kLength);
+    EXPECT_EQ(plain.outcomes[0].tokens.size(), 40u);
+  }
+}
+
 TEST_F(EngineTest, CancelFreesEveryBlock) {
   EngineOptions options;
   options.block_tokens = 4;

@@ -75,6 +75,83 @@ class SchedulerTest : public ::testing::Test {
   std::unique_ptr<Scheduler> sched_;
 };
 
+TEST(ProposeNgramDraftTest, FollowsTheLatestEarlierOccurrenceOfTheLongestTail) {
+  const std::vector<int32_t> t = {1, 2, 3, 4, 1, 2};
+  EXPECT_THAT(ProposeNgramDraft(t, 2, 4, 3), ElementsAre(3, 4, 1));
+  EXPECT_THAT(ProposeNgramDraft(t, 2, 4, 10), ElementsAre(3, 4, 1, 2));  // up to the end
+  EXPECT_TRUE(ProposeNgramDraft(t, 2, 4, 0).empty());
+  // The longest tail that occurs wins: [1 2 3] at 0 over [2 3] at 5.
+  const std::vector<int32_t> longest = {1, 2, 3, 9, 7, 2, 3, 8, 1, 2, 3};
+  EXPECT_THAT(ProposeNgramDraft(longest, 2, 4, 2), ElementsAre(9, 7));
+  EXPECT_THAT(ProposeNgramDraft(longest, 2, 2, 2), ElementsAre(8, 1));  // n = 2 only: latest
+  // The latest earlier occurrence.
+  const std::vector<int32_t> latest = {1, 2, 5, 1, 2, 6, 1, 2};
+  EXPECT_THAT(ProposeNgramDraft(latest, 2, 4, 3), ElementsAre(6, 1, 2));
+  // None; too short; n-grams of one token.
+  EXPECT_TRUE(ProposeNgramDraft(std::vector<int32_t>{1, 2, 3, 4}, 2, 4, 3).empty());
+  EXPECT_TRUE(ProposeNgramDraft(std::vector<int32_t>{1}, 1, 4, 3).empty());
+  EXPECT_THAT(ProposeNgramDraft(std::vector<int32_t>{4, 5, 4}, 1, 4, 3), ElementsAre(5, 4));
+  EXPECT_TRUE(ProposeNgramDraft(std::vector<int32_t>{4, 5, 4}, 2, 4, 3).empty());
+}
+
+// A decoding sequence gets its drafts appended to its decode chunk, within the budget, its
+// max_len and the free blocks; TakeDraft and Settle put it back to a normal state.
+TEST_F(SchedulerTest, DraftsRideOnTheDecodeChunk) {
+  pool_ = std::make_unique<BlockPool>(8, true);
+  SchedulerOptions options{kBlock, 64, 64, /*speculative_tokens=*/3, 2, 4};
+  sched_ = std::make_unique<Scheduler>(options, pool_.get());
+  auto seq = MakeSeq(1, 6);
+  seq->tokens = {5, 6, 7, 8, 5, 6};
+  seq->speculate = true;
+  seq->max_len = 30;
+  Sequence* s = seq.get();
+  sched_->Add(std::move(seq));
+  StepPlan prefill = sched_->Schedule(0);
+  ASSERT_EQ(prefill.chunks.size(), 1u);
+  EXPECT_EQ(prefill.chunks[0].draft, 0);  // a prompt chunk never drafts
+  sched_->Commit(prefill.chunks[0]);
+  sched_->AppendToken(s, 7);  // tokens ... 5 6 7: [6 7] occurred at 1, followed by 8 5 6
+
+  StepPlan step = sched_->Schedule(0);
+  ASSERT_EQ(step.chunks.size(), 1u);
+  const ScheduledChunk c = step.chunks[0];
+  EXPECT_EQ(c.begin, 6);
+  EXPECT_EQ(c.draft, 3);
+  EXPECT_EQ(c.end, 10);
+  EXPECT_TRUE(c.sample);
+  EXPECT_THAT(s->tokens, ElementsAre(5, 6, 7, 8, 5, 6, 7, 8, 5, 6));
+  EXPECT_GE(static_cast<int64_t>(s->blocks.size()) * kBlock, c.end);
+  EXPECT_EQ(sched_->queued_prefill_tokens(), 0);  // drafts are not prefill work
+
+  EXPECT_THAT(sched_->TakeDraft(s), ElementsAre(8, 5, 6));
+  EXPECT_EQ(s->draft, 0);
+  ScheduledChunk real = c;
+  real.end -= c.draft;
+  sched_->Commit(real);
+  EXPECT_EQ(s->num_computed, 7);
+  // Rows confirmed 8 and 5; the sample after 5 was 9.
+  for (int32_t t : {8, 5, 9}) sched_->AppendToken(s, t);
+  sched_->Settle(s, 2);
+  EXPECT_EQ(s->num_computed, 9);
+  EXPECT_EQ(s->uncomputed(), 1);
+  EXPECT_EQ(s->registered_blocks, 2);  // positions 0..7 are two full blocks
+
+  // max_len bounds the drafts: at most max_len - tokens - 1.
+  s->max_len = 12;
+  StepPlan capped = sched_->Schedule(0);
+  ASSERT_EQ(capped.chunks.size(), 1u);
+  EXPECT_LE(capped.chunks[0].draft, 1);
+  sched_->TakeDraft(s);
+  // A sequence that does not speculate never drafts.
+  s->speculate = false;
+  ScheduledChunk back = capped.chunks[0];
+  back.end -= back.draft;
+  sched_->Commit(back);
+  sched_->AppendToken(s, 5);
+  StepPlan plain = sched_->Schedule(0);
+  EXPECT_EQ(plain.chunks[0].draft, 0);
+}
+
 TEST_F(SchedulerTest, LongPromptIsChunkedUnderTheBudget) {
   Init(64, 32);
   Sequence* s = Add(1, 100);

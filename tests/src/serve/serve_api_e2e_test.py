@@ -12,7 +12,8 @@ logprobs/top_logprobs, echo with prompt logprobs (max_tokens 0 too), JSON mode (
 `.parse()`), max_tokens -> "length", the completions endpoint (also streamed, and
 with a batch of prompts),
 /v1/models, errors (400 bad parameter and context overflow, 401 API key, 404 model, 413 body),
-cached_tokens on a shared long prefix, raw SSE framing through curl, bad flags (exit 2) and a
+cached_tokens on a shared long prefix, speculative decoding (a second server with
+--speculative-tokens), raw SSE framing through curl, bad flags (exit 2) and a
 graceful SIGTERM stop (exit 0). Exit 77 (CTest skip) without the model.
 """
 import json
@@ -526,6 +527,41 @@ def check_cached_prefix(client):
     check(cached < second.usage.prompt_tokens, "all tokens cached")
 
 
+PARAGRAPH = ("The lighthouse stood on a rock at the mouth of the bay. Every evening the keeper "
+             "climbed the steps, trimmed the wick and lit the lamp.")
+
+
+def check_speculative(crescent, model, plain):
+    """--speculative-tokens: a greedy answer that copies its prompt is drafted by prompt lookup
+    and confirmed (the counters in /metrics), and is the plain server's answer. The two can
+    differ only where a verification pass's numerics turn a near-tie (docs/runtime.md)."""
+    messages = [{"role": "user", "content": "Repeat the following text exactly, word for word:"
+                 "\n\n" + PARAGRAPH}]
+    want = plain.chat.completions.create(model=MODEL, messages=messages, temperature=0,
+                                         max_tokens=48)
+    with Server(crescent, model, extra=["--served-model-name", MODEL,
+                                        "--speculative-tokens", "4"]) as server:
+        client = openai.OpenAI(base_url=server.base + "/v1", api_key="none", max_retries=0,
+                               timeout=120)
+        got = client.chat.completions.create(model=MODEL, messages=messages, temperature=0,
+                                             max_tokens=48)
+        text = got.choices[0].message.content
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model=MODEL, messages=messages, temperature=0, max_tokens=48, stream=True)
+            if c.choices)
+        m = server.wait_idle()
+    drafts = m.get("crescent:spec_decode_num_draft_tokens_total", 0)
+    accepted = m.get("crescent:spec_decode_num_accepted_tokens_total", 0)
+    print(f"speculative: {accepted:.0f} of {drafts:.0f} drafts confirmed; "
+          f"same as plain: {text == want.choices[0].message.content}")
+    check(0 < accepted <= drafts, f"drafts {drafts}, accepted {accepted}")
+    check(got.usage.completion_tokens == want.usage.completion_tokens > 0 and
+          got.choices[0].finish_reason == want.choices[0].finish_reason,
+          f"speculative {got.usage} {got.choices[0].finish_reason} vs plain {want.usage}")
+    check(streamed == text, f"streamed {streamed!r} vs {text!r}")
+    check(PARAGRAPH[:40] in text, f"the copy did not copy: {text!r}")
+
+
 def check_curl_sse(server):
     body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hi!"}],
                        "max_tokens": 8, "temperature": 0, "stream": True,
@@ -594,6 +630,7 @@ def run(crescent, model):
         check_tool_calls(client)
         check_models_and_errors(server, client)
         check_cached_prefix(client)
+        check_speculative(crescent, model, client)
         check_curl_sse(server)
         m = server.wait_idle()
         check(m.get("crescent:prefix_cache_hits_total", 0) > 0,
