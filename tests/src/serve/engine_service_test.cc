@@ -227,6 +227,14 @@ class EngineServiceTest : public ::testing::Test {
     return r;
   }
 
+  // The text `r` gives without stop strings (the stop tests' baseline).
+  std::string FreeText(CompletionRequest r) {
+    r.stop.clear();
+    Result res = Run(std::move(r));
+    EXPECT_TRUE(res.status.ok()) << res.status;
+    return res.text[0];
+  }
+
   Result Run(CompletionRequest r) {
     EXPECT_TRUE(service_->Validate(r).ok()) << service_->Validate(r);
     Collector c(r.num_choices());
@@ -394,9 +402,7 @@ TEST_F(EngineServiceTest, BatchedPromptsEachGiveWhatTheyGiveAlone) {
 
 TEST_F(EngineServiceTest, StopStringEndsTextBeforeTheMatch) {
   CompletionRequest r = AbRequest(32);
-  Result free_run = Run(r);
-  ASSERT_TRUE(free_run.status.ok());
-  const std::string full = free_run.text[0];
+  const std::string full = FreeText(r);
   ASSERT_EQ(full.size(), 32u);
   const std::string stop = full.substr(10, 3);
   const size_t at = full.find(stop);  // <= 10
@@ -417,9 +423,7 @@ TEST_F(EngineServiceTest, StopStringEndsTextBeforeTheMatch) {
 // searched.
 TEST_F(EngineServiceTest, MinTokensHoldsStopStringsBack) {
   CompletionRequest r = AbRequest(32);
-  Result free_run = Run(r);
-  ASSERT_TRUE(free_run.status.ok());
-  const std::string full = free_run.text[0];
+  const std::string full = FreeText(r);
   ASSERT_EQ(full.size(), 32u);
   const std::string stop = full.substr(10, 3);
   const size_t first = full.find(stop);  // <= 10
