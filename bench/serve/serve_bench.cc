@@ -8,7 +8,8 @@
 //   3. Speculative decoding (prompt lookup): batch-1 greedy decode tok/s of chat requests with
 //      --speculative-tokens drafts a step against none, on requests whose answers repeat their
 //      prompt (copying, editing) and on one that does not; the drafts confirmed, the tokens a
-//      step, and how many output tokens agree with the plain run.
+//      step, and how many output tokens agree with the plain run; then part 1's random-prompt
+//      load at each concurrency with and without it (batched, where a step is compute-bound).
 //
 //   serve_bench [--model PATH] [--threads N] [--concurrency 1,8,32] [--prompt-tokens 64]
 //               [--output-tokens 64] [--long-prompt 1500] [--repeats 3] [--temperature 0]
@@ -130,7 +131,7 @@ int Main(int argc, char** argv) {
   std::string model_path = engine::DefaultModelPath();
   int threads = 0, prompt_tokens = 64, output_tokens = 64, long_prompt = 1500, repeats = 3;
   int block_tokens = 16;
-  int speculative_tokens = 4, spec_output_tokens = 160;
+  int speculative_tokens = 4, spec_output_tokens = 160, spec_ngram_min = 2, spec_ngram_max = 4;
   float temperature = 0.0f;
   std::vector<int> concurrency = {1, 8, 32};
   app.add_option("-m,--model", model_path)->capture_default_str();
@@ -151,6 +152,10 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(0, 64))
       ->capture_default_str();
   app.add_option("--spec-output-tokens", spec_output_tokens, "part 3's max_tokens")
+      ->capture_default_str();
+  app.add_option("--spec-ngram-min", spec_ngram_min, "part 3's shortest n-gram looked up")
+      ->capture_default_str();
+  app.add_option("--spec-ngram-max", spec_ngram_max, "part 3's longest n-gram looked up")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -232,6 +237,8 @@ int Main(int argc, char** argv) {
   if (speculative_tokens > 0 && (*model)->chat_template) {
     engine::EngineOptions spec_options = options;
     spec_options.speculative_tokens = speculative_tokens;
+    spec_options.speculative_ngram_min = spec_ngram_min;
+    spec_options.speculative_ngram_max = spec_ngram_max;
     auto spec =
         engine::Engine::Create(model->get(), backend->get(), spec_options, RealClock::Get());
     if (!spec.ok()) {
@@ -293,6 +300,34 @@ int Main(int argc, char** argv) {
                   drafted > 0 ? 100.0 * accepted / drafted : 0.0,
                   steps > 0 ? static_cast<double>(fast.tokens.size()) / steps : 0.0, same,
                   plain.tokens.size());
+    }
+    // Batched: part 1's load with and without speculation, where a step is compute-bound and
+    // extra rows are not free.
+    std::printf("%8s %8s %12s %12s %9s %10s\n", "batch", "tokens", "plain tok/s", "spec tok/s",
+                "ratio", "accepted");
+    for (int c : concurrency) {
+      std::vector<std::vector<int32_t>> prompts;
+      for (int i = 0; i < c; ++i) prompts.push_back(RandomPrompt(rng, prompt_tokens, vocab));
+      auto rate = [&](engine::Engine& e) {
+        std::vector<Finished> r = RunBatch(e, prompts, output_tokens, 0.0f);
+        double wall = 0;
+        int64_t tokens = 0;
+        for (const Finished& f : r) {
+          wall = std::max(wall, f.finish_seconds);
+          tokens += f.stats.generated_tokens;
+        }
+        return std::make_pair(tokens, static_cast<double>(tokens) / wall);
+      };
+      const auto [tokens, plain_rate] = rate(**eng);
+      const engine::EngineStats before = (*spec)->Stats();
+      const double spec_rate = rate(**spec).second;
+      const engine::EngineStats after = (*spec)->Stats();
+      const double drafted = static_cast<double>(after.draft_tokens - before.draft_tokens);
+      const double accepted =
+          static_cast<double>(after.accepted_draft_tokens - before.accepted_draft_tokens);
+      std::printf("%8d %8lld %12.1f %12.1f %8.2fx %9.0f%%\n", c, static_cast<long long>(tokens),
+                  plain_rate, spec_rate, spec_rate / plain_rate,
+                  drafted > 0 ? 100.0 * accepted / drafted : 0.0);
     }
   }
   return 0;
