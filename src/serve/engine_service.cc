@@ -612,6 +612,14 @@ absl::StatusOr<std::string> EngineService::Detokenize(const std::vector<int32_t>
   return tokenizer.Decode(tokens);
 }
 
+server::ToolPromptStyle EngineService::tool_prompt_style() {
+  const engine::LoadedModel& model = generator_->model();
+  if (model.chat_template && model.chat_template->family() == model::ChatFamily::kLlama31) {
+    return server::ToolPromptStyle::kLlama31Json;
+  }
+  return server::ToolPromptStyle::kHermes;
+}
+
 std::vector<server::ModelInfo> EngineService::Models() {
   server::ModelInfo info;
   info.id = served_model_name_;

@@ -111,6 +111,8 @@ class EngineService final : public server::CompletionService {
 
   std::vector<server::ModelInfo> Models() override;
   bool Ready() override { return generator_->Ready(); }
+  // kLlama31Json for a model whose chat template is Llama 3.1's, else kHermes.
+  server::ToolPromptStyle tool_prompt_style() override;
   absl::StatusOr<std::vector<int32_t>> Tokenize(const server::CompletionRequest& request) override;
   absl::StatusOr<std::string> Detokenize(const std::vector<int32_t>& tokens) override;
 

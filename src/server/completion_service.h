@@ -32,6 +32,14 @@ struct ToolDefinition {
 // OpenAI `tool_choice`. kNone without tools.
 enum class ToolChoice { kNone, kAuto, kRequired, kFunction };
 
+// How tools are written into the conversation (src/server/tool_calls.h), by the model family
+// the service's chat template belongs to.
+enum class ToolPromptStyle {
+  kHermes,     // <tools> in the system message, calls as <tool_call> blocks (ChatML, Qwen 2.5)
+  kLlama31Json // Llama 3.1/3.2: the functions in the first user message, a call as one JSON
+               // object {"name", "parameters"}
+};
+
 // A call the model made (a response's `tool_calls`), or one an assistant message of the
 // conversation made.
 struct ToolCall {
@@ -103,6 +111,7 @@ struct CompletionRequest {
   ToolChoice tool_choice = ToolChoice::kNone;
   std::string tool_choice_function;  // kFunction: the function's name
   bool parallel_tool_calls = true;
+  ToolPromptStyle tool_prompt_style = ToolPromptStyle::kHermes;  // set by the front (service's)
   std::string user;
   int64_t arrival_unix_seconds = 0;  // The "created" field of the response.
 
@@ -197,6 +206,8 @@ class CompletionService {
 
   // True when the service can take requests (GET /ready).
   virtual bool Ready() = 0;
+  // The layout the model expects tools in (the HTTP front writes them into the request).
+  virtual ToolPromptStyle tool_prompt_style() { return ToolPromptStyle::kHermes; }
 };
 
 }  // namespace crescent::server

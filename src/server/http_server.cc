@@ -353,6 +353,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void Tokenize(const std::string& body) {
     absl::StatusOr<CompletionRequest> parsed = ParseTokenizeRequest(body);
     if (parsed.ok() && parsed->kind == RequestKind::kChat) {
+      parsed->tool_prompt_style = server_->service->tool_prompt_style();
       if (absl::Status status = ApplyTools(&*parsed); !status.ok()) parsed = status;
     }
     if (!parsed.ok()) {
@@ -396,6 +397,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     CompletionRequest& req = *parsed;
     if (kind == RequestKind::kChat) {
+      req.tool_prompt_style = server_->service->tool_prompt_style();
       if (absl::Status status = ApplyTools(&req); !status.ok()) {
         SendError(HttpErrorFromStatus(status));
         return;

@@ -1,5 +1,6 @@
 #include "src/server/tool_calls.h"
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 
@@ -56,11 +57,35 @@ void RelocateRefs(Json& s, const std::string& to) {
   }
 }
 
-std::string RenderCall(const ToolCall& call) {
+// The key a call's arguments go under in the model's own layout.
+const char* ArgumentsKey(ToolPromptStyle style) {
+  return style == ToolPromptStyle::kLlama31Json ? "parameters" : "arguments";
+}
+
+// A past call as the model writes one: a <tool_call> block, or Llama 3.1's bare JSON object.
+std::string RenderCall(const ToolCall& call, ToolPromptStyle style) {
   const Json arguments = Json::parse(call.arguments, nullptr, /*allow_exceptions=*/false);
   const Json body = {{"name", call.name},
-                     {"arguments", arguments.is_discarded() ? Json::object() : arguments}};
+                     {ArgumentsKey(style), arguments.is_discarded() ? Json::object() : arguments}};
+  if (style == ToolPromptStyle::kLlama31Json) return body.dump();
   return absl::StrCat(kOpen, "\n", body.dump(), "\n", kClose);
+}
+
+// Llama 3.1's tools prompt (its chat template with tools_in_user_message): put before the first
+// user message's text.
+std::string Llama31ToolsPreamble(const std::vector<ToolDefinition>& tools) {
+  std::string out =
+      "Given the following functions, please respond with a JSON for a function call with its "
+      "proper arguments that best answers the given prompt.\n\nRespond in the format "
+      "{\"name\": function name, \"parameters\": dictionary of argument name and its value}."
+      "Do not use variables.\n\n";
+  for (const ToolDefinition& tool : tools) {
+    Json fn = {{"name", tool.name}};
+    if (!tool.description.empty()) fn["description"] = tool.description;
+    fn["parameters"] = Parameters(tool);
+    absl::StrAppend(&out, Json{{"type", "function"}, {"function", fn}}.dump(4), "\n\n");
+  }
+  return out;
 }
 
 std::string ToolsSystemBlock(const std::vector<ToolDefinition>& tools, bool parallel) {
@@ -129,7 +154,8 @@ bool UsesTools(const CompletionRequest& request) {
 }
 
 std::string ToolCallSchema(const std::vector<ToolDefinition>& tools, ToolChoice choice,
-                           std::string_view function) {
+                           std::string_view function, ToolPromptStyle style) {
+  const std::string key = ArgumentsKey(style);
   Json alternatives = Json::array();
   Json defs = Json::object();
   for (const ToolDefinition& tool : tools) {
@@ -141,8 +167,8 @@ std::string ToolCallSchema(const std::vector<ToolDefinition>& tools, ToolChoice 
     alternatives.push_back(
         Json{{"type", "object"},
              {"properties",
-              {{"name", {{"const", tool.name}}}, {"arguments", {{"$ref", "#/$defs/" + def}}}}},
-             {"required", {"name", "arguments"}}});
+              {{"name", {{"const", tool.name}}}, {key, {{"$ref", "#/$defs/" + def}}}}},
+             {"required", {"name", key}}});
   }
   Json out = alternatives.size() == 1 ? alternatives[0] : Json{{"anyOf", alternatives}};
   out["$defs"] = std::move(defs);
@@ -150,10 +176,19 @@ std::string ToolCallSchema(const std::vector<ToolDefinition>& tools, ToolChoice 
 }
 
 absl::Status ApplyTools(CompletionRequest* request) {
-  for (ChatMessage& m : request->messages) {
+  const ToolPromptStyle style = request->tool_prompt_style;
+  for (size_t i = 0; i < request->messages.size(); ++i) {
+    ChatMessage& m = request->messages[i];
     if (m.tool_calls.empty()) continue;
+    if (style == ToolPromptStyle::kLlama31Json && m.tool_calls.size() > 1) {
+      const std::string param = absl::StrCat("messages[", i, "].tool_calls");
+      return InvalidParam(param, absl::StrCat("'", param,
+                                              "' has ", m.tool_calls.size(),
+                                              " calls; this model's chat template (Llama 3.1) "
+                                              "writes one call per assistant message"));
+    }
     std::vector<std::string> blocks;
-    for (const ToolCall& call : m.tool_calls) blocks.push_back(RenderCall(call));
+    for (const ToolCall& call : m.tool_calls) blocks.push_back(RenderCall(call, style));
     const std::string calls = absl::StrJoin(blocks, "\n");
     m.content = m.content.empty() ? calls : absl::StrCat(m.content, "\n", calls);
   }
@@ -177,16 +212,27 @@ absl::Status ApplyTools(CompletionRequest* request) {
                          "' the arguments are generated under it)"));
       }
     }
-    request->json_schema =
-        ToolCallSchema(request->tools, request->tool_choice, request->tool_choice_function);
+    request->json_schema = ToolCallSchema(request->tools, request->tool_choice,
+                                          request->tool_choice_function, style);
     if (absl::Status s = engine::JsonSchema::Compile(request->json_schema).status(); !s.ok()) {
       return InvalidParam("tools", std::string(s.message()));
     }
     request->json_object = true;
   }
 
-  const std::string block = ToolsSystemBlock(request->tools, request->parallel_tool_calls);
   std::vector<ChatMessage>& messages = request->messages;
+  if (style == ToolPromptStyle::kLlama31Json) {
+    auto user = std::find_if(messages.begin(), messages.end(),
+                             [](const ChatMessage& m) { return m.role == "user"; });
+    if (user == messages.end()) {
+      return InvalidParam("messages",
+                          "with tools, this model's chat template (Llama 3.1) puts them in the "
+                          "first user message, and 'messages' has none");
+    }
+    user->content = absl::StrCat(Llama31ToolsPreamble(request->tools), user->content);
+    return absl::OkStatus();
+  }
+  const std::string block = ToolsSystemBlock(request->tools, request->parallel_tool_calls);
   if (!messages.empty() && (messages[0].role == "system" || messages[0].role == "developer")) {
     messages[0].content = absl::StrCat(messages[0].content, "\n\n", block);
   } else {

@@ -2,15 +2,21 @@
 // front so that every service (the colocated engine, the Conductor's cluster) serves it alike:
 // the service sees an ordinary chat request, and the front reads the calls out of its text.
 //
-// The prompt (the layout Hermes-style and Qwen 2.5 models are trained on): the functions go into
-// the system message, one JSON object per line inside <tools></tools>, with the instruction to
-// answer a call (with parallel_tool_calls false, at most one) as
-//   <tool_call>
-//   {"name": "get_weather", "arguments": {"city": "Oslo"}}
-//   </tool_call>
-// An assistant message's tool_calls are written back into the conversation in that form; tool
-// results go to the chat template as role "tool" messages (which templates with tool support
-// lay out as <tool_response> blocks).
+// The prompt, by request.tool_prompt_style (the service's model family):
+//   kHermes (the layout Hermes-style and Qwen 2.5 models are trained on): the functions go into
+//     the system message, one JSON object per line inside <tools></tools>, with the instruction
+//     to answer a call (with parallel_tool_calls false, at most one) as
+//       <tool_call>
+//       {"name": "get_weather", "arguments": {"city": "Oslo"}}
+//       </tool_call>
+//     An assistant message's tool_calls are written back into the conversation in that form;
+//     tool results go to the chat template as role "tool" messages (which templates with tool
+//     support lay out as <tool_response> blocks).
+//   kLlama31Json (Llama 3.1/3.2's template with tools_in_user_message): the instruction and the
+//     functions (indented JSON) go before the first user message's text (none: 400); a call is
+//     one JSON object {"name": ..., "parameters": {...}}, one per assistant message (more: 400);
+//     tool results are "tool" messages, which the template writes as ipython turns. The
+//     template's "Environment: ipython" system line is not written.
 //
 // What comes out, by tool_choice:
 //   "none"      the tools are not shown; the answer is text.
@@ -53,9 +59,11 @@ bool UsesTools(const CompletionRequest& request);
 absl::Status ApplyTools(CompletionRequest* request);
 
 // The JSON schema constraining the output to one call of the tools `choice` allows:
-// {"name": <const>, "arguments": <parameters>}, a top-level anyOf when several.
+// {"name": <const>, "arguments": <parameters>} ("parameters" in kLlama31Json style), a
+// top-level anyOf when several.
 std::string ToolCallSchema(const std::vector<ToolDefinition>& tools, ToolChoice choice,
-                           std::string_view function);
+                           std::string_view function,
+                           ToolPromptStyle style = ToolPromptStyle::kHermes);
 
 // One choice's output read for calls. `calls` empty: none (then `content` is the text as is).
 struct ToolCallOutput {

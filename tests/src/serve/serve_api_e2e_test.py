@@ -9,7 +9,7 @@ last, a final usage chunk with empty choices), stop strings, n=2, seed reproduci
 logprobs/top_logprobs, echo with prompt logprobs (max_tokens 0 too), JSON mode (response_format json_object) and structured outputs
 (json_schema, through the client's Pydantic `.parse()`), tool calls (a named function,
 "required" streamed, the conversation going on with a tool result, a Pydantic function tool through
-`.parse()`), max_tokens -> "length", the completions endpoint (also streamed, and
+`.parse()`, Llama 3.1's tool layout under --chat-template llama3.1), max_tokens -> "length", the completions endpoint (also streamed, and
 with a batch of prompts),
 /v1/models, errors (400 bad parameter and context overflow, 401 API key, 404 model, 413 body),
 cached_tokens on a shared long prefix, speculative decoding (a second server with
@@ -562,6 +562,53 @@ def check_speculative(crescent, model, plain):
     check(PARAGRAPH[:40] in text, f"the copy did not copy: {text!r}")
 
 
+def check_llama31_tools(crescent, model):
+    """A model with Llama 3.1's chat template (here --chat-template llama3.1) gets tools in its
+    own layout: the functions before the first user message, past calls as bare JSON with
+    "parameters", results as ipython turns; a required call is generated in that form and read
+    back as tool_calls."""
+    with Server(crescent, model, extra=["--served-model-name", MODEL,
+                                        "--chat-template", "llama3.1"]) as server:
+        def post(path, body):
+            status, _, data = server.request("POST", path, json.dumps(body),
+                                             {"Content-Type": "application/json"})
+            return status, json.loads(data)
+        messages = [{"role": "user", "content": "Weather in Oslo?"},
+                    {"role": "assistant", "content": None, "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {
+                            "name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "12 C"},
+                    {"role": "user", "content": "And in Bergen?"}]
+        status, tok = post("/tokenize", {"model": MODEL, "messages": messages,
+                                         "tools": [WEATHER_TOOL]})
+        check(status == 200, f"tokenize: {status} {tok}")
+        status, text = post("/detokenize", {"tokens": tok["tokens"]})
+        prompt = text["prompt"]
+        check("<|start_header_id|>user<|end_header_id|>\n\nGiven the following functions" in prompt,
+              f"tools not in the first user turn: {prompt[:400]!r}")
+        check('"name": "get_weather"' in prompt and "\n\nWeather in Oslo?<|eot_id|>" in prompt,
+              "the functions (indented JSON) and then the user's text")
+        check('<|start_header_id|>assistant<|end_header_id|>\n\n{"name":"get_weather",'
+              '"parameters":{"city":"Oslo"}}<|eot_id|>' in prompt, f"past call: {prompt!r}")
+        check('<|start_header_id|>ipython<|end_header_id|>\n\n"12 C"<|eot_id|>' in prompt,
+              "tool result as an ipython turn")
+        client = openai.OpenAI(base_url=server.base + "/v1", api_key="none", max_retries=0,
+                               timeout=120)
+        r = client.chat.completions.create(model=MODEL, messages=messages[:1], temperature=0,
+                                           max_tokens=64, tools=[WEATHER_TOOL],
+                                           tool_choice="required")
+        calls = r.choices[0].message.tool_calls or []
+        check(r.choices[0].finish_reason == "tool_calls" and len(calls) == 1 and
+              calls[0].function.name == "get_weather" and
+              isinstance(json.loads(calls[0].function.arguments), dict),
+              f"llama3.1 required call: {r.choices[0]}")
+        status, err = post("/v1/chat/completions", {
+            "model": MODEL, "tools": [WEATHER_TOOL],
+            "messages": [{"role": "system", "content": "Hi."}]})
+        check(status == 400 and err["error"]["param"] == "messages", f"no user message: {err}")
+        print(f"llama3.1 tools: {calls[0].function.arguments}")
+
+
 def check_curl_sse(server):
     body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hi!"}],
                        "max_tokens": 8, "temperature": 0, "stream": True,
@@ -631,6 +678,7 @@ def run(crescent, model):
         check_models_and_errors(server, client)
         check_cached_prefix(client)
         check_speculative(crescent, model, client)
+        check_llama31_tools(crescent, model)
         check_curl_sse(server)
         m = server.wait_idle()
         check(m.get("crescent:prefix_cache_hits_total", 0) > 0,

@@ -139,6 +139,56 @@ TEST(ApplyToolsTest, ParametersOutsideTheSubsetAreRefusedNamingTheTool) {
   EXPECT_TRUE(ApplyTools(&r).ok());
 }
 
+// Llama 3.1's layout: the functions before the first user message, calls as bare JSON with
+// "parameters", one per assistant message; the constraint uses its key too.
+TEST(ApplyToolsTest, Llama31PutsTheToolsIntoTheFirstUserMessage) {
+  CompletionRequest r = WeatherRequest(ToolChoice::kAuto);
+  r.tool_prompt_style = ToolPromptStyle::kLlama31Json;
+  r.messages.insert(r.messages.begin(), {"system", "Be brief."});
+  r.messages.push_back({"assistant", "", std::nullopt, std::nullopt,
+                        {{"call_1", "get_time", "{}"}}});
+  r.messages.push_back({"tool", "12:00", std::nullopt, "call_1", {}});
+  r.messages.push_back({"user", "And tomorrow?"});
+  ASSERT_TRUE(ApplyTools(&r).ok());
+  ASSERT_EQ(r.messages.size(), 5u);
+  EXPECT_EQ(r.messages[0].content, "Be brief.");  // the system message is left alone
+  EXPECT_THAT(r.messages[1].content,
+              StartsWith("Given the following functions, please respond with a JSON for a "
+                         "function call with its proper arguments that best answers the given "
+                         "prompt.\n\nRespond in the format {\"name\": function name, "
+                         "\"parameters\": dictionary of argument name and its value}.Do not use "
+                         "variables.\n\n{\n    \"type\": \"function\",\n    \"function\": {\n"
+                         "        \"name\": \"get_weather\","));
+  EXPECT_THAT(r.messages[1].content, ::testing::EndsWith("}\n\nWeather in Oslo?"));
+  EXPECT_EQ(r.messages[2].content, R"({"name":"get_time","parameters":{}})");
+  EXPECT_EQ(r.messages[4].content, "And tomorrow?");  // only the first user message
+
+  CompletionRequest required = WeatherRequest(ToolChoice::kRequired);
+  required.tool_prompt_style = ToolPromptStyle::kLlama31Json;
+  ASSERT_TRUE(ApplyTools(&required).ok());
+  EXPECT_TRUE(Admits(required.json_schema,
+                     R"({"name":"get_weather","parameters":{"city":"Oslo","days":2}})"));
+  EXPECT_FALSE(Admits(required.json_schema,
+                      R"({"name":"get_weather","arguments":{"city":"Oslo","days":2}})"));
+  ToolCallOutput out = ParseToolCalls(
+      required, R"({"name":"get_weather","parameters":{"city":"Oslo","days":2}})", "stop");
+  ASSERT_EQ(out.calls.size(), 1u);
+  EXPECT_EQ(out.calls[0].arguments, R"({"city":"Oslo","days":2})");
+
+  // No user message to carry the tools; two calls in one assistant message.
+  CompletionRequest no_user = WeatherRequest(ToolChoice::kAuto);
+  no_user.tool_prompt_style = ToolPromptStyle::kLlama31Json;
+  no_user.messages = {{"system", "Be brief."}};
+  absl::Status s = ApplyTools(&no_user);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("first user message"));
+  CompletionRequest two = WeatherRequest(ToolChoice::kAuto);
+  two.tool_prompt_style = ToolPromptStyle::kLlama31Json;
+  two.messages.push_back({"assistant", "", std::nullopt, std::nullopt,
+                          {{"call_1", "get_time", "{}"}, {"call_2", "get_time", "{}"}}});
+  EXPECT_EQ(ApplyTools(&two).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ParseToolCallsTest, AutoReadsBlocks) {
   const CompletionRequest r = WeatherRequest(ToolChoice::kAuto);
   ToolCallOutput out = ParseToolCalls(
