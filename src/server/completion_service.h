@@ -35,9 +35,9 @@ enum class ToolChoice { kNone, kAuto, kRequired, kFunction };
 // How tools are written into the conversation (src/server/tool_calls.h), by the model family
 // the service's chat template belongs to.
 enum class ToolPromptStyle {
-  kHermes,     // <tools> in the system message, calls as <tool_call> blocks (ChatML, Qwen 2.5)
-  kLlama31Json // Llama 3.1/3.2: the functions in the first user message, a call as one JSON
-               // object {"name", "parameters"}
+  kHermes,      // <tools> in the system message, calls as <tool_call> blocks (ChatML, Qwen 2.5)
+  kLlama31Json  // Llama 3.1/3.2: the functions in the first user message, a call as one JSON
+                // object {"name", "parameters"}
 };
 
 // A call the model made (a response's `tool_calls`), or one an assistant message of the

@@ -164,11 +164,10 @@ std::string ToolCallSchema(const std::vector<ToolDefinition>& tools, ToolChoice 
     Json parameters = Parameters(tool);
     RelocateRefs(parameters, absl::StrCat("/$defs/", def));
     defs[def] = std::move(parameters);
-    alternatives.push_back(
-        Json{{"type", "object"},
-             {"properties",
-              {{"name", {{"const", tool.name}}}, {key, {{"$ref", "#/$defs/" + def}}}}},
-             {"required", {"name", key}}});
+    alternatives.push_back(Json{
+        {"type", "object"},
+        {"properties", {{"name", {{"const", tool.name}}}, {key, {{"$ref", "#/$defs/" + def}}}}},
+        {"required", {"name", key}}});
   }
   Json out = alternatives.size() == 1 ? alternatives[0] : Json{{"anyOf", alternatives}};
   out["$defs"] = std::move(defs);
@@ -182,8 +181,7 @@ absl::Status ApplyTools(CompletionRequest* request) {
     if (m.tool_calls.empty()) continue;
     if (style == ToolPromptStyle::kLlama31Json && m.tool_calls.size() > 1) {
       const std::string param = absl::StrCat("messages[", i, "].tool_calls");
-      return InvalidParam(param, absl::StrCat("'", param,
-                                              "' has ", m.tool_calls.size(),
+      return InvalidParam(param, absl::StrCat("'", param, "' has ", m.tool_calls.size(),
                                               " calls; this model's chat template (Llama 3.1) "
                                               "writes one call per assistant message"));
     }
@@ -212,8 +210,8 @@ absl::Status ApplyTools(CompletionRequest* request) {
                          "' the arguments are generated under it)"));
       }
     }
-    request->json_schema = ToolCallSchema(request->tools, request->tool_choice,
-                                          request->tool_choice_function, style);
+    request->json_schema =
+        ToolCallSchema(request->tools, request->tool_choice, request->tool_choice_function, style);
     if (absl::Status s = engine::JsonSchema::Compile(request->json_schema).status(); !s.ok()) {
       return InvalidParam("tools", std::string(s.message()));
     }

@@ -145,8 +145,8 @@ TEST(ApplyToolsTest, Llama31PutsTheToolsIntoTheFirstUserMessage) {
   CompletionRequest r = WeatherRequest(ToolChoice::kAuto);
   r.tool_prompt_style = ToolPromptStyle::kLlama31Json;
   r.messages.insert(r.messages.begin(), {"system", "Be brief."});
-  r.messages.push_back({"assistant", "", std::nullopt, std::nullopt,
-                        {{"call_1", "get_time", "{}"}}});
+  r.messages.push_back(
+      {"assistant", "", std::nullopt, std::nullopt, {{"call_1", "get_time", "{}"}}});
   r.messages.push_back({"tool", "12:00", std::nullopt, "call_1", {}});
   r.messages.push_back({"user", "And tomorrow?"});
   ASSERT_TRUE(ApplyTools(&r).ok());
@@ -184,7 +184,10 @@ TEST(ApplyToolsTest, Llama31PutsTheToolsIntoTheFirstUserMessage) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("first user message"));
   CompletionRequest two = WeatherRequest(ToolChoice::kAuto);
   two.tool_prompt_style = ToolPromptStyle::kLlama31Json;
-  two.messages.push_back({"assistant", "", std::nullopt, std::nullopt,
+  two.messages.push_back({"assistant",
+                          "",
+                          std::nullopt,
+                          std::nullopt,
                           {{"call_1", "get_time", "{}"}, {"call_2", "get_time", "{}"}}});
   EXPECT_EQ(ApplyTools(&two).code(), absl::StatusCode::kInvalidArgument);
 }
