@@ -178,7 +178,7 @@ StepPlan Scheduler::Schedule(int64_t now_ns) {
         draft = ProposeNgramDraft(s->tokens, options_.ngram_min, options_.ngram_max,
                                   static_cast<int>(room));
       }
-      // Drafts take free blocks only: never a preemption for a guess.
+      // Drafts take only blocks the pool has (free or evictable): never a preemption for a guess.
       if (!draft.empty() && !Grow(s, s->num_computed + 1 + static_cast<int64_t>(draft.size()))) {
         draft.clear();
       }
