@@ -423,15 +423,8 @@ void DecodeNodeService::UpdateGauges() {
                                       static_cast<double>(s.total_blocks));
   }
   absl::MutexLock lock(&published_mu_);
-  if (s.draft_tokens > published_drafts_) {
-    metrics_.spec_draft_tokens->Increment(static_cast<double>(s.draft_tokens - published_drafts_));
-    published_drafts_ = s.draft_tokens;
-  }
-  if (s.accepted_draft_tokens > published_accepted_) {
-    metrics_.spec_accepted_tokens->Increment(
-        static_cast<double>(s.accepted_draft_tokens - published_accepted_));
-    published_accepted_ = s.accepted_draft_tokens;
-  }
+  server::AddGrowth(metrics_.spec_draft_tokens, s.draft_tokens, &published_drafts_);
+  server::AddGrowth(metrics_.spec_accepted_tokens, s.accepted_draft_tokens, &published_accepted_);
 }
 
 }  // namespace crescent::decode_node

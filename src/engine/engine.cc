@@ -136,12 +136,15 @@ class Engine::Impl {
     return state.prompt_logprobs >= 0 && next < c.seq->prompt_len && c.begin < next &&
            next <= c.end;
   }
-  // Whether drafts are proposed for the request: speculative decoding is on, and the request
-  // is greedy and unconstrained (a sampled or JSON-constrained token depends on more than the
-  // logits, so a draft could not be checked row by row).
-  bool Speculates(const RequestState& state, const SamplingParams& sampling) const {
-    return options_.speculative_tokens > 0 && state.mode == RequestMode::kFull &&
-           sampling.temperature == 0.0f && state.json == nullptr && !sampling.json_object;
+  // Sets whether drafts are proposed for `seq` — speculative decoding is on, the request allows
+  // it and is greedy and unconstrained (a sampled or JSON-constrained token depends on more than
+  // the logits, so a draft could not be checked row by row) — and its bound on tokens.
+  void SetUpSpeculation(const EngineRequest& request, const RequestState& state,
+                        Sequence* seq) const {
+    seq->speculate = options_.speculative_tokens > 0 && request.allow_speculation &&
+                     state.mode == RequestMode::kFull && request.sampling.temperature == 0.0f &&
+                     state.json == nullptr;
+    seq->max_len = seq->prompt_len + state.max_tokens;
   }
   // Before min_tokens: sets the logits of every token that would end the request to -inf.
   void BanEnds(const RequestState& state, std::span<float> logits);
@@ -301,8 +304,7 @@ absl::StatusOr<Engine::RequestId> Engine::Impl::Submit(EngineRequest request,
   seq->hash_seed = BlockHashSeed(model_->fingerprint, request.cache_salt);
   seq->arrival_ns = state->submit_ns;
   seq->reuse_prefix = state->prompt_logprobs < 0;
-  seq->speculate = request.allow_speculation && Speculates(*state, request.sampling);
-  seq->max_len = seq->prompt_len + state->max_tokens;
+  SetUpSpeculation(request, *state, seq.get());
   const RequestId id = seq->id;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -422,8 +424,7 @@ absl::StatusOr<Engine::RequestId> Engine::Impl::SubmitPrefilled(RequestId reserv
   seq->hash_seed = BlockHashSeed(model_->fingerprint, request.cache_salt);
   seq->arrival_ns = state->submit_ns;
   seq->admitted_once = true;  // its prompt was looked up (and counted) by the prefill side
-  seq->speculate = request.allow_speculation && Speculates(*state, request.sampling);
-  seq->max_len = seq->prompt_len + state->max_tokens;
+  SetUpSpeculation(request, *state, seq.get());
   const RequestId id = seq->id;
   {
     std::lock_guard<std::mutex> lock(mu_);

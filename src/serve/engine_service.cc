@@ -364,17 +364,15 @@ void EngineService::RefreshMetrics() {
                                                static_cast<double>(s.total_blocks)
                                          : 0.0);
   absl::MutexLock lock(&metrics_mu_);
-  auto add = [](server::Counter* counter, int64_t now, int64_t before) {
-    if (now > before) counter->Increment(static_cast<double>(now - before));
-  };
-  add(metrics_->prefix_cache_queries, s.prefix_queries, published_.prefix_queries);
-  add(metrics_->prefix_cache_hits, s.prefix_hits, published_.prefix_hits);
-  add(metrics_->prompt_tokens_total, s.prompt_tokens, published_.prompt_tokens);
-  add(metrics_->generation_tokens_total, s.generated_tokens, published_.generated_tokens);
-  add(metrics_->num_preemptions_total, s.preemptions, published_.preemptions);
-  add(metrics_->spec_decode_draft_tokens, s.draft_tokens, published_.draft_tokens);
-  add(metrics_->spec_decode_accepted_tokens, s.accepted_draft_tokens,
-      published_.accepted_draft_tokens);
+  server::AddGrowth(metrics_->prefix_cache_queries, s.prefix_queries, &published_.prefix_queries);
+  server::AddGrowth(metrics_->prefix_cache_hits, s.prefix_hits, &published_.prefix_hits);
+  server::AddGrowth(metrics_->prompt_tokens_total, s.prompt_tokens, &published_.prompt_tokens);
+  server::AddGrowth(metrics_->generation_tokens_total, s.generated_tokens,
+                    &published_.generated_tokens);
+  server::AddGrowth(metrics_->num_preemptions_total, s.preemptions, &published_.preemptions);
+  server::AddGrowth(metrics_->spec_decode_draft_tokens, s.draft_tokens, &published_.draft_tokens);
+  server::AddGrowth(metrics_->spec_decode_accepted_tokens, s.accepted_draft_tokens,
+                    &published_.accepted_draft_tokens);
   published_ = s;
 }
 

@@ -76,6 +76,11 @@ void Counter::Increment(double delta) {
   AtomicAdd(value_, delta);
 }
 
+void AddGrowth(Counter* counter, int64_t total, int64_t* published) {
+  if (total > *published) counter->Increment(static_cast<double>(total - *published));
+  *published = total;
+}
+
 void Gauge::Add(double delta) { AtomicAdd(value_, delta); }
 
 Histogram::Histogram(std::vector<double> bounds)

@@ -39,6 +39,10 @@ class Counter {
   std::atomic<double> value_{0.0};
 };
 
+// Adds to `counter` what the cumulative count `total` (an engine's, say) gained since
+// `*published` was recorded, and records `total` there. A total that went down adds nothing.
+void AddGrowth(Counter* counter, int64_t total, int64_t* published);
+
 // A value that goes up and down. Thread-safe, lock-free.
 class Gauge {
  public:

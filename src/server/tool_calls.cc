@@ -57,6 +57,14 @@ void RelocateRefs(Json& s, const std::string& to) {
   }
 }
 
+// A tool as the prompts list it: {"type": "function", "function": {name, description, parameters}}.
+Json ToolJson(const ToolDefinition& tool) {
+  Json fn = {{"name", tool.name}};
+  if (!tool.description.empty()) fn["description"] = tool.description;
+  fn["parameters"] = Parameters(tool);
+  return Json{{"type", "function"}, {"function", fn}};
+}
+
 // The key a call's arguments go under in the model's own layout.
 const char* ArgumentsKey(ToolPromptStyle style) {
   return style == ToolPromptStyle::kLlama31Json ? "parameters" : "arguments";
@@ -79,12 +87,7 @@ std::string Llama31ToolsPreamble(const std::vector<ToolDefinition>& tools) {
       "proper arguments that best answers the given prompt.\n\nRespond in the format "
       "{\"name\": function name, \"parameters\": dictionary of argument name and its value}."
       "Do not use variables.\n\n";
-  for (const ToolDefinition& tool : tools) {
-    Json fn = {{"name", tool.name}};
-    if (!tool.description.empty()) fn["description"] = tool.description;
-    fn["parameters"] = Parameters(tool);
-    absl::StrAppend(&out, Json{{"type", "function"}, {"function", fn}}.dump(4), "\n\n");
-  }
+  for (const ToolDefinition& tool : tools) absl::StrAppend(&out, ToolJson(tool).dump(4), "\n\n");
   return out;
 }
 
@@ -93,12 +96,7 @@ std::string ToolsSystemBlock(const std::vector<ToolDefinition>& tools, bool para
       "# Tools\n\nYou may call ", parallel ? "one or more functions" : "one function",
       " to help with the user's request. The functions, one JSON object each, are listed inside "
       "<tools></tools> XML tags:\n<tools>");
-  for (const ToolDefinition& tool : tools) {
-    Json fn = {{"name", tool.name}};
-    if (!tool.description.empty()) fn["description"] = tool.description;
-    fn["parameters"] = Parameters(tool);
-    absl::StrAppend(&out, "\n", Json{{"type", "function"}, {"function", fn}}.dump());
-  }
+  for (const ToolDefinition& tool : tools) absl::StrAppend(&out, "\n", ToolJson(tool).dump());
   absl::StrAppend(&out,
                   "\n</tools>\n\nTo call a function, write a JSON object with its name and "
                   "arguments inside <tool_call></tool_call> XML tags",
