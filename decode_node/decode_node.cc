@@ -70,6 +70,7 @@ absl::Status DecodeNode::Init() {
   eo.max_running = o.max_running;
   eo.max_step_tokens = o.max_step_tokens;
   eo.speculative_tokens = o.speculative_tokens;
+  eo.speculative_draft_cost = o.speculative_draft_cost;
   // Decode requests arrive with their prompt's KV written by a prefill node; nothing for the
   // prefix cache to find here, but it costs nothing either.
   void* kv_memory = nullptr;

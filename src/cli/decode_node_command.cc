@@ -25,6 +25,7 @@ struct DecodeNodeFlags {
   NodeFlags node;
   int max_running = 64;
   int speculative_tokens = 0;
+  double speculative_draft_cost = 0.2;
   int64_t reserve_timeout_ms = 30000;
   bool no_profile = false;
 };
@@ -36,6 +37,9 @@ int RunDecodeNode(const DecodeNodeFlags& f) {
   if (f.max_running < 1) return BadNodeFlag(kDecodeRole, "--max-running must be at least 1");
   if (f.speculative_tokens < 0 || f.speculative_tokens > 64) {
     return BadNodeFlag(kDecodeRole, "--speculative-tokens must be in [0, 64]");
+  }
+  if (!(f.speculative_draft_cost >= 0 && f.speculative_draft_cost < 1)) {
+    return BadNodeFlag(kDecodeRole, "--speculative-draft-cost must be in [0, 1)");
   }
   if (f.reserve_timeout_ms < 1) {
     return BadNodeFlag(kDecodeRole, "--reserve-timeout-ms must be at least 1");
@@ -49,6 +53,7 @@ int RunDecodeNode(const DecodeNodeFlags& f) {
   ApplyNodeFlags(f.node, &o);
   o.max_running = f.max_running;
   o.speculative_tokens = f.speculative_tokens;
+  o.speculative_draft_cost = f.speculative_draft_cost;
   o.reserve_timeout_ms = f.reserve_timeout_ms;
   o.measure_profile = !f.no_profile;
   return RunNodeUntilStopped(kDecodeRole, f.node.drain_timeout_s,
@@ -69,6 +74,11 @@ void AddDecodeNodeCommands(CLI::App& app, std::vector<Command>* commands) {
   cmd->add_option(
          "--speculative-tokens", flags->speculative_tokens,
          "speculative decoding: draft tokens a step for greedy requests, by prompt lookup (0: off)")
+      ->capture_default_str();
+  cmd->add_option("--speculative-draft-cost", flags->speculative_draft_cost,
+                  "one position's arithmetic as a fraction of a one-token decode step, in "
+                  "[0, 1): a sequence gets the drafts its record of confirmed drafts pays for "
+                  "while the step stays memory-bound (0: every proposed draft)")
       ->capture_default_str();
   cmd->add_option("--reserve-timeout-ms", flags->reserve_timeout_ms,
                   "a KV reservation whose Decode has not started by then is released (default "

@@ -40,6 +40,7 @@ struct ServeFlags {
   int max_running = 64;
   int max_waiting = 4096;
   int speculative_tokens = 0;
+  double speculative_draft_cost = 0.2;
   int http_threads = 2;
   int64_t max_body_bytes = 1 << 20;
 };
@@ -77,6 +78,9 @@ int RunServe(const ServeFlags& f) {
   if (f.speculative_tokens < 0 || f.speculative_tokens > 64) {
     return BadFlag("--speculative-tokens must be in [0, 64]");
   }
+  if (!(f.speculative_draft_cost >= 0 && f.speculative_draft_cost < 1)) {
+    return BadFlag("--speculative-draft-cost must be in [0, 1)");
+  }
   if (f.http_threads < 1) return BadFlag("--http-threads must be at least 1");
   if (f.max_body_bytes < 1) return BadFlag("--max-body-bytes must be at least 1");
   std::string api_key = f.api_key;
@@ -108,6 +112,7 @@ int RunServe(const ServeFlags& f) {
   eo.max_running = f.max_running;
   eo.max_waiting = f.max_waiting;
   eo.speculative_tokens = f.speculative_tokens;
+  eo.speculative_draft_cost = f.speculative_draft_cost;
   auto engine = engine::Engine::Create(model->get(), backend->get(), eo, RealClock::Get());
   if (!engine.ok()) return Fail(engine.status());
 
@@ -182,6 +187,12 @@ void AddServeCommands(CLI::App& app, std::vector<Command>* commands) {
       ->add_option("--speculative-tokens", flags->speculative_tokens,
                    "speculative decoding: draft tokens a step for greedy requests, by prompt "
                    "lookup (0: off)")
+      ->capture_default_str();
+  serve
+      ->add_option("--speculative-draft-cost", flags->speculative_draft_cost,
+                   "one position's arithmetic as a fraction of a one-token decode step, in "
+                   "[0, 1): a sequence gets the drafts its record of confirmed drafts pays for "
+                   "while the step stays memory-bound (0: every proposed draft)")
       ->capture_default_str();
   serve->add_option("--http-threads", flags->http_threads, "HTTP I/O threads")
       ->capture_default_str();

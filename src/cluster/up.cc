@@ -331,7 +331,8 @@ std::vector<std::string> NodeArgs(const UpOptions& o, const ClusterPorts& p, std
                                 o.transport};
   if (o.backend != "cpu") a.insert(a.end(), {"--backend", o.backend});
   if (role == "decode" && o.speculative_tokens > 0) {
-    a.insert(a.end(), {"--speculative-tokens", absl::StrCat(o.speculative_tokens)});
+    a.insert(a.end(), {"--speculative-tokens", absl::StrCat(o.speculative_tokens),
+                       "--speculative-draft-cost", absl::StrCat(o.speculative_draft_cost)});
   }
   return a;
 }
@@ -349,6 +350,9 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const UpOption
   CRESCENT_RETURN_IF_ERROR(CheckMemoryMb("--kv-cache-mb", o.kv_cache_mb, 1));
   if (o.speculative_tokens < 0 || o.speculative_tokens > 64) {
     return absl::InvalidArgumentError("--speculative-tokens must be in [0, 64]");
+  }
+  if (!(o.speculative_draft_cost >= 0 && o.speculative_draft_cost < 1)) {
+    return absl::InvalidArgumentError("--speculative-draft-cost must be in [0, 1)");
   }
   const int threads =
       o.threads_per_node > 0

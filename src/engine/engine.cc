@@ -65,7 +65,8 @@ class Engine::Impl {
         pool_(num_blocks, engine->options_.prefix_cache),
         scheduler_({engine->options_.block_tokens, engine->options_.max_step_tokens,
                     engine->options_.max_running, engine->options_.speculative_tokens,
-                    engine->options_.speculative_ngram_min, engine->options_.speculative_ngram_max},
+                    engine->options_.speculative_ngram_min, engine->options_.speculative_ngram_max,
+                    engine->options_.speculative_draft_cost},
                    &pool_) {}
 
   void Start() {
@@ -754,6 +755,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const LoadedModel* model,
     return absl::InvalidArgumentError(absl::StrCat("speculative n-grams need 1 <= min <= max, got ",
                                                    options.speculative_ngram_min, "..",
                                                    options.speculative_ngram_max));
+  }
+  if (!(options.speculative_draft_cost >= 0 && options.speculative_draft_cost < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("speculative_draft_cost must be in [0, 1), got ",
+                                                   options.speculative_draft_cost));
   }
   KvCacheConfig kc;
   kc.n_layers = model->config.n_layers;

@@ -44,6 +44,16 @@ struct EngineOptions {
   int speculative_tokens = 0;
   int speculative_ngram_min = 2;
   int speculative_ngram_max = 4;
+  // The arithmetic of one position as a fraction of a one-token decode step, in [0, 1): a
+  // step costs max(1, speculative_draft_cost * positions) one-token steps (memory-bound, then
+  // compute-bound), and each sequence is given only as many of its proposed drafts as raise
+  // the step's expected tokens per unit of that cost, at the rate its earlier drafts were
+  // confirmed (DraftLength in scheduler.h). So a lone sequence drafts a few tokens and a batch
+  // whose step is already compute-bound drafts none. 0.2 fits the CPU backend on the
+  // reference model (a one-token step with 4 drafts took 1.2-1.3 one-token steps; a batch of
+  // 8 is compute-bound; docs/benchmarks.md, serve_bench part 3); 0 computes every proposed
+  // draft.
+  double speculative_draft_cost = 0.2;
   // Optional: where the KV cache lives. Called once by Create with the cache's size in bytes;
   // returns 64-byte-aligned memory the caller owns, zeroed or not, that outlives the engine
   // (the decode and prefill nodes put it in a transfer-engine segment so peers can write and

@@ -43,6 +43,42 @@ std::vector<int32_t> ProposeNgramDraft(std::span<const int32_t> tokens, int min_
   return {};
 }
 
+double ExpectedDraftYield(double acceptance, int k) {
+  double yield = 1.0, term = 1.0;
+  for (int j = 0; j < k; ++j) {
+    term *= acceptance;
+    yield += term;
+  }
+  return yield;
+}
+
+int DraftLength(double acceptance, int max_draft, int64_t step_tokens, double step_yield,
+                double draft_cost) {
+  if (max_draft <= 0) return 0;
+  if (draft_cost <= 0) return max_draft;
+  auto cost = [&](int64_t tokens) {
+    return std::max(1.0, draft_cost * static_cast<double>(tokens));
+  };
+  int best = 0;
+  double best_value = step_yield / cost(step_tokens);
+  double yield = step_yield, term = 1.0;
+  for (int k = 1; k <= max_draft; ++k) {
+    term *= acceptance;
+    yield += term;
+    const double value = yield / cost(step_tokens + k);
+    if (value > best_value) {
+      best_value = value;
+      best = k;
+    }
+  }
+  return best;
+}
+
+// Laplace's rule over the decayed record: 1/2 before any draft is checked.
+double Sequence::draft_acceptance() const {
+  return (draft_confirmed + 1.0) / (draft_checked + 2.0);
+}
+
 int64_t Scheduler::queued_prefill_tokens() const {
   int64_t total = 0;
   auto add = [&](const Sequence* s) {
@@ -160,6 +196,11 @@ StepPlan Scheduler::Schedule(int64_t now_ns) {
 
   // 1. Decode: one token for each running sequence that has exactly one uncomputed token.
   std::vector<Sequence*> snapshot = running_;
+  // The decode step as planned so far, for DraftLength: its positions and expected tokens.
+  const int64_t decoding = std::count_if(running_.begin(), running_.end(),
+                                         [](const Sequence* s) { return s->uncomputed() == 1; });
+  int64_t step_tokens = std::max<int64_t>(decoding, 1);
+  double step_yield = static_cast<double>(step_tokens);
   for (Sequence* s : snapshot) {
     if (budget <= 0) break;
     if (std::find(running_.begin(), running_.end(), s) == running_.end()) continue;
@@ -177,6 +218,19 @@ StepPlan Scheduler::Schedule(int64_t now_ns) {
       if (room > 0) {
         draft = ProposeNgramDraft(s->tokens, options_.ngram_min, options_.ngram_max,
                                   static_cast<int>(room));
+      }
+      if (!draft.empty()) {
+        const double acceptance = s->draft_acceptance();
+        const int k = DraftLength(acceptance, static_cast<int>(draft.size()), step_tokens,
+                                  step_yield, options_.draft_cost);
+        step_tokens += k;
+        step_yield += ExpectedDraftYield(acceptance, k) - 1.0;
+        if (k == 0) {
+          // Not computed, but checked against the next sample all the same.
+          s->unchecked_pos = static_cast<int64_t>(s->tokens.size());
+          s->unchecked_token = draft[0];
+        }
+        draft.resize(static_cast<size_t>(k));
       }
       // Drafts take only blocks the pool has (free or evictable): never a preemption for a guess.
       if (!draft.empty() && !Grow(s, s->num_computed + 1 + static_cast<int64_t>(draft.size()))) {
@@ -261,10 +315,29 @@ std::vector<int32_t> Scheduler::TakeDraft(Sequence* seq) {
   std::vector<int32_t> draft(seq->tokens.end() - n, seq->tokens.end());
   seq->tokens.resize(seq->tokens.size() - static_cast<size_t>(n));
   seq->draft = 0;
+  seq->last_draft = n;
   return draft;
 }
 
 void Scheduler::Settle(Sequence* seq, int64_t accepted) {
+  // The record of confirmed drafts: positions checked (a run of confirmed drafts ends at the
+  // first wrong one) and confirmed, older checks weighing less.
+  double checked = 0, confirmed = 0;
+  if (seq->last_draft > 0) {
+    checked = static_cast<double>(std::min(accepted + 1, seq->last_draft));
+    confirmed = static_cast<double>(accepted);
+  } else if (seq->unchecked_pos >= 0 &&
+             seq->unchecked_pos < static_cast<int64_t>(seq->tokens.size())) {
+    checked = 1;
+    confirmed = seq->tokens[static_cast<size_t>(seq->unchecked_pos)] == seq->unchecked_token;
+  }
+  if (checked > 0) {
+    constexpr double kDecay = 0.9;
+    seq->draft_checked = kDecay * seq->draft_checked + checked;
+    seq->draft_confirmed = kDecay * seq->draft_confirmed + confirmed;
+  }
+  seq->last_draft = 0;
+  seq->unchecked_pos = -1;
   if (accepted <= 0) return;
   ScheduledChunk c;
   c.seq = seq;

@@ -46,6 +46,11 @@ struct SchedulerOptions {
   int speculative_tokens = 0;
   int ngram_min = 2;
   int ngram_max = 4;
+  // The arithmetic of one position as a fraction of a one-token decode step (in [0, 1)):
+  // above 0, each sequence gets only as many of its proposed drafts as DraftLength finds
+  // worth their cost, from its own record of confirmed drafts and the decode step planned so
+  // far; 0 takes every proposed draft.
+  double draft_cost = 0.0;
 };
 
 // Prompt-lookup drafting: the longest n-gram (n from max_ngram down to min_ngram) that ends
@@ -54,6 +59,23 @@ struct SchedulerOptions {
 // max_draft < 1. Pure. REQUIRES: 1 <= min_ngram <= max_ngram.
 std::vector<int32_t> ProposeNgramDraft(std::span<const int32_t> tokens, int min_ngram,
                                        int max_ngram, int max_draft);
+
+// Tokens a run of `k` drafts yields with the sample after it, when each draft is right with
+// probability `acceptance` and the first wrong one ends the run: 1 + a + a^2 + ... + a^k.
+double ExpectedDraftYield(double acceptance, int k);
+
+// How many of `max_draft` proposed tokens to compute for one sequence, given the decode step
+// planned so far: `step_tokens` positions that yield `step_yield` tokens in expectation. A
+// step's cost is modeled as a roofline in units of a one-token step: max(1, draft_cost * T)
+// for T positions, i.e. it streams the weights once (memory-bound) until its arithmetic,
+// draft_cost of a one-token step per position, takes longer (compute-bound). Returns the k
+// in [0, max_draft] that maximizes the step's expected tokens per unit of cost,
+// (step_yield + ExpectedDraftYield(acceptance, k) - 1) / max(1, draft_cost * (step_tokens + k));
+// ties go to the shorter draft. So drafts are taken while the step is memory-bound, and a
+// batch whose step is already compute-bound takes none. draft_cost 0: max_draft. Pure.
+// REQUIRES: 0 <= acceptance <= 1, draft_cost >= 0, step_tokens >= 1, step_yield > 0.
+int DraftLength(double acceptance, int max_draft, int64_t step_tokens, double step_yield,
+                double draft_cost);
 
 struct Sequence {
   uint64_t id = 0;
@@ -77,6 +99,15 @@ struct Sequence {
   // Draft tokens appended to `tokens` for the step being planned or run (the last `draft`
   // tokens are a guess, not output); 0 between steps.
   int64_t draft = 0;
+  // Its record of draft tokens checked and confirmed, decayed at each update (Settle): the
+  // acceptance DraftLength is given. A proposal DraftLength declines is still checked, for
+  // free, against the next sample: its first token and position are kept until Settle.
+  double draft_checked = 0;
+  double draft_confirmed = 0;
+  int64_t last_draft = 0;  // drafts of the last step (TakeDraft to Settle)
+  int64_t unchecked_pos = -1;
+  int32_t unchecked_token = -1;
+  double draft_acceptance() const;
 
   int64_t uncomputed() const { return static_cast<int64_t>(tokens.size()) - num_computed; }
 };
@@ -123,7 +154,8 @@ class Scheduler {
   // After a speculative chunk's forward pass: takes its draft tokens back out of the sequence
   // and returns them (the engine then commits the chunk without them). Settle(seq, accepted),
   // once the samples are appended: the first `accepted` drafts were confirmed, so the KV the
-  // chunk computed at their positions is kept (num_computed advances past them).
+  // chunk computed at their positions is kept (num_computed advances past them). Settle also
+  // updates the sequence's record of confirmed drafts (call it after every sampled chunk).
   std::vector<int32_t> TakeDraft(Sequence* seq);
   void Settle(Sequence* seq, int64_t accepted);
 

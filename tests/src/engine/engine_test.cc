@@ -12,8 +12,10 @@
 #include <numeric>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "src/common/clock.h"
@@ -474,12 +476,13 @@ TEST_F(EngineTest, SpeculativeDecodingGivesTheSameTokensInFewerSteps) {
   requests[3].sampling.min_tokens = 6;
   requests[3].sampling.stop_token_ids = {requests[0].prompt[3]};
   requests[4].sampling.logit_bias = {{7, 3.0f}};
-  auto run = [&](int speculative, bool together) {
+  auto run = [&](int speculative, bool together, double draft_cost) {
     EngineOptions options;
     options.block_tokens = 4;
     options.num_blocks = 256;
     options.speculative_tokens = speculative;
     options.speculative_ngram_min = 1;
+    options.speculative_draft_cost = draft_cost;
     auto engine = MakeEngine(options);
     Run out;
     out.results.resize(requests.size());
@@ -505,10 +508,14 @@ TEST_F(EngineTest, SpeculativeDecodingGivesTheSameTokensInFewerSteps) {
     ExpectNoLeaks(*engine);
     return out;
   };
-  for (bool together : {false, true}) {
-    SCOPED_TRACE(together ? "concurrent" : "one at a time");
-    const Run plain = run(0, together);
-    const Run spec = run(4, together);
+  // Draft cost 0 computes every proposed draft; 0.2 (the default) only those its record
+  // pays for: either way the same tokens.
+  for (auto [together, draft_cost] :
+       {std::pair{false, 0.0}, std::pair{true, 0.0}, std::pair{false, 0.2}, std::pair{true, 0.2}}) {
+    SCOPED_TRACE(
+        absl::StrCat(together ? "concurrent" : "one at a time", ", draft cost ", draft_cost));
+    const Run plain = run(0, together, draft_cost);
+    const Run spec = run(4, together, draft_cost);
     EXPECT_EQ(plain.stats.draft_tokens, 0);
     EXPECT_GT(spec.stats.draft_tokens, 0);
     EXPECT_GT(spec.stats.accepted_draft_tokens, 0);

@@ -11,6 +11,7 @@
 namespace crescent::engine {
 namespace {
 
+using ::testing::Each;
 using ::testing::ElementsAre;
 
 constexpr int kBlock = 4;
@@ -150,6 +151,146 @@ TEST_F(SchedulerTest, DraftsRideOnTheDecodeChunk) {
   sched_->AppendToken(s, 5);
   StepPlan plain = sched_->Schedule(0);
   EXPECT_EQ(plain.chunks[0].draft, 0);
+}
+
+TEST(DraftLengthTest, TakesDraftsWhileTheStepStaysMemoryBound) {
+  EXPECT_DOUBLE_EQ(ExpectedDraftYield(0.5, 0), 1.0);
+  EXPECT_DOUBLE_EQ(ExpectedDraftYield(0.5, 2), 1.75);
+  EXPECT_DOUBLE_EQ(ExpectedDraftYield(1.0, 3), 4.0);
+  EXPECT_EQ(DraftLength(0.1, 6, 1, 1, 0.0), 6);  // cost 0: every proposed draft
+  EXPECT_EQ(DraftLength(0.9, 0, 1, 1, 0.3), 0);
+  // Alone, at 0.3 a position, a step of up to 3 positions costs one of 1: two drafts are free
+  // to compute and taken whenever they might be right; never when they cannot be.
+  EXPECT_EQ(DraftLength(0.0, 8, 1, 1, 0.3), 0);
+  EXPECT_EQ(DraftLength(0.05, 8, 1, 1, 0.3), 2);
+  // Past the knee a draft costs 0.3: 0.8 pays for a third (2.95 tokens for 1.2) but not a
+  // fourth (3.36 for 1.5); even drafts always right only tie past it (4 for 1.2, 5 for 1.5).
+  EXPECT_EQ(DraftLength(0.8, 8, 1, 1, 0.3), 3);
+  EXPECT_EQ(DraftLength(1.0, 8, 1, 1, 0.3), 3);
+  // A step of 8 sequences is compute-bound already: no draft pays.
+  EXPECT_EQ(DraftLength(0.98, 8, 8, 8, 0.3), 0);
+  EXPECT_EQ(DraftLength(0.98, 8, 32, 32, 0.3), 0);
+  // Two sequences: room for one free draft.
+  EXPECT_EQ(DraftLength(0.5, 8, 2, 2, 0.3), 1);
+  EXPECT_EQ(DraftLength(0.5, 8, 3, 2.5, 0.3), 0);   // taken: 4 positions cost 1.2
+  EXPECT_EQ(DraftLength(0.75, 8, 3, 2.5, 0.3), 1);  // 3.25 for 1.2 beats 2.5 for 1
+}
+
+// With a draft cost, a sequence's drafts follow its record and the step: Settle counts the
+// drafts checked and confirmed (older steps weighing less); a proposal declined is checked
+// against the next sample for free; a batch whose step is compute-bound drafts nothing.
+TEST_F(SchedulerTest, DraftsFollowEachSequencesRecord) {
+  pool_ = std::make_unique<BlockPool>(256, true);
+  SchedulerOptions options{kBlock, 512, 64, /*speculative_tokens=*/4, 2, 4};
+  options.draft_cost = 0.3;
+  sched_ = std::make_unique<Scheduler>(options, pool_.get());
+  // Tokens that repeat 1 2 3, so that prompt lookup always proposes what comes next (three
+  // tokens: the latest earlier occurrence of a tail is three tokens back).
+  auto add = [&](uint64_t id) {
+    auto seq = MakeSeq(id, 8);
+    seq->tokens = {1, 2, 3, 1, 2, 3, 1, 2};
+    seq->speculate = true;
+    seq->max_len = 1000;
+    Sequence* s = seq.get();
+    sched_->Add(std::move(seq));
+    return s;
+  };
+  auto next_in_cycle = [](const Sequence* s) { return s->tokens.back() % 3 + 1; };
+  // Plays the engine for every chunk of a step: takes the drafts back, commits, appends the
+  // samples `sample(seq, draft)` gives (confirming drafts while they match) and settles.
+  // Returns the drafts of each chunk.
+  auto step = [&](auto sample) {
+    StepPlan plan = sched_->Schedule(0);
+    std::vector<int64_t> drafted;
+    for (ScheduledChunk c : plan.chunks) {
+      drafted.push_back(c.draft);
+      const std::vector<int32_t> draft = sched_->TakeDraft(c.seq);
+      c.end -= c.draft;
+      sched_->Commit(c);
+      if (!c.sample) continue;
+      const std::vector<int32_t> samples = sample(c.seq, draft);
+      int64_t accepted = 0;
+      while (accepted < static_cast<int64_t>(draft.size()) &&
+             accepted + 1 < static_cast<int64_t>(samples.size()) &&
+             samples[static_cast<size_t>(accepted)] == draft[static_cast<size_t>(accepted)]) {
+        ++accepted;
+      }
+      for (int64_t j = 0; j <= accepted; ++j) {
+        sched_->AppendToken(c.seq, samples[static_cast<size_t>(j)]);
+      }
+      sched_->Settle(c.seq, accepted);
+    }
+    return drafted;
+  };
+  // The cycle's continuation: every draft right.
+  auto right = [&](Sequence* seq, const std::vector<int32_t>&) {
+    std::vector<int32_t> out;
+    int32_t t = next_in_cycle(seq);
+    for (int j = 0; j < 8; ++j, t = t % 3 + 1) out.push_back(t);
+    return out;
+  };
+  Sequence* s = add(1);
+  EXPECT_THAT(step(right), ElementsAre(0));  // the prompt
+  EXPECT_EQ(s->draft_checked, 0);            // no draft yet: nothing learned
+  EXPECT_DOUBLE_EQ(s->draft_acceptance(), 0.5);
+  // An even record takes the two free drafts; both confirmed.
+  EXPECT_THAT(step(right), ElementsAre(2));
+  EXPECT_DOUBLE_EQ(s->draft_checked, 2);
+  EXPECT_DOUBLE_EQ(s->draft_confirmed, 2);
+  // Every draft confirmed: a third pays too.
+  for (int i = 0; i < 4; ++i) step(right);
+  EXPECT_THAT(step(right), ElementsAre(3));
+  EXPECT_GT(s->draft_acceptance(), 0.9);
+  // A wrong first draft: one position checked, none confirmed.
+  const double checked = s->draft_checked, confirmed = s->draft_confirmed;
+  EXPECT_THAT(step([&](Sequence* seq, const std::vector<int32_t>&) {
+                return std::vector<int32_t>{static_cast<int32_t>(next_in_cycle(seq) % 3 + 1)};
+              }),
+              ElementsAre(3));
+  EXPECT_DOUBLE_EQ(s->draft_checked, 0.9 * checked + 1);
+  EXPECT_DOUBLE_EQ(s->draft_confirmed, 0.9 * confirmed);
+  Finish(1);
+
+  // Three sequences with a poor record (acceptance 1/12): the step has no free position
+  // left worth a draft, so none is computed ...
+  std::vector<Sequence*> three = {add(2), add(3), add(4)};
+  step(right);
+  for (Sequence* q : three) {
+    q->draft_checked = 10;
+    q->draft_confirmed = 0;
+  }
+  StepPlan plan = sched_->Schedule(0);
+  ASSERT_EQ(plan.chunks.size(), 3u);
+  for (const ScheduledChunk& c : plan.chunks) {
+    EXPECT_EQ(c.draft, 0);
+    // ... yet each declined proposal is checked against the next sample: a right one counts.
+    ASSERT_EQ(c.seq->unchecked_pos, static_cast<int64_t>(c.seq->tokens.size()));
+    EXPECT_EQ(c.seq->unchecked_token, next_in_cycle(c.seq));
+    sched_->Commit(c);
+    sched_->AppendToken(c.seq, c.seq->unchecked_token);
+    sched_->Settle(c.seq, 0);
+    EXPECT_DOUBLE_EQ(c.seq->draft_checked, 10);  // 0.9 * 10 + 1
+    EXPECT_DOUBLE_EQ(c.seq->draft_confirmed, 1);
+    EXPECT_EQ(c.seq->unchecked_pos, -1);
+  }
+  // A good record (acceptance 10/12): the first sequence's draft pays (3.83 tokens for 1.2),
+  // a second one's would not (4.67 for 1.5).
+  for (Sequence* q : three) {
+    q->draft_checked = 10;
+    q->draft_confirmed = 9;
+  }
+  EXPECT_THAT(step(right), ElementsAre(1, 0, 0));
+  for (Sequence* q : three) Finish(q->id);
+
+  // The same record in a batch of 16 drafts nothing: the step is compute-bound.
+  std::vector<Sequence*> batch;
+  for (uint64_t id = 10; id < 26; ++id) batch.push_back(add(id));
+  step(right);
+  for (Sequence* q : batch) {
+    q->draft_checked = 10;
+    q->draft_confirmed = 9;
+  }
+  EXPECT_THAT(step(right), Each(0));
 }
 
 TEST_F(SchedulerTest, LongPromptIsChunkedUnderTheBudget) {

@@ -647,6 +647,10 @@ def check_bad_flags(crescent, model):
     r = subprocess.run([crescent, "serve", "--model", model, "--max-running", "0"],
                        capture_output=True, text=True, timeout=60)
     check(r.returncode == 2 and "--max-running" in r.stderr, f"--max-running 0: {r.stderr}")
+    r = subprocess.run([crescent, "serve", "--model", model, "--speculative-draft-cost", "1"],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 2 and "--speculative-draft-cost" in r.stderr,
+          f"--speculative-draft-cost 1: rc={r.returncode} {r.stderr}")
     r = subprocess.run([crescent, "serve", "--model", "/nonexistent/model.gguf", "--port", "0"],
                        capture_output=True, text=True, timeout=60)
     check(r.returncode != 0 and "/nonexistent/model.gguf" in r.stderr,
