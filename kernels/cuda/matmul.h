@@ -23,7 +23,7 @@ struct DeviceMatrix {
   size_t row_stride = 0;       // bytes; even; >= RowBytes(type, cols)
 };
 
-// True for F32, F16, BF16, Q4_0, Q4_1, Q8_0 (the K-quants have no CUDA kernel yet).
+// True for F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K.
 bool MatMulSupports(GgmlType type);
 
 // y[i][n] = sum_k x[i][k] * W[n][k] for i < m, n < w.rows, with x (m x w.cols) and y
@@ -31,7 +31,8 @@ bool MatMulSupports(GgmlType type);
 // (m <= 8: one warp per output feature; larger m: 64 x 64 tiles), so a row's bits may change
 // with the batch around it, within f32 rounding. Asynchronous: ordered on the default stream.
 // Errors: Unimplemented for a type MatMulSupports rejects; InvalidArgument for a quantized
-// matrix whose cols is not a multiple of 32; Internal when the launch fails.
+// matrix whose cols is not a multiple of its block (32; 256 for the K-quants); Internal when
+// the launch fails.
 // REQUIRES: m >= 0; y does not overlap x or the weights.
 absl::Status MatMul(const DeviceMatrix& w, const float* x, int64_t m, float* y);
 

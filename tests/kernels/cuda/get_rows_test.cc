@@ -21,10 +21,12 @@ using testing::Upload;
 // the device).
 TEST(CudaGetRowsTest, DecodesLikeTheCpuForEveryType) {
   CRESCENT_REQUIRE_CUDA_DEVICE();
-  const int64_t rows = 11, n = 576;
-  for (GgmlType t : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0,
-                     GgmlType::kQ4_1, GgmlType::kQ8_0}) {
+  const int64_t rows = 11;
+  for (GgmlType t :
+       {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0, GgmlType::kQ4_1,
+        GgmlType::kQ8_0, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
     SCOPED_TRACE(GetTypeInfo(t).name);
+    const int64_t n = GetTypeInfo(t).block_size == 256 ? 512 : 576;
     const size_t stride = RowBytes(t, n);
     std::vector<uint8_t> table(stride * rows);
     std::vector<float> src = RandomFloats(rows * n, 5);
@@ -47,7 +49,7 @@ TEST(CudaGetRowsTest, DecodesLikeTheCpuForEveryType) {
 }
 
 TEST(CudaGetRowsTest, UndecodableTypeIsUnimplemented) {
-  EXPECT_EQ(GetRows(GgmlType::kQ6_K, nullptr, 0, nullptr, 1, 256, nullptr).code(),
+  EXPECT_EQ(GetRows(GgmlType::kQ3_K, nullptr, 0, nullptr, 1, 256, nullptr).code(),
             absl::StatusCode::kUnimplemented);
 }
 

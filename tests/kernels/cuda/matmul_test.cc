@@ -60,16 +60,25 @@ TEST(CudaMatMulTest, EveryTypeSmallAndTiledBatches) {
     Check({t, 576, 576, 1});
     Check({t, 130, 1536, 130});
   }
+  // K-quants: rows of 256-value super-blocks.
+  for (GgmlType t : {GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+    for (int64_t m : {1, 3, 8, 9, 70}) Check({t, 67, 256, m});
+    Check({t, 576, 768, 1});
+    Check({t, 130, 1536, 130});
+  }
 }
 
 TEST(CudaMatMulTest, UnsupportedTypesAreErrors) {
   // Argument checks come before any device work, so these run everywhere.
-  DeviceMatrix k_quant{GgmlType::kQ4_K, 16, 256, nullptr, RowBytes(GgmlType::kQ4_K, 256)};
-  EXPECT_EQ(MatMul(k_quant, nullptr, 1, nullptr).code(), absl::StatusCode::kUnimplemented);
-  EXPECT_FALSE(MatMulSupports(GgmlType::kQ6_K));
+  DeviceMatrix q3_k{GgmlType::kQ3_K, 16, 256, nullptr, RowBytes(GgmlType::kQ3_K, 256)};
+  EXPECT_EQ(MatMul(q3_k, nullptr, 1, nullptr).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_FALSE(MatMulSupports(GgmlType::kQ5_0));
   EXPECT_TRUE(MatMulSupports(GgmlType::kQ4_1));
+  EXPECT_TRUE(MatMulSupports(GgmlType::kQ6_K));
   DeviceMatrix ragged{GgmlType::kQ8_0, 16, 40, nullptr, 64};
   EXPECT_EQ(MatMul(ragged, nullptr, 1, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  DeviceMatrix ragged_k{GgmlType::kQ4_K, 16, 288, nullptr, 176};
+  EXPECT_EQ(MatMul(ragged_k, nullptr, 1, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
