@@ -29,18 +29,25 @@ Sequence* Scheduler::Find(uint64_t id) const {
 std::vector<int32_t> ProposeNgramDraft(std::span<const int32_t> tokens, int min_ngram,
                                        int max_ngram, int max_draft) {
   const int64_t len = static_cast<int64_t>(tokens.size());
-  if (max_draft < 1) return {};
-  for (int64_t n = std::min<int64_t>(max_ngram, len - 1); n >= min_ngram; --n) {
-    std::span<const int32_t> tail = tokens.subspan(static_cast<size_t>(len - n));
-    // Latest earlier occurrence: starts i < len - n, so that a token follows it.
-    for (int64_t i = len - n - 1; i >= 0; --i) {
-      if (!std::equal(tail.begin(), tail.end(), tokens.begin() + i)) continue;
-      const int64_t from = i + n;
-      const int64_t count = std::min<int64_t>(max_draft, len - from);
-      return std::vector<int32_t>(tokens.begin() + from, tokens.begin() + from + count);
+  if (max_draft < 1 || len < 2) return {};
+  const int64_t longest = std::min<int64_t>(max_ngram, len - 1);
+  // One pass over the earlier end positions e (latest first): how many of the tail's last
+  // tokens also end at e. The first e reaching the longest match found wins (latest among
+  // the longest).
+  int64_t best_n = 0, best_end = -1;
+  for (int64_t e = len - 2; e >= 0; --e) {
+    int64_t n = 0;
+    while (n < longest && n <= e && tokens[e - n] == tokens[len - 1 - n]) ++n;
+    if (n > best_n) {
+      best_n = n;
+      best_end = e;
+      if (n == longest) break;
     }
   }
-  return {};
+  if (best_n < min_ngram) return {};
+  const int64_t from = best_end + 1;
+  const int64_t count = std::min<int64_t>(max_draft, len - from);
+  return std::vector<int32_t>(tokens.begin() + from, tokens.begin() + from + count);
 }
 
 double ExpectedDraftYield(double acceptance, int k) {

@@ -22,6 +22,12 @@ using server::CompletionChunk;
 using server::CompletionRequest;
 using server::RequestKind;
 
+// echo with max_tokens 0: the prompt (and its logprobs) alone, the loglikelihood request of
+// evaluation harnesses. The engine generates one token, which is dropped.
+bool PromptOnly(const CompletionRequest& request) {
+  return request.echo && request.max_tokens == 0;
+}
+
 // One choice of a request in flight. Its text state is touched only by that choice's callbacks,
 // which the generator calls in order, never concurrently.
 struct Choice {
@@ -438,7 +444,7 @@ absl::StatusOr<PreparedRequest> EngineService::Prepare(const CompletionRequest& 
         "This model's maximum context length is ", context, " tokens. However, your ", prompt_param,
         " resulted in ", prompt, " tokens, which leaves no room for the completion"));
   }
-  if (request.echo && request.max_tokens == 0) {
+  if (PromptOnly(request)) {
     prepared.max_tokens = 1;  // the prompt alone: Start drops the one token generated
   } else if (request.max_tokens) {
     if (*request.max_tokens < 1) {
@@ -520,7 +526,7 @@ std::unique_ptr<server::CompletionHandle> EngineService::Start(CompletionRequest
   gen->generator = generator_;
   gen->tokenizer = generator_->model().tokenizer.get();
   gen->want_logprobs = request.logprobs;
-  gen->prompt_only = request.echo && request.max_tokens == 0;
+  gen->prompt_only = PromptOnly(request);
   gen->min_tokens = request.min_tokens;
   for (int i = 0; i < n; ++i) {
     gen->choices.push_back(std::make_unique<Choice>(*gen->tokenizer, request.stop));

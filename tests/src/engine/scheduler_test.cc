@@ -1,7 +1,9 @@
 #include "src/engine/scheduler.h"
 
+#include <algorithm>
 #include <memory>
 #include <numeric>
+#include <random>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -93,6 +95,33 @@ TEST(ProposeNgramDraftTest, FollowsTheLatestEarlierOccurrenceOfTheLongestTail) {
   EXPECT_TRUE(ProposeNgramDraft(std::vector<int32_t>{1}, 1, 4, 3).empty());
   EXPECT_THAT(ProposeNgramDraft(std::vector<int32_t>{4, 5, 4}, 1, 4, 3), ElementsAre(5, 4));
   EXPECT_TRUE(ProposeNgramDraft(std::vector<int32_t>{4, 5, 4}, 2, 4, 3).empty());
+}
+
+// The one-pass search against the definition, n by n, on random sequences over few tokens
+// (many repeats, overlapping occurrences).
+TEST(ProposeNgramDraftTest, MatchesTheSearchNByN) {
+  auto reference = [](const std::vector<int32_t>& t, int min_n, int max_n, int max_draft) {
+    const int64_t len = static_cast<int64_t>(t.size());
+    for (int64_t n = std::min<int64_t>(max_n, len - 1); n >= min_n; --n) {
+      for (int64_t i = len - n - 1; i >= 0; --i) {
+        if (!std::equal(t.end() - n, t.end(), t.begin() + i)) continue;
+        const int64_t count = std::min<int64_t>(max_draft, len - (i + n));
+        return std::vector<int32_t>(t.begin() + i + n, t.begin() + i + n + count);
+      }
+    }
+    return std::vector<int32_t>{};
+  };
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::vector<int32_t> t(1 + rng() % 40);
+    const int32_t alphabet = 1 + static_cast<int32_t>(rng() % 4);
+    for (int32_t& v : t) v = static_cast<int32_t>(rng() % static_cast<uint32_t>(alphabet));
+    const int min_n = 1 + static_cast<int>(rng() % 3);
+    const int max_n = min_n + static_cast<int>(rng() % 3);
+    const int max_draft = static_cast<int>(rng() % 6);
+    ASSERT_EQ(ProposeNgramDraft(t, min_n, max_n, max_draft), reference(t, min_n, max_n, max_draft))
+        << "trial " << trial;
+  }
 }
 
 // A decoding sequence gets its drafts appended to its decode chunk, within the budget, its
