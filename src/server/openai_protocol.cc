@@ -14,6 +14,7 @@
 #include "nlohmann/json.hpp"
 #include "src/common/status.h"
 #include "src/engine/json_schema.h"
+#include "src/server/json_nesting.h"
 
 namespace crescent::server {
 namespace {
@@ -96,6 +97,10 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const json& array, const std:
 }
 
 absl::StatusOr<json> ParseBody(std::string_view body) {
+  if (JsonNestingDepth(body) > kMaxJsonNesting) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request body nests arrays and objects more than ", kMaxJsonNesting, " levels deep"));
+  }
   json root = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) {
     return absl::InvalidArgumentError("request body is not valid JSON");
@@ -457,6 +462,10 @@ absl::StatusOr<std::vector<ToolCall>> ParseMessageToolCalls(const json& calls,
     CRESCENT_ASSIGN_OR_RETURN(auto arguments,
                               GetString(*fn, "arguments", p + ".function.arguments"));
     const std::string args_param = p + ".function.arguments";
+    if (arguments && JsonNestingDepth(*arguments) > kMaxJsonNesting) {
+      return InvalidParam(args_param, absl::StrCat("'", args_param, "' nests more than ",
+                                                   kMaxJsonNesting, " levels deep"));
+    }
     const nlohmann::ordered_json parsed = nlohmann::ordered_json::parse(
         arguments.value_or("{}"), nullptr, /*allow_exceptions=*/false);
     if (parsed.is_discarded() || !parsed.is_object()) {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "src/engine/json_schema.h"
+#include "src/server/json_nesting.h"
 #include "src/server/openai_protocol.h"
 
 namespace crescent::server {
@@ -107,6 +108,8 @@ std::string ToolsSystemBlock(const std::vector<ToolDefinition>& tools, bool para
 
 // One call's JSON ({"name": ..., "arguments": {...}}) naming one of the request's tools.
 std::optional<ToolCall> ParseCall(const CompletionRequest& request, std::string_view text) {
+  // The model's text: too deep to be a call (and to dump safely) is text.
+  if (JsonNestingDepth(text) > kMaxJsonNesting) return std::nullopt;
   const Json j =
       Json::parse(absl::StripAsciiWhitespace(absl::string_view(text.data(), text.size())), nullptr,
                   /*allow_exceptions=*/false);

@@ -507,6 +507,17 @@ def check_models_and_errors(server, client):
     check(status == 401, f"no API key: {status}")
     expect(openai.APIStatusError, 413,
            lambda: greedy_chat(client, "x" * 300000, max_tokens=2), "huge body")
+    # A schema nested 30000 deep (within this server's body limit): a 400 before anything walks
+    # it (a million levels overflowed the stack of the thread that dumped it and took the
+    # server down: openai_protocol_test).
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                       "response_format": {"type": "json_schema",
+                                           "json_schema": {"name": "x", "schema": {}}}})
+    body = body.replace('"schema": {}', '"schema": ' + '{"a": ' * 30000 + "1" + "}" * 30000)
+    status, _, data = server.request("POST", "/v1/chat/completions", body,
+                                     {"Authorization": f"Bearer {KEY}"})
+    check(status == 400 and b"levels deep" in data, f"deep schema: {status} {data[:200]}")
+    print(f"schema nested 30000 deep: {status} {data[:110].decode()}")
     # Bad requests leave the server healthy.
     check(server.request("GET", "/health")[0] == 200, "not healthy after errors")
 

@@ -5,6 +5,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "src/server/json_nesting.h"
 
 namespace crescent::server {
 namespace {
@@ -174,6 +175,40 @@ TEST(ParseChatTest, MalformedBodies) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_EQ(HttpErrorFromStatus(r.status()).http_status, 400);
   }
+}
+
+// Nesting that recursive code (dumping a schema, walking tool arguments) could not take is a
+// 400 before anything walks it: here a million levels, which crashed the server before.
+TEST(ParseChatTest, TooDeeplyNestedBodiesAreRefused) {
+  const int n = 1000000;
+  std::string deep_schema = R"({"messages":[{"role":"user","content":"hi"}],)"
+                            R"("response_format":{"type":"json_schema","json_schema":)"
+                            R"({"name":"x","schema":)";
+  for (int i = 0; i < n; ++i) deep_schema += R"({"a":)";
+  deep_schema += "1";
+  deep_schema += std::string(n, '}');
+  deep_schema += "}}}";
+  auto r = ParseChatCompletionRequest(deep_schema);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("levels deep"), std::string_view::npos) << r.status();
+  auto c = ParseCompletionRequest(R"({"prompt":"x","extra":)" + std::string(n, '[') +
+                                  std::string(n, ']') + "}");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(HttpErrorFromStatus(c.status()).http_status, 400);
+  // Within the limit, deep but legal nesting parses.
+  std::string fine = R"({"messages":[{"role":"user","content":"hi"}],"extra":)";
+  fine += std::string(kMaxJsonNesting - 1, '[') + std::string(kMaxJsonNesting - 1, ']') + "}";
+  EXPECT_TRUE(ParseChatCompletionRequest(fine).ok());
+  // A past call's arguments are JSON in a string: measured too.
+  json args_body = json::parse(R"({"messages":[{"role":"user","content":"hi"},
+      {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",
+       "function":{"name":"f","arguments":""}}]},
+      {"role":"tool","tool_call_id":"call_1","content":"ok"}]})");
+  args_body["messages"][1]["tool_calls"][0]["function"]["arguments"] =
+      std::string(100000, '[') + std::string(100000, ']');
+  ExpectParamError(ParseChatCompletionRequest(args_body.dump()),
+                   "messages[1].tool_calls[0].function.arguments");
 }
 
 TEST(ParseChatTest, MessageErrorsNameTheField) {

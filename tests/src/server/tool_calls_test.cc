@@ -229,6 +229,18 @@ TEST(ParseToolCallsTest, AutoReadsAnUntaggedCall) {
   }
 }
 
+// A model's call nested past kMaxJsonNesting is not read as a call (reading it would recurse
+// once per level): it stays content.
+TEST(ParseToolCallsTest, TooDeepACallIsContent) {
+  const CompletionRequest r = WeatherRequest(ToolChoice::kAuto);
+  std::string text = R"(<tool_call>{"name":"get_time","arguments":)";
+  for (int i = 0; i < 200000; ++i) text += R"({"a":)";
+  text += "1" + std::string(200000, '}') + "}</tool_call>";
+  ToolCallOutput out = ParseToolCalls(r, text, "stop");
+  EXPECT_TRUE(out.calls.empty());
+  EXPECT_EQ(out.content.size(), text.size());
+}
+
 TEST(ParseToolCallsTest, AnythingElseIsContent) {
   const CompletionRequest r = WeatherRequest(ToolChoice::kAuto);
   for (const std::string text :
