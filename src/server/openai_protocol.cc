@@ -734,6 +734,9 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body) 
     return InvalidParam("max_tokens",
                         "'max_tokens' must be at least 1, got 0 (0 is allowed only with 'echo')");
   }
+  // The legacy endpoint's default, as OpenAI's and vLLM's: a completion is 16 tokens unless
+  // asked otherwise (chat's default is the rest of the context).
+  if (!req.max_tokens) req.max_tokens = kDefaultCompletionMaxTokens;
   CRESCENT_ASSIGN_OR_RETURN(auto suffix, GetString(root, "suffix", "suffix"));
   if (suffix && !suffix->empty()) return InvalidParam("suffix", "'suffix' is not supported");
   CRESCENT_ASSIGN_OR_RETURN(auto best_of, GetInt(root, "best_of", "best_of"));

@@ -22,6 +22,9 @@ inline constexpr int kMaxChoices = 16;        // n
 inline constexpr int kMaxBatchChoices = 128;  // n times the prompts of a batched completion
 inline constexpr int kMaxTopLogprobs = 20;
 inline constexpr int kMaxTools = 128;
+// max_tokens of a /v1/completions request that does not set it (OpenAI's and vLLM's default
+// for the legacy endpoint; chat requests default to the rest of the context).
+inline constexpr int kDefaultCompletionMaxTokens = 16;
 inline constexpr size_t kMaxStopTokenIds = 64;
 
 // Parse a POST /v1/chat/completions or /v1/completions body. Unknown fields are ignored.

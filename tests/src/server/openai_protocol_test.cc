@@ -447,10 +447,26 @@ TEST(ParseCompletionTest, EchoAllowsMaxTokensZero) {
   r = CompletionWith({{"echo", true}});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->echo);
-  EXPECT_FALSE(r->max_tokens.has_value());
+  EXPECT_EQ(r->max_tokens, kDefaultCompletionMaxTokens);
   r = CompletionWith(json::object());
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_FALSE(r->echo);
+}
+
+// Unset, a completion's max_tokens is the legacy endpoint's 16; a chat's stays unset (the
+// rest of the context).
+TEST(ParseCompletionTest, MaxTokensDefaultsTo16) {
+  auto r = ParseCompletionRequest(R"({"prompt":"x"})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->max_tokens, 16);
+  r = ParseCompletionRequest(R"({"prompt":"x","max_tokens":null})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->max_tokens, 16);
+  r = ParseCompletionRequest(R"({"prompt":"x","max_tokens":300})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->max_tokens, 300);
+  EXPECT_FALSE(ParseChatCompletionRequest(R"({"messages":[{"role":"user","content":"x"}]})")
+                   ->max_tokens.has_value());
 }
 
 TEST(ParseCompletionTest, ResponseFormatToo) {
