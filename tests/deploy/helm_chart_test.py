@@ -10,8 +10,9 @@ Helm/Sprig functions the chart uses. Checks, for the default values and for over
 - each node advertises $(POD_IP) from the downward API and is named $(POD_NAME);
 - the addresses the roles dial (--kv-master, --conductor) are Services of the release with that
   port, and every probe names a container port;
-- overrides reach the manifests: replicas, the API-key Secret, a model volume mounted in every
-  pod that loads the model, and the grace period covering the drain timeout.
+- overrides reach the manifests: replicas, speculative decoding's flags, the API-key Secret, a
+  model volume mounted in every pod that loads the model, and the grace period covering the
+  drain timeout.
 Exit 77 (CTest skip) without `go` or PyYAML.
 """
 import argparse
@@ -150,7 +151,13 @@ def main():
     v["model"]["existingClaim"] = "models"
     v["model"]["path"] = "/models-extra/Other.Q8_0.gguf"
     v["model"]["servedName"] = "other"
+    v["decode"]["speculativeTokens"] = 4
+    v["decode"]["speculativeDraftCost"] = 0.1
     deployments = verify(a.crescent, render(a.chart, v, meta), v)
+    decode_args = [str(x) for x in containers(deployments["t-crescent-decode"])[0]["args"]]
+    for flag, value in (("--speculative-tokens", "4"), ("--speculative-draft-cost", "0.1")):
+        check(flag in decode_args and decode_args[decode_args.index(flag) + 1] == value,
+              f"decode {flag}: {decode_args}")
     conductor = containers(deployments["t-crescent-conductor"])[0]
     secret = conductor["env"][0]["valueFrom"]["secretKeyRef"]
     check(conductor["env"][0]["name"] == "CRESCENT_API_KEY" and secret["name"] == "crescent-key",
