@@ -508,8 +508,10 @@ TEST_F(EngineTest, SpeculativeDecodingGivesTheSameTokensInFewerSteps) {
     ExpectNoLeaks(*engine);
     return out;
   };
-  // Draft cost 0 computes every proposed draft; 0.2 (the default) only those its record
-  // pays for: either way the same tokens.
+  // Draft cost 0 computes every proposed draft; 0.2 (the default) only those its record and
+  // the step pay for: either way the same tokens. Concurrent runs batch as the submissions
+  // happen to meet the engine's steps, so their step counts (and, at 0.2, whether a step is
+  // small enough to draft in) are not compared.
   for (auto [together, draft_cost] :
        {std::pair{false, 0.0}, std::pair{true, 0.0}, std::pair{false, 0.2}, std::pair{true, 0.2}}) {
     SCOPED_TRACE(
@@ -517,10 +519,14 @@ TEST_F(EngineTest, SpeculativeDecodingGivesTheSameTokensInFewerSteps) {
     const Run plain = run(0, together, draft_cost);
     const Run spec = run(4, together, draft_cost);
     EXPECT_EQ(plain.stats.draft_tokens, 0);
-    EXPECT_GT(spec.stats.draft_tokens, 0);
-    EXPECT_GT(spec.stats.accepted_draft_tokens, 0);
     EXPECT_LE(spec.stats.accepted_draft_tokens, spec.stats.draft_tokens);
-    EXPECT_LT(spec.stats.steps, plain.stats.steps);
+    if (!together || draft_cost == 0) {
+      EXPECT_GT(spec.stats.draft_tokens, 0);
+      EXPECT_GT(spec.stats.accepted_draft_tokens, 0);
+    }
+    if (!together) {
+      EXPECT_LT(spec.stats.steps, plain.stats.steps);
+    }
     EXPECT_EQ(spec.stats.generated_tokens, plain.stats.generated_tokens);
     for (size_t i = 0; i < requests.size(); ++i) {
       const Outcome& a = plain.outcomes[i];
