@@ -128,7 +128,10 @@ std::optional<ToolCall> ParseCall(const CompletionRequest& request, std::string_
   } else if (arguments->is_object()) {
     call.arguments = arguments->dump();
   } else if (arguments->is_string()) {
-    const Json inner = Json::parse(arguments->get<std::string>(), nullptr, false);
+    // JSON in a string: its brackets were not counted with the call's.
+    const std::string& text_args = arguments->get_ref<const std::string&>();
+    if (JsonNestingDepth(text_args) > kMaxJsonNesting) return std::nullopt;
+    const Json inner = Json::parse(text_args, nullptr, false);
     if (inner.is_discarded() || !inner.is_object()) return std::nullopt;
     call.arguments = inner.dump();
   } else {

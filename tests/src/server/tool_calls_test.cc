@@ -229,14 +229,22 @@ TEST(ParseToolCallsTest, AutoReadsAnUntaggedCall) {
   }
 }
 
-// A model's call nested past kMaxJsonNesting is not read as a call (reading it would recurse
-// once per level): it stays content.
+// A model's call nested past kMaxJsonNesting, in the call or in arguments written as a
+// string, is not read as a call (reading it would recurse once per level): it stays content.
 TEST(ParseToolCallsTest, TooDeepACallIsContent) {
   const CompletionRequest r = WeatherRequest(ToolChoice::kAuto);
   std::string text = R"(<tool_call>{"name":"get_time","arguments":)";
   for (int i = 0; i < 200000; ++i) text += R"({"a":)";
   text += "1" + std::string(200000, '}') + "}</tool_call>";
   ToolCallOutput out = ParseToolCalls(r, text, "stop");
+  EXPECT_TRUE(out.calls.empty());
+  EXPECT_EQ(out.content.size(), text.size());
+  // Arguments written as a JSON string: their nesting hides inside the string from the scan
+  // of the call, and is measured on its own.
+  text = R"(<tool_call>{"name":"get_time","arguments":")";
+  for (int i = 0; i < 200000; ++i) text += R"({\"a\":)";
+  text += "1" + std::string(200000, '}') + R"("}</tool_call>)";
+  out = ParseToolCalls(r, text, "stop");
   EXPECT_TRUE(out.calls.empty());
   EXPECT_EQ(out.content.size(), text.size());
 }
