@@ -41,7 +41,8 @@ namespace crescent::decode_node {
 struct DecodeNodeOptions : cluster::NodeOptions {
   int max_running = 64;
   int speculative_tokens = 0;  // the engine's speculative_tokens (prompt-lookup drafts a step)
-  double speculative_draft_cost = 0.2;  // the engine's speculative_draft_cost
+  // the engine's speculative_draft_cost
+  double speculative_draft_cost = engine::EngineOptions{}.speculative_draft_cost;
   int64_t reserve_timeout_ms = 30000;  // Default and upper bound of a reservation's wait.
 };
 

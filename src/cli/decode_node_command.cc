@@ -25,7 +25,7 @@ struct DecodeNodeFlags {
   NodeFlags node;
   int max_running = 64;
   int speculative_tokens = 0;
-  double speculative_draft_cost = 0.2;
+  double speculative_draft_cost = engine::EngineOptions{}.speculative_draft_cost;
   int64_t reserve_timeout_ms = 30000;
   bool no_profile = false;
 };

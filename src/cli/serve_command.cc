@@ -40,7 +40,7 @@ struct ServeFlags {
   int max_running = 64;
   int max_waiting = 4096;
   int speculative_tokens = 0;
-  double speculative_draft_cost = 0.2;
+  double speculative_draft_cost = engine::EngineOptions{}.speculative_draft_cost;
   int http_threads = 2;
   int64_t max_body_bytes = 1 << 20;
 };

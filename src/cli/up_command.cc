@@ -117,8 +117,7 @@ void AddUpCommands(CLI::App& app, std::vector<Command>* commands) {
   up->add_option("--speculative-draft-cost", o.speculative_draft_cost,
                  "decode nodes' cost of one position's arithmetic, as a fraction of a "
                  "one-token decode step, in [0, 1): drafts only while a step stays "
-                 "memory-bound (0: every proposed draft)")
-      ->capture_default_str();
+                 "memory-bound (0: every proposed draft; default: the decode node's)");
   up->add_option("--prefill-policy", o.prefill_policy,
                  "cache-aware|local|least-loaded|round-robin (default: the conductor's)");
   up->add_option("--slo-ttft-ms", o.slo_ttft_ms, "TTFT SLO (default: the conductor's)");

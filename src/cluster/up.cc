@@ -331,8 +331,10 @@ std::vector<std::string> NodeArgs(const UpOptions& o, const ClusterPorts& p, std
                                 o.transport};
   if (o.backend != "cpu") a.insert(a.end(), {"--backend", o.backend});
   if (role == "decode" && o.speculative_tokens > 0) {
-    a.insert(a.end(), {"--speculative-tokens", absl::StrCat(o.speculative_tokens),
-                       "--speculative-draft-cost", absl::StrCat(o.speculative_draft_cost)});
+    a.insert(a.end(), {"--speculative-tokens", absl::StrCat(o.speculative_tokens)});
+    if (o.speculative_draft_cost) {
+      a.insert(a.end(), {"--speculative-draft-cost", absl::StrCat(*o.speculative_draft_cost)});
+    }
   }
   return a;
 }
@@ -351,7 +353,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const UpOption
   if (o.speculative_tokens < 0 || o.speculative_tokens > 64) {
     return absl::InvalidArgumentError("--speculative-tokens must be in [0, 64]");
   }
-  if (!(o.speculative_draft_cost >= 0 && o.speculative_draft_cost < 1)) {
+  if (o.speculative_draft_cost &&
+      !(*o.speculative_draft_cost >= 0 && *o.speculative_draft_cost < 1)) {
     return absl::InvalidArgumentError("--speculative-draft-cost must be in [0, 1)");
   }
   const int threads =

@@ -41,7 +41,8 @@ struct UpOptions {
   std::string backend = "cpu";    // Every node's forward pass: cpu | cuda.
   int64_t kv_cache_mb = 256;      // Per node.
   int speculative_tokens = 0;     // Decode nodes' --speculative-tokens.
-  double speculative_draft_cost = 0.2;  // Decode nodes' --speculative-draft-cost.
+  std::optional<double> speculative_draft_cost;  // Decode nodes' --speculative-draft-cost;
+                                                 // unset: their default.
   std::string prefill_policy;     // Empty: the conductor's default.
   int64_t slo_ttft_ms = 0;        // 0: the conductor's default.
   int64_t slo_tbt_ms = 0;         // 0: the conductor's default.
